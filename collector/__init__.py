@@ -1,0 +1,1 @@
+"""ccbridge: Claude Code telemetry to audit records."""

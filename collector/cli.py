@@ -1,0 +1,343 @@
+"""Command line: argument parsing and sub-commands; the work lives in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector import config as config_mod
+from collector.config import Config, ConfigError
+
+log = logging.getLogger("ccbridge")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+CSV_COLUMNS = (
+    ("id", "id"),
+    ("time", "time"),
+    ("kind", "kind"),
+    ("event", "event"),
+    ("user_email", "user.email"),
+    ("user_id", "user.id"),
+    ("user_account_uuid", "user.account_uuid"),
+    ("organization_id", "organization.id"),
+    ("session_id", "session.id"),
+    ("prompt_id", "prompt.id"),
+    ("sequence", "sequence"),
+    ("tool_name", "tool.name"),
+    ("tool_use_id", "tool.use_id"),
+    ("decision", "tool.decision"),
+    ("decision_source", "tool.decision_source"),
+    ("approval_mode", "tool.approval_mode"),
+    ("success", "tool.success"),
+    ("command", "tool.command"),
+    ("file_path", "file.path"),
+    ("file_operation", "file.operation"),
+    ("model", "model"),
+    ("cost_usd", "cost_usd"),
+    ("tokens_input", "tokens.input"),
+    ("tokens_output", "tokens.output"),
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> datetime:
+    """RFC 3339 / ISO date-time, a date (``2026-11-01`` = midnight UTC), or a relative age (``24h``, ``7d``)."""
+    now = now or datetime.now(UTC)
+    s = text.strip()
+    try:
+        age = config_mod.parse_duration(s)
+    except ConfigError:
+        age = None
+    if age is not None and not s.replace(".", "").isdigit():
+        return now - timedelta(seconds=float(age))
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: use RFC 3339 (2026-11-25T10:00:00Z), a date (2026-11-25) or an age (24h, 7d)"
+        ) from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def load_config(path: str | None, data_dir: str | None) -> Config:
+    cfg = config_mod.load(path)
+    if data_dir:
+        cfg = cfg.with_data_dir(data_dir)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run
+
+
+def _run_workers(args: argparse.Namespace, cfg: Config) -> int:
+    """Primary process of a multi-worker bridge: spawn the secondary workers, serve, stop them on exit."""
+    from collector.service import Service
+
+    children: list[subprocess.Popen[bytes]] = []
+    base = [sys.executable, "-m", "collector.cli", "run"]
+    if args.config:
+        base += ["--config", args.config]
+    base += ["--data-dir", cfg.storage.directory]
+    for i in range(1, cfg.server.workers):
+        children.append(subprocess.Popen([*base, "--worker-index", str(i)]))
+    try:
+        asyncio.run(Service(cfg, reuse_port=True).run())
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + float(cfg.server.shutdown_timeout) + 5
+        for c in children:
+            try:
+                c.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.data_dir)
+    setup_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
+    workers = cfg.server.workers
+    if args.worker_index:
+        from collector.service import Service
+
+        asyncio.run(Service(cfg, serve_telemetry=False, reuse_port=True).run())
+        return EXIT_OK
+    if workers > 1:
+        mp_dir = Path(cfg.storage.directory) / ".metrics"
+        shutil.rmtree(mp_dir, ignore_errors=True)
+        mp_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+        return _run_workers(args, cfg)
+    from collector.service import Service
+
+    try:
+        asyncio.run(Service(cfg).run())
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_validate_config(args: argparse.Namespace) -> int:
+    try:
+        config_mod.load(args.file)
+    except ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.file}: configuration is valid")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# audit export
+
+
+def _dig(rec: dict[str, Any], dotted: str) -> Any:
+    cur: Any = rec
+    for part in dotted.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return orjson.dumps(v).decode()
+    return str(v)
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from collector.store.sqlite import RecordQuery, StorageError, iter_records
+
+    data_dir = args.data_dir or (load_config(args.config, None).storage.directory if args.config else None)
+    data_dir = data_dir or config_mod.DEFAULT_DATA_DIR
+    q = RecordQuery(
+        since_ms=int(args.since.timestamp() * 1000) if args.since else None,
+        until_ms=int(args.until.timestamp() * 1000) if args.until else None,
+        kinds=tuple(args.kind or ()),
+        user=args.user,
+        session=args.session,
+    )
+    out = sys.stdout
+    n = 0
+    try:
+        if args.format == "jsonl":
+            buf = out.buffer
+            for body in iter_records(data_dir, q):
+                buf.write(body)
+                buf.write(b"\n")
+                n += 1
+        else:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow([c for c, _ in CSV_COLUMNS])
+            for body in iter_records(data_dir, q):
+                rec = orjson.loads(body)
+                writer.writerow([_csv_value(_dig(rec, path)) for _, path in CSV_COLUMNS])
+                n += 1
+        out.flush()
+    except StorageError as exc:
+        print(f"cannot export: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        return EXIT_OK
+    print(f"exported {n} records", file=sys.stderr)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# demo
+
+
+async def _demo(endpoint: str, sessions: int, prompts: int, token: str | None) -> int:
+    import random
+
+    import aiohttp
+
+    from collector.demo import DemoSession, logs_request, metrics_request
+
+    base = endpoint.rstrip("/")
+    headers = {"Content-Type": "application/x-protobuf"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    sent = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for i in range(sessions):
+            s = DemoSession(email=f"demo.user{i + 1}@example.com", rng=random.Random(i))
+            start = time.time_ns()
+            t = start
+            records = []
+            for _ in range(prompts):
+                records += s.prompt_turn(t)
+                t += 5_000_000_000
+            for path, body in (
+                ("/v1/logs", logs_request(records).SerializeToString()),
+                ("/v1/metrics", metrics_request(s, t, start).SerializeToString()),
+            ):
+                try:
+                    async with http.post(base + path, data=body, headers=headers) as resp:
+                        if resp.status != 200:
+                            text = await resp.text(errors="replace")
+                            print(f"{path}: HTTP {resp.status}: {text[:300]}", file=sys.stderr)
+                            return EXIT_FAILURE
+                except aiohttp.ClientError as exc:
+                    print(f"cannot reach the bridge at {base}: {exc}", file=sys.stderr)
+                    return EXIT_FAILURE
+            sent += len(records)
+            print(f"session {s.session_id} ({s.email}): {len(records)} events sent")
+    print(f"sent {sent} events from {sessions} session(s). See them with: ccbridge audit export --format csv")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo(args.endpoint, args.sessions, args.prompts, os.environ.get("CCBRIDGE_TOKEN")))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ccbridge", description="Claude Code telemetry to audit records.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the bridge (receivers, store, telemetry endpoint)")
+    run.add_argument("--config", help="YAML config file (default: embedded defaults)")
+    run.add_argument("--data-dir", help="data directory (overrides storage.directory)")
+    run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    vc = sub.add_parser("validate-config", help="check a config file without starting")
+    vc.add_argument("file")
+    vc.set_defaults(func=cmd_validate_config)
+
+    audit = sub.add_parser("audit", help="audit store commands").add_subparsers(dest="audit_command", required=True)
+    ex = audit.add_parser("export", help="stream stored audit records to stdout")
+    ex.add_argument("--config")
+    ex.add_argument("--data-dir")
+    ex.add_argument("--since", type=parse_time, help="inclusive lower time bound (RFC 3339, date or age like 24h)")
+    ex.add_argument("--until", type=parse_time, help="exclusive upper time bound")
+    ex.add_argument("--kind", action="append", help="record kind (repeatable)")
+    ex.add_argument("--user", help="user email or user.id")
+    ex.add_argument("--session", help="session id")
+    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    ex.set_defaults(func=cmd_audit_export)
+
+    demo = sub.add_parser("demo", help="send a realistic Claude Code session to a running bridge")
+    demo.add_argument("--endpoint", default="http://127.0.0.1:4318", help="OTLP/HTTP base URL")
+    demo.add_argument("--sessions", type=int, default=2)
+    demo.add_argument("--prompts", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "kind", None):
+        from collector.processing.normalize import KINDS
+
+        bad = [k for k in args.kind if k not in KINDS]
+        if bad:
+            parser.error(f"unknown kind {bad[0]!r}; kinds are {', '.join(KINDS)}")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

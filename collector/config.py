@@ -1,0 +1,401 @@
+"""Typed configuration tree, loaded from YAML and validated before anything starts.
+
+Every section is a frozen dataclass whose defaults are the embedded defaults, so ``Config()`` is a complete,
+runnable configuration. :func:`load` reads YAML, substitutes ``${env:VAR}`` (and ``${env:VAR:-default}``) in
+string values, and maps the tree onto the dataclasses. Unknown keys, wrong types and out-of-range values are
+refused with a :class:`ConfigError` that names the dotted path of the offending key.
+
+Secret values (tokens, API keys) are held in :class:`Secret`, whose ``repr``/``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
+DEFAULT_HTTP_ENDPOINT = "127.0.0.1:4318"
+DEFAULT_TELEMETRY_ENDPOINT = "127.0.0.1:9464"
+DEFAULT_DATA_DIR = "./ccbridge-data"
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+DEFAULT_RETENTION_SECONDS = 90 * 86400.0
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the key path."""
+
+
+class Secret:
+    """A configuration string that must never be printed (tokens, API keys)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+class Duration(float):
+    """Seconds; accepts numbers or strings such as ``250ms``, ``30s``, ``5m``, ``12h``, ``90d``."""
+
+
+class ByteSize(int):
+    """Bytes; accepts integers or strings such as ``512KiB``, ``16MiB``, ``1GB``."""
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "k": 1024,
+    "m": 1024**2,
+    "g": 1024**3,
+}
+_ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_duration(value: object, path: str = "") -> Duration:
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a duration, got a boolean")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{path}: duration must not be negative")
+        return Duration(float(value))
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*", value)
+        if m:
+            return Duration(float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"])
+    raise ConfigError(f"{path}: invalid duration {value!r} (use e.g. 500ms, 30s, 5m, 12h, 90d)")
+
+
+def parse_size(value: object, path: str = "") -> ByteSize:
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a size, got a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{path}: size must not be negative")
+        return ByteSize(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return ByteSize(int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]))
+    raise ConfigError(f"{path}: invalid size {value!r} (use e.g. 4096, 512KiB, 16MiB)")
+
+
+def parse_endpoint(value: str, path: str = "") -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:port`` for IPv6) into its parts."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", value.strip())
+    if not m:
+        raise ConfigError(f"{path}: invalid endpoint {value!r} (expected host:port)")
+    host = m.group(1) if m.group(1) is not None else m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if port > 65535:
+        raise ConfigError(f"{path}: port {port} out of range")
+    return (host or "0.0.0.0"), port
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tree. Field docstrings live in docs/configuration.md, which documents every key.
+
+
+@dataclass(frozen=True)
+class TLSServerConfig:
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+    def validate(self, path: str) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError(f"{path}: cert_file and key_file must be set together")
+        if self.client_ca_file and not self.cert_file:
+            raise ConfigError(f"{path}.client_ca_file: mutual TLS needs cert_file and key_file too")
+
+
+@dataclass(frozen=True)
+class GrpcReceiverConfig:
+    enabled: bool = True
+    endpoint: str = DEFAULT_GRPC_ENDPOINT
+    max_recv_msg_size: ByteSize = ByteSize(DEFAULT_MAX_REQUEST_BYTES)
+    tls: TLSServerConfig = field(default_factory=TLSServerConfig)
+
+    def validate(self, path: str) -> None:
+        parse_endpoint(self.endpoint, f"{path}.endpoint")
+        if self.max_recv_msg_size < 1024:
+            raise ConfigError(f"{path}.max_recv_msg_size: must be at least 1KiB")
+
+
+@dataclass(frozen=True)
+class HttpReceiverConfig:
+    enabled: bool = True
+    endpoint: str = DEFAULT_HTTP_ENDPOINT
+    max_request_body_size: ByteSize = ByteSize(DEFAULT_MAX_REQUEST_BYTES)
+    max_decompressed_size: ByteSize = ByteSize(DEFAULT_MAX_DECOMPRESSED_BYTES)
+    tls: TLSServerConfig = field(default_factory=TLSServerConfig)
+
+    def validate(self, path: str) -> None:
+        parse_endpoint(self.endpoint, f"{path}.endpoint")
+        if self.max_request_body_size < 1024:
+            raise ConfigError(f"{path}.max_request_body_size: must be at least 1KiB")
+        if self.max_decompressed_size < self.max_request_body_size:
+            raise ConfigError(f"{path}.max_decompressed_size: must be >= max_request_body_size")
+
+
+@dataclass(frozen=True)
+class OtlpReceiverConfig:
+    grpc: GrpcReceiverConfig = field(default_factory=GrpcReceiverConfig)
+    http: HttpReceiverConfig = field(default_factory=HttpReceiverConfig)
+
+
+@dataclass(frozen=True)
+class ReceiversConfig:
+    otlp: OtlpReceiverConfig = field(default_factory=OtlpReceiverConfig)
+    max_attribute_depth: int = 32
+
+    def validate(self, path: str) -> None:
+        if not 1 <= self.max_attribute_depth <= 1000:
+            raise ConfigError(f"{path}.max_attribute_depth: must be between 1 and 1000")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    directory: str = DEFAULT_DATA_DIR
+    synchronous: Literal["full", "normal"] = "full"
+    commit_interval: Duration = Duration(0.0)
+    max_commit_records: int = 20000
+    retention: Duration = Duration(DEFAULT_RETENTION_SECONDS)
+    retry_after: Duration = Duration(5.0)
+
+    def validate(self, path: str) -> None:
+        if self.max_commit_records < 1:
+            raise ConfigError(f"{path}.max_commit_records: must be >= 1")
+        if self.commit_interval > 1.0:
+            raise ConfigError(f"{path}.commit_interval: must be <= 1s (it delays every acknowledgement)")
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    endpoint: str = DEFAULT_TELEMETRY_ENDPOINT
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "text"
+
+    def validate(self, path: str) -> None:
+        parse_endpoint(self.endpoint, f"{path}.endpoint")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    workers: int = 1
+    shutdown_timeout: Duration = Duration(15.0)
+
+    def validate(self, path: str) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"{path}.workers: must be between 1 and 64")
+
+
+@dataclass(frozen=True)
+class Config:
+    receivers: ReceiversConfig = field(default_factory=ReceiversConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def with_data_dir(self, directory: str) -> Config:
+        return dataclasses.replace(self, storage=dataclasses.replace(self.storage, directory=directory))
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.directory)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def substitute_env(value: str, path: str, environ: typing.Mapping[str, str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _ENV_RE.sub(repl, value)
+
+
+def _expand(node: object, path: str, environ: typing.Mapping[str, str]) -> object:
+    if isinstance(node, str):
+        return substitute_env(node, path, environ)
+    if isinstance(node, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), environ) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", environ) for i, v in enumerate(node)]
+    return node
+
+
+def _type_name(tp: object) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def convert(tp: Any, value: object, path: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, naming ``path`` on failure."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or origin is types.UnionType:
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list")
+        (item_tp, *_rest) = get_args(tp) or (Any,)
+        items = [convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        key_tp, val_tp = get_args(tp) or (str, Any)
+        return {convert(key_tp, k, f"{path}"): convert(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    if tp is Duration:
+        return parse_duration(value, path)
+    if tp is ByteSize:
+        return parse_size(value, path)
+    if tp is Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string")
+        return Secret(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")
+
+
+def build(cls: type[T], data: object, path: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and validating each section."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{where}: unknown key {key!r} (known keys here: {known})")
+    kwargs = {k: convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    return obj
+
+
+def validate_tree(obj: object, path: str = "") -> None:
+    """Run every ``validate`` method in the tree (including defaults that were not in the file)."""
+    if not dataclasses.is_dataclass(obj):
+        return
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(path or "<root>")
+    for f in dataclasses.fields(obj):
+        child = getattr(obj, f.name)
+        sub = f"{path}.{f.name}" if path else f.name
+        if isinstance(child, dict):
+            for k, v in child.items():
+                validate_tree(v, f"{sub}.{k}")
+        else:
+            validate_tree(child, sub)
+
+
+def load_text(text: str, environ: typing.Mapping[str, str] | None = None, source: str = "<config>") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    expanded = _expand(raw if raw is not None else {}, "", os.environ if environ is None else environ)
+    cfg = build(Config, expanded)
+    validate_tree(cfg)
+    return cfg
+
+
+def load(path: str | Path | None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (or the embedded defaults when ``None``)."""
+    if path is None:
+        cfg = Config()
+        validate_tree(cfg)
+        return cfg
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: config file is not UTF-8 text") from None
+    return load_text(text, environ, source=str(p))

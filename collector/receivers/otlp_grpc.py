@@ -1,0 +1,185 @@
+"""OTLP/gRPC receiver: the Logs, Metrics and Trace ``Export`` services on ``grpc.aio``.
+
+Requests are registered with raw-bytes (de)serializers so the receiver, not grpcio, decodes the protobuf: an
+undecodable message is answered ``INVALID_ARGUMENT`` with a message that says why, instead of grpcio's generic
+``INTERNAL``. Errors map through :mod:`collector.receivers.status`; retryable ones carry a ``retry-after`` trailer and
+a ``google.rpc.RetryInfo`` detail so OTLP SDKs back off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from collector.config import GrpcReceiverConfig, parse_endpoint
+from collector.pipeline import Pipeline
+from collector.processing.decode import DECODERS, DecodeError
+from collector.receivers.status import ReceiverError, ShuttingDown, classify
+from collector.telemetry.selfmetrics import SelfMetrics
+
+log = logging.getLogger(__name__)
+
+SERVICES = {
+    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+}
+
+GrpcAuthenticator = Callable[[aio.ServicerContext], Awaitable[str | None]]
+Admission = Callable[[str], None]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    return bytes([(num << 3) | 2]) + _varint(len(payload)) + payload
+
+
+def status_details(code: int, message: str, retry_after: float | None) -> bytes:
+    """``google.rpc.Status`` with an optional ``google.rpc.RetryInfo`` detail, for ``grpc-status-details-bin``."""
+    body = bytes([0x08]) + _varint(code) + _field(2, message.encode("utf-8", "replace"))
+    if retry_after is not None:
+        secs = int(retry_after)
+        nanos = int((retry_after - secs) * 1e9)
+        duration = (bytes([0x08]) + _varint(secs) if secs else b"") + (bytes([0x10]) + _varint(nanos) if nanos else b"")
+        retry_info = _field(1, duration)
+        any_msg = _field(1, b"type.googleapis.com/google.rpc.RetryInfo") + _field(2, retry_info)
+        body += _field(3, any_msg)
+    return body
+
+
+class OtlpGrpcReceiver:
+    """A ``grpc.aio`` server exposing the three OTLP Export services."""
+
+    def __init__(
+        self,
+        cfg: GrpcReceiverConfig,
+        pipeline: Pipeline,
+        metrics: SelfMetrics,
+        *,
+        max_depth: int = 32,
+        storage_retry_after: float = 5.0,
+        reuse_port: bool = False,
+        authenticate: GrpcAuthenticator | None = None,
+        admit: Admission | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.max_depth = max_depth
+        self.storage_retry_after = storage_retry_after
+        self.reuse_port = reuse_port
+        self.authenticate = authenticate
+        self.admit = admit
+        self.accepting = True
+        self.server: aio.Server | None = None
+        self.port: int | None = None
+
+    def _handler(self, signal: str) -> grpc.RpcMethodHandler:
+        decode = DECODERS[(signal, "protobuf")]
+
+        async def export(request: bytes, context: aio.ServicerContext) -> bytes:
+            started = time.perf_counter()
+            try:
+                if not self.accepting:
+                    raise ShuttingDown("the bridge is shutting down; retry later")
+                identity = await self.authenticate(context) if self.authenticate is not None else None
+                if self.admit is not None:
+                    self.admit(signal)
+                try:
+                    items: list[Any] = decode(request, self.max_depth)
+                except RecursionError:
+                    raise DecodeError("message is nested too deeply") from None
+                if signal == "logs":
+                    await self.pipeline.consume_logs(items, "grpc", identity)
+                elif signal == "metrics":
+                    await self.pipeline.consume_metrics(items, "grpc", identity)
+                else:
+                    await self.pipeline.consume_spans(items, "grpc", identity)
+            except Exception as exc:
+                await self._abort(exc, signal, context)
+            finally:
+                self.metrics.request_latency.labels(signal, "grpc").observe(time.perf_counter() - started)
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(export, request_deserializer=None, response_serializer=None)
+
+    async def _abort(self, exc: Exception, signal: str, context: aio.ServicerContext) -> None:
+        answer = classify(exc, self.storage_retry_after)
+        self.metrics.refused.labels(signal, "grpc", answer.reason).inc()
+        if isinstance(exc, ReceiverError | DecodeError) or answer.grpc_code == grpc.StatusCode.UNAVAILABLE:
+            log.warning("refused gRPC %s export from %s: %s", signal, context.peer(), answer.message)
+        else:
+            log.exception("internal error on gRPC %s export", signal, exc_info=exc)
+        trailers: list[tuple[str, str | bytes]] = []
+        if answer.retry_after is not None:
+            trailers.append(("retry-after", str(max(1, round(answer.retry_after)))))
+            trailers.append(
+                (
+                    "grpc-status-details-bin",
+                    status_details(answer.grpc_code.value[0], answer.message, answer.retry_after),
+                )
+            )
+        if trailers:
+            context.set_trailing_metadata(tuple(trailers))
+        await context.abort(answer.grpc_code, answer.message)
+
+    def _server_credentials(self) -> grpc.ServerCredentials | None:
+        tls = self.cfg.tls
+        if not tls.enabled:
+            return None
+        with open(tls.key_file, "rb") as f:
+            key = f.read()
+        with open(tls.cert_file, "rb") as f:
+            cert = f.read()
+        ca = None
+        if tls.client_ca_file:
+            with open(tls.client_ca_file, "rb") as f:
+                ca = f.read()
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=bool(ca))
+
+    async def start(self) -> None:
+        host, port = parse_endpoint(self.cfg.endpoint)
+        options = [
+            ("grpc.max_receive_message_length", int(self.cfg.max_recv_msg_size)),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+        ]
+        server = aio.server(options=options)
+        handlers = {
+            service: grpc.method_handlers_generic_handler(service, {"Export": self._handler(signal)})
+            for signal, service in SERVICES.items()
+        }
+        server.add_generic_rpc_handlers(tuple(handlers.values()))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        creds = self._server_credentials()
+        try:
+            bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from None
+        if not bound:
+            raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+        await server.start()
+        self.server = server
+        self.port = bound
+        log.info("OTLP/gRPC receiver listening on %s:%s", host, bound)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.accepting = False
+        if self.server is not None:
+            await self.server.stop(grace)
+            self.server = None

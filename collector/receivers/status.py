@@ -1,0 +1,84 @@
+"""The one table that maps internal errors to HTTP status, gRPC code and Retry-After.
+
+Receivers raise or catch the typed errors below (and :class:`~collector.processing.decode.DecodeError`,
+:class:`~collector.store.sqlite.StorageError`) and ask :func:`classify` how to answer, so an error means the same
+thing on both transports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from collector.processing.decode import DecodeError
+from collector.store.sqlite import StorageError
+
+
+class ReceiverError(Exception):
+    """Base of the errors a receiver answers with a client-visible status."""
+
+    reason = "error"
+
+
+class UnsupportedMediaType(ReceiverError):
+    reason = "unsupported_media_type"
+
+
+class UnsupportedEncoding(ReceiverError):
+    reason = "unsupported_encoding"
+
+
+class PayloadTooLarge(ReceiverError):
+    reason = "too_large"
+
+
+class Unauthenticated(ReceiverError):
+    reason = "unauthenticated"
+
+
+class Backpressure(ReceiverError):
+    """A destination's backlog limit is reached; clients must retry later."""
+
+    reason = "backpressure"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(ReceiverError):
+    reason = "shutting_down"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How to answer a failed request."""
+
+    http_status: int
+    grpc_code: grpc.StatusCode
+    reason: str
+    message: str
+    retry_after: float | None = None
+
+
+def classify(exc: BaseException, storage_retry_after: float = 5.0) -> Answer:
+    """The answer for ``exc``. Unknown exceptions are internal errors (500 / INTERNAL) with a generic message."""
+    msg = str(exc)
+    if isinstance(exc, DecodeError):
+        return Answer(400, grpc.StatusCode.INVALID_ARGUMENT, "decode_error", msg)
+    if isinstance(exc, UnsupportedMediaType):
+        return Answer(415, grpc.StatusCode.INVALID_ARGUMENT, exc.reason, msg)
+    if isinstance(exc, UnsupportedEncoding):
+        return Answer(415, grpc.StatusCode.UNIMPLEMENTED, exc.reason, msg)
+    if isinstance(exc, PayloadTooLarge):
+        return Answer(413, grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, msg)
+    if isinstance(exc, Unauthenticated):
+        return Answer(401, grpc.StatusCode.UNAUTHENTICATED, exc.reason, msg)
+    if isinstance(exc, Backpressure):
+        return Answer(429, grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, msg, exc.retry_after)
+    if isinstance(exc, ShuttingDown):
+        return Answer(503, grpc.StatusCode.UNAVAILABLE, exc.reason, msg, 1.0)
+    if isinstance(exc, StorageError):
+        return Answer(503, grpc.StatusCode.UNAVAILABLE, f"storage_{exc.reason}", msg, storage_retry_after)
+    return Answer(500, grpc.StatusCode.INTERNAL, "internal", "internal error while processing the request")

@@ -1,0 +1,114 @@
+"""Service lifecycle: build the pipeline from config, start in order, drain on SIGTERM.
+
+Start order: store (so nothing is accepted that cannot be kept), telemetry, then receivers. Stop order is the
+reverse: receivers stop accepting and finish in-flight requests (each already waits for its commit), then the store
+finishes its queue and closes. A restart opens the same store and continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from collector.config import Config
+from collector.pipeline import Pipeline
+from collector.receivers.otlp_grpc import OtlpGrpcReceiver
+from collector.receivers.otlp_http import OtlpHttpReceiver
+from collector.store.sqlite import AuditStore
+from collector.telemetry.selfmetrics import SelfMetrics
+from collector.telemetry.server import TelemetryServer
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """One bridge process: receivers, store and (unless a secondary worker) the telemetry endpoint."""
+
+    def __init__(self, cfg: Config, *, serve_telemetry: bool = True, reuse_port: bool = False) -> None:
+        self.cfg = cfg
+        self.serve_telemetry = serve_telemetry
+        self.reuse_port = reuse_port
+        self.metrics = SelfMetrics()
+        self.store = AuditStore(
+            cfg.storage.directory,
+            synchronous=cfg.storage.synchronous,
+            max_commit_records=cfg.storage.max_commit_records,
+            commit_interval=cfg.storage.commit_interval,
+        )
+        self.pipeline = Pipeline(self.store, self.metrics)
+        self.http: OtlpHttpReceiver | None = None
+        self.grpc: OtlpGrpcReceiver | None = None
+        self.telemetry: TelemetryServer | None = None
+        self._stopping = asyncio.Event()
+        self.started = False
+
+    def _readiness_storage(self) -> str | None:
+        healthy = self.store.healthy
+        self.metrics.storage_healthy.set(1 if healthy else 0)
+        if not healthy and self.store.last_error is not None:
+            return f"storage: {self.store.last_error.reason}"
+        return None
+
+    def _readiness_receivers(self) -> str | None:
+        return None if self.started else "receivers not started"
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.store.open()
+        rcv = cfg.receivers
+        common = {
+            "max_depth": rcv.max_attribute_depth,
+            "storage_retry_after": cfg.storage.retry_after,
+            "reuse_port": self.reuse_port,
+        }
+        if self.serve_telemetry:
+            self.telemetry = TelemetryServer(cfg.telemetry.endpoint, self.metrics.registry)
+            self.telemetry.add_readiness_check("storage", self._readiness_storage)
+            self.telemetry.add_readiness_check("receivers", self._readiness_receivers)
+            await self.telemetry.start()
+        if rcv.otlp.grpc.enabled:
+            self.grpc = OtlpGrpcReceiver(rcv.otlp.grpc, self.pipeline, self.metrics, **common)
+            await self.grpc.start()
+        if rcv.otlp.http.enabled:
+            self.http = OtlpHttpReceiver(rcv.otlp.http, self.pipeline, self.metrics, **common)
+            await self.http.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish within ``server.shutdown_timeout``, close the store."""
+        grace = float(self.cfg.server.shutdown_timeout)
+        self.started = False
+        if self.http is not None:
+            self.http.accepting = False
+        if self.grpc is not None:
+            self.grpc.accepting = False
+        results = await asyncio.gather(
+            *(r.stop(grace) for r in [self.grpc] if r is not None),
+            *(r.stop() for r in [self.http] if r is not None),
+            return_exceptions=True,
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                log.error("error while stopping a receiver: %s", r)
+        await asyncio.to_thread(self.store.close)
+        if self.telemetry is not None:
+            await self.telemetry.stop()
+        log.info("stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            log.info("shutting down")
+            await self.stop()

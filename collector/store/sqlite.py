@@ -1,0 +1,395 @@
+"""The durable log: audit records, metric points and spans in SQLite (WAL), appended before a client hears success.
+
+Writes go through one writer thread per process that practises *group commit*: every append waiting when a
+transaction starts joins it, so many small concurrent requests share one ``fsync``. With ``synchronous=FULL`` (the
+default) a committed transaction is on disk when :meth:`AuditStore.append` returns. Several processes may append to
+the same file (SO_REUSEPORT workers); SQLite's lock serialises their short transactions.
+
+Duplicate record ids (an exporter retrying the same events) are stored once (``INSERT OR IGNORE`` on a unique id).
+
+Storage failures (disk full, read-only file system, I/O errors, lock timeouts) raise :class:`StorageError`; nothing
+partial is committed, the writer keeps running and the next append tries again, so the service recovers by itself
+once space returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "ccbridge.db"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+RecordRow = tuple[str, int, str, str | None, str | None, str | None, int, bytes]
+MetricRow = tuple[int, str, bytes]
+SpanRow = tuple[str, str, int, str, bytes]
+
+_INSERT_RECORD = (
+    "INSERT OR IGNORE INTO records(id, time_ms, kind, user, user_id, session, received_ms, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_SPAN = "INSERT OR IGNORE INTO spans(trace_id, span_id, time_ms, name, body) VALUES (?, ?, ?, ?, ?)"
+_INSERT_METRIC = "INSERT INTO metric_points(time_ms, name, body) VALUES (?, ?, ?)"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    time_ms     INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    user        TEXT,
+    user_id     TEXT,
+    session     TEXT,
+    received_ms INTEGER NOT NULL,
+    body        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_time ON records(time_ms);
+CREATE INDEX IF NOT EXISTS records_session ON records(session);
+CREATE INDEX IF NOT EXISTS records_user ON records(user);
+CREATE TABLE IF NOT EXISTS metric_points (
+    seq         INTEGER PRIMARY KEY,
+    time_ms     INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    body        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metric_points_time ON metric_points(time_ms);
+CREATE TABLE IF NOT EXISTS spans (
+    seq         INTEGER PRIMARY KEY,
+    trace_id    TEXT NOT NULL,
+    span_id     TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    UNIQUE (trace_id, span_id)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class StorageError(Exception):
+    """The store cannot accept writes right now (disk full, read-only, I/O error, locked). Retry later."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"storage unavailable ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def classify_sqlite_error(exc: BaseException) -> StorageError:
+    """Map a sqlite3 / OS error to a :class:`StorageError` with a short machine-readable reason."""
+    text = str(exc)
+    low = text.lower()
+    if "full" in low or getattr(exc, "errno", None) == 28:
+        reason = "disk_full"
+    elif "readonly" in low or "read-only" in low or getattr(exc, "errno", None) == 30:
+        reason = "read_only"
+    elif "locked" in low or "busy" in low:
+        reason = "locked"
+    elif "i/o" in low or isinstance(exc, OSError):
+        reason = "io_error"
+    else:
+        reason = "error"
+    return StorageError(reason, text)
+
+
+@dataclass
+class AppendResult:
+    """What one append did: rows offered, and new (non-duplicate) records stored."""
+
+    records: int = 0
+    new_records: int = 0
+    metric_points: int = 0
+    spans: int = 0
+
+
+@dataclass
+class _Pending:
+    records: Sequence[RecordRow]
+    metrics: Sequence[MetricRow]
+    spans: Sequence[SpanRow]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: AppendResult | None = None
+    error: StorageError | None = None
+    future: asyncio.Future[AppendResult] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") -> sqlite3.Connection:
+    """Open ``path`` with the project's pragmas (WAL, busy timeout, synchronous level)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+class AuditStore:
+    """Append-only store of audit records, metric points and spans, with a group-commit writer thread."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        synchronous: str = "full",
+        max_commit_records: int = 20000,
+        commit_interval: float = 0.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / DB_FILENAME
+        self.synchronous = synchronous
+        self.max_commit_records = max_commit_records
+        self.commit_interval = commit_interval
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self.last_error: StorageError | None = None
+        self.last_error_time = 0.0
+        self.commits = 0
+        self.committed_rows = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def open(self) -> AuditStore:
+        """Create the directory and schema, start the writer thread. Raises :class:`StorageError` if unusable."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path, synchronous=self.synchronous)
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except (sqlite3.Error, OSError) as exc:
+            raise classify_sqlite_error(exc) from None
+        self._conn = conn
+        self._thread = threading.Thread(target=self._run, name="ccbridge-store-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Finish every queued append, then stop the writer and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join()
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AuditStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def healthy(self) -> bool:
+        """False while the most recent write attempt failed."""
+        return self.last_error is None
+
+    # -- writes ------------------------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        records: Sequence[RecordRow] = (),
+        metrics: Sequence[MetricRow] = (),
+        spans: Sequence[SpanRow] = (),
+    ) -> AppendResult:
+        """Durably append rows; returns once they are committed (on disk with ``synchronous=full``)."""
+        if self._closed:
+            raise StorageError("closed", "the store is shutting down")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(records, metrics, spans, future=loop.create_future(), loop=loop)
+        self._queue.put(pending)
+        assert pending.future is not None
+        return await asyncio.shield(pending.future)
+
+    def append_sync(
+        self,
+        records: Sequence[RecordRow] = (),
+        metrics: Sequence[MetricRow] = (),
+        spans: Sequence[SpanRow] = (),
+    ) -> AppendResult:
+        """Blocking variant of :meth:`append` for threads without an event loop."""
+        if self._closed:
+            raise StorageError("closed", "the store is shutting down")
+        pending = _Pending(records, metrics, spans)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            rows = len(first.records) + len(first.metrics) + len(first.spans)
+            if self.commit_interval > 0:
+                time.sleep(self.commit_interval)
+            while rows < self.max_commit_records:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                rows += len(nxt.records) + len(nxt.metrics) + len(nxt.spans)
+            self._commit(batch)
+        while True:
+            try:
+                rest = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if rest is not None:
+                self._commit([rest])
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        conn = self._conn
+        assert conn is not None
+        error: StorageError | None = None
+        results: list[AppendResult] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for p in batch:
+                    before = conn.total_changes
+                    if p.records:
+                        conn.executemany(
+                            _INSERT_RECORD,
+                            p.records,
+                        )
+                    new = conn.total_changes - before
+                    if p.metrics:
+                        conn.executemany(_INSERT_METRIC, p.metrics)
+                    if p.spans:
+                        conn.executemany(
+                            _INSERT_SPAN,
+                            p.spans,
+                        )
+                    results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            error = classify_sqlite_error(exc)
+            if self.last_error is None or self.last_error.reason != error.reason:
+                log.error("storage write failed: %s", error)
+            self.last_error = error
+            self.last_error_time = time.time()
+        else:
+            if self.last_error is not None:
+                log.warning("storage recovered after: %s", self.last_error.reason)
+            self.last_error = None
+            self.commits += 1
+            self.committed_rows += sum(r.records + r.metric_points + r.spans for r in results)
+        for i, p in enumerate(batch):
+            if error is None:
+                p.result = results[i]
+            else:
+                p.error = error
+            if p.future is not None and p.loop is not None:
+                p.loop.call_soon_threadsafe(_settle, p)
+            else:
+                p.done.set()
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        """A separate read-only connection (WAL lets readers run beside the writer)."""
+        if not self.path.exists():
+            raise StorageError("missing", f"no store at {self.path}")
+        return connect(self.path, readonly=True)
+
+    def count(self, table: str = "records") -> int:
+        if table not in ("records", "metric_points", "spans"):
+            raise ValueError(f"unknown table {table}")
+        with contextlib.closing(self.reader()) as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _settle(p: _Pending) -> None:
+    fut = p.future
+    if fut is None or fut.done():
+        return
+    if p.error is not None:
+        fut.set_exception(p.error)
+    else:
+        fut.set_result(p.result)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """Filters for :func:`iter_records`; times are Unix milliseconds, bounds inclusive/exclusive."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    kinds: tuple[str, ...] = ()
+    user: str | None = None
+    session: str | None = None
+
+
+def iter_records(path: str | Path, q: RecordQuery, batch_size: int = 1000) -> Iterator[bytes]:
+    """Stream stored record bodies (JSON bytes) in time order, in bounded memory."""
+    db = Path(path)
+    if db.is_dir():
+        db = db / DB_FILENAME
+    if not db.exists():
+        raise StorageError("missing", f"no store at {db}")
+    where: list[str] = []
+    args: list[Any] = []
+    if q.since_ms is not None:
+        where.append("time_ms >= ?")
+        args.append(q.since_ms)
+    if q.until_ms is not None:
+        where.append("time_ms < ?")
+        args.append(q.until_ms)
+    if q.kinds:
+        where.append(f"kind IN ({','.join('?' * len(q.kinds))})")
+        args.extend(q.kinds)
+    if q.user:
+        where.append("(user = ? OR user_id = ?)")
+        args.extend((q.user, q.user))
+    if q.session:
+        where.append("session = ?")
+        args.append(q.session)
+    sql = "SELECT body FROM records"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY time_ms, seq"
+    with contextlib.closing(connect(db, readonly=True)) as conn:
+        cur = conn.execute(sql, args)
+        while True:
+            rows = cur.fetchmany(batch_size)
+            if not rows:
+                break
+            for (body,) in rows:
+                yield bytes(body)

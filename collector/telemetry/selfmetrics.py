@@ -1,0 +1,53 @@
+"""Self-metrics of the bridge (prefix ``ccbridge_``), served on the telemetry endpoint's ``/metrics``.
+
+One :class:`SelfMetrics` per process, on its own registry so tests can run several services side by side. Its
+meaning for an operator is documented in ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class SelfMetrics:
+    """The bridge's own counters, gauges and histograms."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.accepted = Counter(
+            "ccbridge_receiver_accepted_items",
+            "Items (log records, metric points, spans) durably stored, by signal and transport.",
+            ["signal", "transport"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "ccbridge_receiver_refused_requests",
+            "Requests answered with an error, by signal, transport and reason.",
+            ["signal", "transport", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "ccbridge_receiver_duplicate_records",
+            "Audit records received again with an id already stored (exporter retries); stored once.",
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "ccbridge_receiver_request_duration_seconds",
+            "Time from request received to answer, including the durable commit.",
+            ["signal", "transport"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.records_by_kind = Counter(
+            "ccbridge_records",
+            "Audit records produced by normalization, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.storage_healthy = Gauge(
+            "ccbridge_storage_healthy", "1 while the last write to the embedded store succeeded.", registry=r
+        )
+        self.storage_healthy.set(1)
