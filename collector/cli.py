@@ -149,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker_index:
         from collector.service import Service
 
-        asyncio.run(Service(cfg, serve_telemetry=False, reuse_port=True).run())
+        asyncio.run(Service(cfg, worker_index=args.worker_index, serve_telemetry=False, reuse_port=True).run())
         return EXIT_OK
     if workers > 1:
         mp_dir = Path(cfg.storage.directory) / ".metrics"
@@ -289,6 +289,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def cmd_analytics_sync(args: argparse.Namespace) -> int:
+    from collector.enrich.sync import run_sync_cli
+
+    return run_sync_cli(args.config, args.data_dir, args.since, args.until)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ccbridge", description="Claude Code telemetry to audit records.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -314,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--session", help="session id")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     ex.set_defaults(func=cmd_audit_export)
+
+    analytics = sub.add_parser("analytics", help="Claude Code Analytics API").add_subparsers(
+        dest="analytics_command", required=True
+    )
+    sync = analytics.add_parser("sync", help="fetch daily usage into the local history (backfill or refresh)")
+    sync.add_argument("--config")
+    sync.add_argument("--data-dir")
+    sync.add_argument("--since", help="first UTC day, YYYY-MM-DD (default: 90 days ago)")
+    sync.add_argument("--until", help="last UTC day, YYYY-MM-DD (default: today)")
+    sync.set_defaults(func=cmd_analytics_sync)
 
     demo = sub.add_parser("demo", help="send a realistic Claude Code session to a running bridge")
     demo.add_argument("--endpoint", default="http://127.0.0.1:4318", help="OTLP/HTTP base URL")

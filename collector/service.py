@@ -26,13 +26,17 @@ log = logging.getLogger(__name__)
 class Service:
     """One bridge process: receivers, store and (unless a secondary worker) the telemetry endpoint."""
 
-    def __init__(self, cfg: Config, *, serve_telemetry: bool = True, reuse_port: bool = False) -> None:
+    def __init__(
+        self, cfg: Config, *, worker_index: int = 0, serve_telemetry: bool = True, reuse_port: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.worker_index = worker_index
         self.serve_telemetry = serve_telemetry
         self.reuse_port = reuse_port
         self.metrics = SelfMetrics()
         self.store = AuditStore(
             cfg.storage.directory,
+            shard=worker_index,
             synchronous=cfg.storage.synchronous,
             max_commit_records=cfg.storage.max_commit_records,
             commit_interval=cfg.storage.commit_interval,
@@ -43,6 +47,7 @@ class Service:
         self.telemetry: TelemetryServer | None = None
         self._stopping = asyncio.Event()
         self.started = False
+        self._analytics: list[object] = []
 
     def _readiness_storage(self) -> str | None:
         healthy = self.store.healthy
@@ -74,7 +79,31 @@ class Service:
         if rcv.otlp.http.enabled:
             self.http = OtlpHttpReceiver(rcv.otlp.http, self.pipeline, self.metrics, **common)
             await self.http.start()
+        if cfg.enrichment.analytics_api.enabled and self.worker_index == 0:
+            await self._start_analytics()
         self.started = True
+
+    async def _start_analytics(self) -> None:
+        """Periodic Analytics API sync: one per bridge (the primary worker), history in ``analytics.db``."""
+        from collector.enrich.analytics_client import AnalyticsClient
+        from collector.enrich.sync import UsageSyncScheduler
+        from collector.enrich.usage_store import UsageStore
+
+        api = self.cfg.enrichment.analytics_api
+        store = UsageStore.open(self.cfg.storage.directory)
+        client = AnalyticsClient(api)
+        scheduler = UsageSyncScheduler(client, store, api)
+        scheduler.start()
+        self._analytics = [scheduler, client, store]
+
+    async def _stop_analytics(self) -> None:
+        if not self._analytics:
+            return
+        scheduler, client, store = self._analytics
+        await scheduler.stop()  # type: ignore[attr-defined]
+        await client.close()  # type: ignore[attr-defined]
+        store.close()  # type: ignore[attr-defined]
+        self._analytics = []
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish within ``server.shutdown_timeout``, close the store."""
@@ -92,6 +121,7 @@ class Service:
         for r in results:
             if isinstance(r, BaseException):
                 log.error("error while stopping a receiver: %s", r)
+        await self._stop_analytics()
         await asyncio.to_thread(self.store.close)
         if self.telemetry is not None:
             await self.telemetry.stop()

@@ -300,7 +300,7 @@ def parse_usage_date(value: object) -> date | None:
     return moment.astimezone(UTC).date()
 
 
-def parse_record(obj: Mapping[str, Any], fallback_day: date) -> DailyUsage:
+def parse_record(obj: object, fallback_day: date) -> DailyUsage:
     """Parse one record tolerantly; raises :class:`RecordFormatError` only when the actor is unusable."""
     if not isinstance(obj, dict):
         raise RecordFormatError("record is not an object")

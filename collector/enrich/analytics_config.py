@@ -37,17 +37,13 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from collector.config import ConfigError, Duration, Secret
+from collector.configtypes import ConfigError, Duration, Secret
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 MAX_PAGE_LIMIT = 1000
 MIN_SYNC_INTERVAL_SECONDS = 300.0
 MAX_LOOKBACK_DAYS = 90
-NO_KEY = Secret("")
-DEFAULT_SYNC_INTERVAL = Duration(3600.0)
-DEFAULT_REQUEST_TIMEOUT = Duration(30.0)
-DEFAULT_MAX_RETRY_ELAPSED = Duration(300.0)
 
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
@@ -65,13 +61,13 @@ def is_loopback_host(host: str) -> bool:
 class AnalyticsApiConfig:
     enabled: bool = False
     base_url: str = DEFAULT_BASE_URL
-    admin_api_key: Secret = NO_KEY
+    admin_api_key: Secret = Secret("")
     anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
-    sync_interval: Duration = DEFAULT_SYNC_INTERVAL
+    sync_interval: Duration = Duration(3600.0)
     lookback_days: int = 3
     page_limit: int = MAX_PAGE_LIMIT
-    request_timeout: Duration = DEFAULT_REQUEST_TIMEOUT
-    max_retry_elapsed: Duration = DEFAULT_MAX_RETRY_ELAPSED
+    request_timeout: Duration = Duration(30.0)
+    max_retry_elapsed: Duration = Duration(300.0)
     max_requests_per_second: float = 1.0
 
     def validate(self, path: str) -> None:
@@ -81,7 +77,7 @@ class AnalyticsApiConfig:
         if self.enabled and not key:
             raise ConfigError(
                 f"{path}.admin_api_key: required when enabled (an Admin API key, sk-ant-admin…, "
-                "e.g. ${{env:ANTHROPIC_ADMIN_API_KEY}})"
+                "e.g. ${env:ANTHROPIC_ADMIN_API_KEY})"
             )
         if key and (key != key.strip() or any(c.isspace() or ord(c) < 32 for c in key)):
             raise ConfigError(f"{path}.admin_api_key: contains whitespace or control characters")

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     fetched_at TEXT NOT NULL,
     raw TEXT NOT NULL,
     PRIMARY KEY (date, actor_type, actor_id, terminal_type, customer_type)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS usage_daily_actor ON usage_daily (actor_type, actor_id, date);
 CREATE TABLE IF NOT EXISTS sync_state (
     date TEXT PRIMARY KEY,
@@ -267,6 +267,11 @@ class UsageStore:
 
     def day_state(self, day: date) -> DayState | None:
         return self.day_states(day, day).get(day)
+
+    def first_day(self) -> date | None:
+        """The oldest day with a completed fetch, if any."""
+        rows = self._query("SELECT MIN(date) FROM sync_state")
+        return date.fromisoformat(rows[0][0]) if rows[0][0] else None
 
     def known_days(self) -> list[date]:
         """Every day that has stored rows or a completed fetch, oldest first."""

@@ -63,7 +63,6 @@ class LogEvent:
 
     def __init__(
         self,
-        *,
         resource: dict[str, Any],
         scope_name: str,
         scope_version: str,
@@ -165,21 +164,21 @@ def logs_from_message(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_MA
                 body = lr.body
                 append(
                     LogEvent(
-                        resource=resource,
-                        scope_name=scope_name,
-                        scope_version=scope_version,
-                        time_unix_nano=lr.time_unix_nano,
-                        observed_time_unix_nano=lr.observed_time_unix_nano,
-                        severity_number=lr.severity_number,
-                        severity_text=lr.severity_text,
-                        body=body.string_value
+                        resource,
+                        scope_name,
+                        scope_version,
+                        lr.time_unix_nano,
+                        lr.observed_time_unix_nano,
+                        lr.severity_number,
+                        lr.severity_text,
+                        body.string_value
                         if body.WhichOneof("value") == "string_value"
                         else _pb_any(body, 0, max_depth),
-                        event_name=lr.event_name,
-                        attributes=_pb_attrs(lr.attributes, max_depth),
-                        trace_id=lr.trace_id.hex(),
-                        span_id=lr.span_id.hex(),
-                        flags=lr.flags,
+                        lr.event_name,
+                        _pb_attrs(lr.attributes, max_depth),
+                        lr.trace_id.hex() if lr.trace_id else "",
+                        lr.span_id.hex() if lr.span_id else "",
+                        lr.flags,
                     )
                 )
     return out

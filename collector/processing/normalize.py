@@ -146,16 +146,23 @@ def parse_json_text(v: Any) -> Any:
         return v
 
 
+_second_cache: dict[int, str] = {}
+
+
 def rfc3339_ms(unix_nano: int) -> str:
     """``2026-11-25T21:57:25.897Z`` for a Unix time in nanoseconds (millisecond precision, UTC)."""
     ms = unix_nano // 1_000_000
     secs, rem = divmod(ms, 1000)
-    try:
-        dt = datetime.fromtimestamp(secs, UTC)
-    except (OverflowError, OSError, ValueError):
-        dt = datetime.fromtimestamp(0, UTC)
-        rem = 0
-    return f"{dt.strftime('%Y-%m-%dT%H:%M:%S')}.{rem:03d}Z"
+    prefix = _second_cache.get(secs)
+    if prefix is None:
+        try:
+            prefix = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        except (OverflowError, OSError, ValueError):
+            prefix = "1970-01-01T00:00:00"
+        if len(_second_cache) > 4096:
+            _second_cache.clear()
+        _second_cache[secs] = prefix
+    return f"{prefix}.{rem:03d}Z"
 
 
 def parse_rfc3339(text: Any) -> int | None:
@@ -223,28 +230,39 @@ def _file_path_of(tool_input: Any, parameters: Any) -> str | None:
     return None
 
 
+def _pick(attrs: dict[str, Any], resource: dict[str, Any], key: str) -> str | None:
+    v = attrs.get(key)
+    if v.__class__ is str and v:
+        return v
+    if v is None or v == "":
+        v = resource.get(key)
+        if v.__class__ is str:
+            return v or None
+    return to_str(v)
+
+
 def _identity(attrs: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
     user: dict[str, Any] = {}
-
-    def pick(key: str) -> Any:
-        v = attrs.get(key)
-        if v is None or v == "":
-            v = resource.get(key)
-        return v if v != "" else None
-
-    _put(user, "id", to_str(pick("user.id")))
-    _put(user, "account_uuid", to_str(pick("user.account_uuid")))
-    _put(user, "account_id", to_str(pick("user.account_id")))
-    email = to_str(pick("user.email"))
-    enduser = to_str(pick("enduser.id"))
-    _put(user, "enduser_id", enduser)
+    v = _pick(attrs, resource, "user.id")
+    if v:
+        user["id"] = v
+    v = _pick(attrs, resource, "user.account_uuid")
+    if v:
+        user["account_uuid"] = v
+    v = _pick(attrs, resource, "user.account_id")
+    if v:
+        user["account_id"] = v
+    email = _pick(attrs, resource, "user.email")
+    enduser = _pick(attrs, resource, "enduser.id")
+    if enduser:
+        user["enduser_id"] = enduser
     if email:
         user["email"] = email
         user["identity_source"] = "user.email"
     elif enduser and "@" in enduser:
         user["email"] = enduser
         user["identity_source"] = "enduser.id"
-    groups = pick("user.groups")
+    groups = attrs.get("user.groups", resource.get("user.groups"))
     if groups is not None:
         user["groups"] = groups
     return user
@@ -265,8 +283,10 @@ def normalize_log(
     time_ns = event_time_ns(ev, received_unix_nano)
     observed_ns = ev.observed_time_unix_nano or time_ns
 
-    session_id = to_str(attrs.get("session.id")) or to_str(resource.get("session.id"))
-    sequence = to_int(attrs.get("event.sequence"))
+    session_id = _pick(attrs, resource, "session.id")
+    sequence = attrs.get("event.sequence")
+    if sequence.__class__ is not int:
+        sequence = to_int(sequence)
 
     rec: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -277,26 +297,32 @@ def normalize_log(
         "observed_time": rfc3339_ms(observed_ns),
         "received_time": rfc3339_ms(received_unix_nano),
     }
-    _put(rec, "sequence", sequence)
+    if sequence is not None:
+        rec["sequence"] = sequence
     if session_id:
         rec["session"] = {"id": session_id}
-    prompt_id = to_str(attrs.get("prompt.id"))
     prompt: dict[str, Any] = {}
-    _put(prompt, "id", prompt_id)
+    prompt_id = attrs.get("prompt.id")
+    if prompt_id:
+        prompt["id"] = prompt_id if prompt_id.__class__ is str else to_str(prompt_id)
 
     user = _identity(attrs, resource)
     if user:
         rec["user"] = user
-    org = to_str(attrs.get("organization.id")) or to_str(resource.get("organization.id"))
+    org = _pick(attrs, resource, "organization.id")
     if org:
         rec["organization"] = {"id": org}
-    terminal = to_str(attrs.get("terminal.type"))
+    terminal = attrs.get("terminal.type")
     if terminal:
-        rec["terminal"] = {"type": terminal}
-    app: dict[str, Any] = {}
-    _put(app, "version", to_str(attrs.get("app.version")) or to_str(resource.get("service.version")))
-    _put(app, "entrypoint", to_str(attrs.get("app.entrypoint")))
-    if app:
+        rec["terminal"] = {"type": terminal if terminal.__class__ is str else to_str(terminal)}
+    version = _pick(attrs, resource, "app.version") or _pick(attrs, resource, "service.version")
+    entrypoint = attrs.get("app.entrypoint")
+    if version or entrypoint:
+        app: dict[str, Any] = {}
+        if version:
+            app["version"] = version
+        if entrypoint:
+            app["entrypoint"] = to_str(entrypoint)
         rec["app"] = app
 
     file_op: str | None = None

@@ -5,7 +5,10 @@ transaction starts joins it, so many small concurrent requests share one ``fsync
 default) a committed transaction is on disk when :meth:`AuditStore.append` returns. Several processes may append to
 the same file (SO_REUSEPORT workers); SQLite's lock serialises their short transactions.
 
-Duplicate record ids (an exporter retrying the same events) are stored once (``INSERT OR IGNORE`` on a unique id).
+Duplicate records (an exporter retrying the same events) are stored once: ``INSERT OR IGNORE`` on the unique key
+``(time_ms, id)``. A retried event carries the same event time and id, so it collides; keying on time first keeps
+the index's inserts at its right edge, which is what keeps write amplification low (a random-id index dirties one
+page per record).
 
 Storage failures (disk full, read-only file system, I/O errors, lock timeouts) raise :class:`StorageError`; nothing
 partial is committed, the writer keeps running and the next append tries again, so the service recovers by itself
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import queue
 import sqlite3
@@ -28,9 +32,13 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DB_FILENAME = "ccbridge.db"
+STORE_DIRNAME = "store"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
+WRITER_CACHE_KIB = 64 * 1024
+PAGE_SIZE = 16384
+CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_TRUNCATE_WAL_BYTES = 256 * 1024 * 1024
 
 RecordRow = tuple[str, int, str, str | None, str | None, str | None, int, bytes]
 MetricRow = tuple[int, str, bytes]
@@ -46,16 +54,16 @@ _INSERT_METRIC = "INSERT INTO metric_points(time_ms, name, body) VALUES (?, ?, ?
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq         INTEGER PRIMARY KEY,
-    id          TEXT NOT NULL UNIQUE,
+    id          TEXT NOT NULL,
     time_ms     INTEGER NOT NULL,
     kind        TEXT NOT NULL,
     user        TEXT,
     user_id     TEXT,
     session     TEXT,
     received_ms INTEGER NOT NULL,
-    body        BLOB NOT NULL
+    body        BLOB NOT NULL,
+    UNIQUE (time_ms, id)
 );
-CREATE INDEX IF NOT EXISTS records_time ON records(time_ms);
 CREATE INDEX IF NOT EXISTS records_session ON records(session);
 CREATE INDEX IF NOT EXISTS records_user ON records(user);
 CREATE TABLE IF NOT EXISTS metric_points (
@@ -135,25 +143,50 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     else:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 
+def shard_path(directory: str | Path, shard: int) -> Path:
+    """The database file of ``shard`` under a data directory."""
+    return Path(directory) / STORE_DIRNAME / f"shard-{shard}.db"
+
+
+def shard_paths(directory: str | Path) -> list[Path]:
+    """Every shard database that exists under a data directory, in shard order."""
+    base = Path(directory) / STORE_DIRNAME
+    found = []
+    for p in base.glob("shard-*.db"):
+        suffix = p.stem.removeprefix("shard-")
+        if suffix.isdigit():
+            found.append((int(suffix), p))
+    return [p for _, p in sorted(found)]
+
+
 class AuditStore:
-    """Append-only store of audit records, metric points and spans, with a group-commit writer thread."""
+    """Append-only store of audit records, metric points and spans, with a group-commit writer thread.
+
+    Each worker process owns one *shard* (its own SQLite file), so workers never contend for a write lock; readers
+    (export, delivery) merge shards.
+    """
 
     def __init__(
         self,
         directory: str | Path,
         *,
+        shard: int = 0,
         synchronous: str = "full",
         max_commit_records: int = 20000,
         commit_interval: float = 0.0,
     ) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / DB_FILENAME
+        self.shard = shard
+        self.path = shard_path(directory, shard)
         self.synchronous = synchronous
         self.max_commit_records = max_commit_records
         self.commit_interval = commit_interval
@@ -161,6 +194,8 @@ class AuditStore:
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self.last_error: StorageError | None = None
         self.last_error_time = 0.0
         self.commits = 0
@@ -171,7 +206,7 @@ class AuditStore:
     def open(self) -> AuditStore:
         """Create the directory and schema, start the writer thread. Raises :class:`StorageError` if unusable."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(self.path, synchronous=self.synchronous)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -180,6 +215,10 @@ class AuditStore:
         self._conn = conn
         self._thread = threading.Thread(target=self._run, name="ccbridge-store-writer", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="ccbridge-store-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
         return self
 
     def close(self) -> None:
@@ -190,6 +229,9 @@ class AuditStore:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join()
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -201,6 +243,29 @@ class AuditStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy WAL pages into the database off the write path (the writer has auto-checkpoints off).
+
+        PASSIVE checkpoints never block the writer; once the WAL is large, a TRUNCATE checkpoint is tried so the
+        file shrinks when a quiet moment allows it.
+        """
+        try:
+            conn = connect(self.path, synchronous=self.synchronous)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("checkpointer cannot open the store: %s", exc)
+            return
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    size = wal.stat().st_size if wal.exists() else 0
+                    mode = "TRUNCATE" if size > CHECKPOINT_TRUNCATE_WAL_BYTES else "PASSIVE"
+                    conn.execute(f"PRAGMA wal_checkpoint({mode})")
+                except (sqlite3.Error, OSError) as exc:
+                    log.debug("checkpoint skipped: %s", exc)
+        finally:
+            conn.close()
 
     @property
     def healthy(self) -> bool:
@@ -330,6 +395,7 @@ class AuditStore:
         return connect(self.path, readonly=True)
 
     def count(self, table: str = "records") -> int:
+        """Rows in ``table`` of this shard."""
         if table not in ("records", "metric_points", "spans"):
             raise ValueError(f"unknown table {table}")
         with contextlib.closing(self.reader()) as conn:
@@ -357,13 +423,26 @@ class RecordQuery:
     session: str | None = None
 
 
-def iter_records(path: str | Path, q: RecordQuery, batch_size: int = 1000) -> Iterator[bytes]:
-    """Stream stored record bodies (JSON bytes) in time order, in bounded memory."""
-    db = Path(path)
-    if db.is_dir():
-        db = db / DB_FILENAME
-    if not db.exists():
-        raise StorageError("missing", f"no store at {db}")
+def _iter_shard(db: Path, sql: str, args: list[Any], batch_size: int) -> Iterator[tuple[int, str, bytes]]:
+    with contextlib.closing(connect(db, readonly=True)) as conn:
+        cur = conn.execute(sql, args)
+        while True:
+            rows = cur.fetchmany(batch_size)
+            if not rows:
+                return
+            for time_ms, rid, body in rows:
+                yield time_ms, rid, bytes(body)
+
+
+def iter_records(directory: str | Path, q: RecordQuery, batch_size: int = 1000) -> Iterator[bytes]:
+    """Stream stored record bodies (JSON bytes) in time order across all shards, in bounded memory.
+
+    A record stored in two shards (a client retried on a connection that reached the other worker) has the same
+    time and id in both, so the merged stream drops the second copy.
+    """
+    dbs = shard_paths(directory)
+    if not dbs:
+        raise StorageError("missing", f"no store under {directory}")
     where: list[str] = []
     args: list[Any] = []
     if q.since_ms is not None:
@@ -381,15 +460,16 @@ def iter_records(path: str | Path, q: RecordQuery, batch_size: int = 1000) -> It
     if q.session:
         where.append("session = ?")
         args.append(q.session)
-    sql = "SELECT body FROM records"
+    sql = "SELECT time_ms, id, body FROM records"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY time_ms, seq"
-    with contextlib.closing(connect(db, readonly=True)) as conn:
-        cur = conn.execute(sql, args)
-        while True:
-            rows = cur.fetchmany(batch_size)
-            if not rows:
-                break
-            for (body,) in rows:
-                yield bytes(body)
+    sql += " ORDER BY time_ms, id"
+    streams = [_iter_shard(db, sql, args, batch_size) for db in dbs]
+    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda r: (r[0], r[1]))
+    last: tuple[int, str] | None = None
+    for time_ms, rid, body in merged:
+        key = (time_ms, rid)
+        if key == last:
+            continue
+        last = key
+        yield body

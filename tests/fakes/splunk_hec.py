@@ -321,6 +321,10 @@ class _TooLarge(Exception):
     """Decompressed body exceeds the limit."""
 
 
+_RECORD_KEY = web.RequestKey("ccbridge_fake_record", RecordedRequest)
+_DELAY_KEY = web.RequestKey("ccbridge_fake_delay", float)
+
+
 def hec_body(code: int, **extra: Any) -> dict[str, Any]:
     """The JSON body Splunk sends for ``code`` (plus extra keys such as ``ackId``)."""
     body: dict[str, Any] = {"text": HEC_CODES[code][1], "code": code}
@@ -441,9 +445,7 @@ def _fields_valid(fields: Any) -> bool:
 
 
 def _is_metric_fields(fields: Any) -> bool:
-    return isinstance(fields, dict) and any(
-        key == "metric_name" or key.startswith("metric_name:") for key in fields
-    )
+    return isinstance(fields, dict) and any(key == "metric_name" or key.startswith("metric_name:") for key in fields)
 
 
 class SplunkHecFake:
@@ -512,7 +514,7 @@ class SplunkHecFake:
             app.router.add_route("*", _CONTROL_PREFIX + "{action}", self._control)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, auto_decompress=False)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, ssl_context=self.ssl_context, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, self._host, self._port, ssl_context=self.ssl_context)
         await site.start()
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
@@ -726,11 +728,11 @@ class SplunkHecFake:
         if fault.action == "drop" and not fault.after_processing:
             raise _Drop
         if fault.action == "delay":
-            request["ccb_delay"] = fault.seconds
+            request[_DELAY_KEY] = fault.seconds
         if fault.action == "status" and fault.status != 200:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             if fault.status == 413:
-                size = len(request["ccb_record"].body)
+                size = len(request[_RECORD_KEY].body)
                 raise _Reply(413, _too_large(size, self.max_content_length).body, headers)
             if fault.code is not None:
                 raise _Reply(fault.status, hec_body(fault.code), headers)
@@ -772,7 +774,7 @@ class SplunkHecFake:
                 received_at=time.time(),
             )
             self._requests.append(record)
-        request["ccb_record"] = record
+        request[_RECORD_KEY] = record
         try:
             response = await handler(request)
         except _Reply as reply:
@@ -786,7 +788,7 @@ class SplunkHecFake:
             response = _json_response(404, NOT_FOUND_BODY)
         except web.HTTPMethodNotAllowed as exc:
             response = _json_response(405, {"text": "Method Not Allowed", "code": 405}, exc.headers)
-        delay = self.response_delay + float(request.get("ccb_delay", 0.0))
+        delay = self.response_delay + float(request.get(_DELAY_KEY, 0.0))
         if delay > 0:
             await asyncio.sleep(delay)
         record.status = response.status
@@ -858,7 +860,7 @@ class SplunkHecFake:
             return token, dataclasses.replace(policy)
 
     def _decoded_body(self, request: web.Request) -> bytes:
-        record: RecordedRequest = request["ccb_record"]
+        record: RecordedRequest = request[_RECORD_KEY]
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding in ("", "identity"):
             decoded = record.body
@@ -875,7 +877,7 @@ class SplunkHecFake:
         return decoded
 
     def _check_size(self, request: web.Request) -> None:
-        record: RecordedRequest = request["ccb_record"]
+        record: RecordedRequest = request[_RECORD_KEY]
         declared = request.content_length
         size = len(record.body)
         if record.body_truncated or size > self.max_content_length:
@@ -901,7 +903,7 @@ class SplunkHecFake:
         return self._ingest(request, "raw")
 
     def _ingest(self, request: web.Request, endpoint: str) -> web.StreamResponse:
-        record: RecordedRequest = request["ccb_record"]
+        record: RecordedRequest = request[_RECORD_KEY]
         fault = self._apply_fault(request, "ingest")
         self._check_size(request)
         token, policy = self._authenticate(request)
@@ -961,8 +963,7 @@ class SplunkHecFake:
                 reason = "unknown envelope key(s): " + ", ".join(unknown)
                 dropped = [(number, reason, obj)]
                 dropped += [
-                    (later, "after an unindexed object", values[later])
-                    for later in range(number + 1, len(values))
+                    (later, "after an unindexed object", values[later]) for later in range(number + 1, len(values))
                 ]
                 return accepted, None, dropped
             accepted.append((obj, outcome))
