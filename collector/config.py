@@ -171,6 +171,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
+    exporters: dict[str, Any] = field(default_factory=dict)
 
     def with_data_dir(self, directory: str) -> Config:
         return dataclasses.replace(self, storage=dataclasses.replace(self.storage, directory=directory))
@@ -317,6 +318,9 @@ def load_text(text: str, environ: typing.Mapping[str, str] | None = None, source
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     expanded = _expand(raw if raw is not None else {}, "", os.environ if environ is None else environ)
     cfg = build(Config, expanded)
+    from exporters import build_configs
+
+    cfg = dataclasses.replace(cfg, exporters=build_configs(cfg.exporters or {}))
     validate_tree(cfg)
     return cfg
 

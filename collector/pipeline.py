@@ -7,6 +7,7 @@ commit runs in the store's writer thread and is shared with concurrent requests 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from typing import Any
@@ -38,6 +39,18 @@ def record_row(rec: dict[str, Any], time_ns: int, received_ms: int) -> RecordRow
         received_ms,
         _dumps(rec, option=_OPTS),
     )
+
+
+def metric_point_key(p: dict[str, Any]) -> str:
+    """Identity of a data point: metric, attributes, resource, start and end time. A re-sent point collides."""
+    ident = (
+        p.get("name"),
+        p.get("attributes"),
+        p.get("resource"),
+        p.get("start_time_unix_nano"),
+        p.get("time_unix_nano"),
+    )
+    return hashlib.sha256(_dumps(ident, option=orjson.OPT_SORT_KEYS | _OPTS)).hexdigest()[:32]
 
 
 class Pipeline:
@@ -79,14 +92,10 @@ class Pipeline:
         for p in points:
             if identity:
                 p["source"] = {"identity": identity}
+            key = metric_point_key(p)
             p["received_time_unix_nano"] = received_ns
-            rows.append(
-                (
-                    (p.get("time_unix_nano") or received_ns) // 1_000_000,
-                    p.get("name", ""),
-                    _dumps(p, option=_OPTS),
-                )
-            )
+            t = p.get("time_unix_nano") or received_ns
+            rows.append((t // 1_000_000, key, p.get("name", ""), _dumps(p, option=_OPTS)))
         result = await self.store.append(metrics=rows)
         self.metrics.accepted.labels("metrics", transport).inc(len(points))
         return result

@@ -13,6 +13,7 @@ import logging
 import signal
 
 from collector.config import Config
+from collector.delivery.engine import DeliveryEngine, all_shards
 from collector.pipeline import Pipeline
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
@@ -45,6 +46,7 @@ class Service:
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
         self.telemetry: TelemetryServer | None = None
+        self.delivery: DeliveryEngine | None = None
         self._stopping = asyncio.Event()
         self.started = False
         self._analytics: list[object] = []
@@ -62,11 +64,13 @@ class Service:
     async def start(self) -> None:
         cfg = self.cfg
         self.store.open()
+        await self._start_delivery()
         rcv = cfg.receivers
         common = {
             "max_depth": rcv.max_attribute_depth,
             "storage_retry_after": cfg.storage.retry_after,
             "reuse_port": self.reuse_port,
+            "admit": self.delivery.admit if self.delivery is not None else None,
         }
         if self.serve_telemetry:
             self.telemetry = TelemetryServer(cfg.telemetry.endpoint, self.metrics.registry)
@@ -82,6 +86,40 @@ class Service:
         if cfg.enrichment.analytics_api.enabled and self.worker_index == 0:
             await self._start_analytics()
         self.started = True
+
+    def shards_to_deliver(self) -> list[int]:
+        """This worker's own shard; the primary also adopts shards of workers that no longer exist."""
+        shards = [self.worker_index]
+        if self.worker_index == 0:
+            shards += [i for i in all_shards(self.cfg.storage.directory) if i >= self.cfg.server.workers]
+        return shards
+
+    async def _start_delivery(self) -> None:
+        import exporters
+
+        active = {k: v for k, v in self.cfg.exporters.items() if v.enabled}
+        exps = [exporters.create(key, cfg) for key, cfg in active.items()]
+        loop = asyncio.get_running_loop()
+        engine = DeliveryEngine(
+            self.cfg.storage.directory,
+            self.shards_to_deliver(),
+            exps,
+            self.metrics,
+            retention=float(self.cfg.storage.retention),
+            run_retention=self._retention,
+        )
+        if exps:
+            self.store.on_commit = lambda: loop.call_soon_threadsafe(engine.notify)
+        await engine.start()
+        self.delivery = engine
+        if self.telemetry is not None:
+            for exp in exps:
+                self.telemetry.add_readiness_check(f"exporter:{exp.name}", exp.health)
+
+    async def _retention(self, shard: int, cutoff_ms: int, max_seq: int | None) -> int:
+        if shard != self.worker_index:
+            return 0
+        return await self.store.delete_expired(cutoff_ms, max_seq)
 
     async def _start_analytics(self) -> None:
         """Periodic Analytics API sync: one per bridge (the primary worker), history in ``analytics.db``."""
@@ -122,6 +160,8 @@ class Service:
             if isinstance(r, BaseException):
                 log.error("error while stopping a receiver: %s", r)
         await self._stop_analytics()
+        if self.delivery is not None:
+            await self.delivery.stop(grace)
         await asyncio.to_thread(self.store.close)
         if self.telemetry is not None:
             await self.telemetry.stop()

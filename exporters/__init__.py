@@ -1,1 +1,43 @@
+"""Destinations. Each is a package with a config dataclass and an :class:`~exporters.base.Exporter` subclass.
 
+A config key ``exporters.<type>`` or ``exporters.<type>/<name>`` selects the type by the part before ``/``, as in
+the OpenTelemetry Collector, so several destinations of one type can run side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collector.configtypes import ConfigError
+from exporters.base import Exporter
+
+
+def registry() -> dict[str, type[Exporter]]:
+    """Exporter classes by type name."""
+    from exporters.http import HttpExporter
+
+    return {cls.type_name: cls for cls in (HttpExporter,)}
+
+
+def type_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def build_configs(raw: dict[str, Any], path: str = "exporters") -> dict[str, Any]:
+    """Typed config per destination key, validated; unknown types and keys are refused naming the path."""
+    from collector.config import build, validate_tree
+
+    types = registry()
+    out: dict[str, Any] = {}
+    for key, section in raw.items():
+        kind = type_of(str(key))
+        if kind not in types:
+            raise ConfigError(f"{path}.{key}: unknown exporter type {kind!r} (known: {', '.join(sorted(types))})")
+        cfg = build(types[kind].config_class, section, f"{path}.{key}")
+        validate_tree(cfg, f"{path}.{key}")
+        out[str(key)] = cfg
+    return out
+
+
+def create(key: str, config: Any) -> Exporter:
+    return registry()[type_of(key)](key, config)

@@ -314,7 +314,7 @@ class UsageSyncScheduler:
 
 
 def config_from_env(environ: Mapping[str, str]) -> AnalyticsApiConfig:
-    """Fallback while the config tree has no ``enrichment.analytics_api``: base URL from
+    """Settings for ``ccbridge analytics sync`` without a config file: base URL from
     ``CCBRIDGE_ANALYTICS_BASE_URL`` (default the public API) and the key from ``ANTHROPIC_ADMIN_API_KEY``."""
     return AnalyticsApiConfig(
         enabled=True,
@@ -327,14 +327,14 @@ def _load_cli_config(config_path: str | None) -> tuple[AnalyticsApiConfig, Path]
     from collector import config as config_module
 
     cfg = config_module.load(config_path)
-    section = getattr(getattr(cfg, "enrichment", None), "analytics_api", None)
-    if isinstance(section, AnalyticsApiConfig):
-        if not section.admin_api_key:
-            raise ConfigError(f"{CONFIG_PATH}.admin_api_key: required to sync")
+    section = cfg.enrichment.analytics_api
+    if section.admin_api_key:
         return section, cfg.data_dir
+    if config_path is not None:
+        raise ConfigError(f"{CONFIG_PATH}.admin_api_key: required to sync")
     api = config_from_env(os.environ)
     if not api.admin_api_key:
-        raise ConfigError(f"{ENV_ADMIN_KEY} is not set (the config has no {CONFIG_PATH} section)")
+        raise ConfigError(f"{ENV_ADMIN_KEY} is not set (and no --config with {CONFIG_PATH}.admin_api_key)")
     api.validate(f"{CONFIG_PATH} (from {ENV_BASE_URL}/{ENV_ADMIN_KEY})")
     return api, cfg.data_dir
 

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -35,6 +36,7 @@ _TEMPORALITY_BY_NAME = {
 }
 SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _SPAN_KIND_BY_NAME = {f"SPAN_KIND_{v.upper()}": k for k, v in SPAN_KIND_NAMES.items()}
+_SEVERITY_BY_NAME = dict(SeverityNumber.items())
 _STATUS_CODE_BY_NAME = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
 
@@ -108,11 +110,13 @@ def _pb_any(v: Any, depth: int, max_depth: int) -> Any:
         return v.bool_value
     if which is None:
         return None
-    if depth >= max_depth:
-        raise DecodeError(f"attribute value nested deeper than {max_depth} levels")
     if which == "array_value":
+        if depth >= max_depth:
+            raise DecodeError(f"attribute value nested deeper than {max_depth} levels")
         return [_pb_any(x, depth + 1, max_depth) for x in v.array_value.values]
     if which == "kvlist_value":
+        if depth >= max_depth:
+            raise DecodeError(f"attribute value nested deeper than {max_depth} levels")
         return {kv.key: _pb_any(kv.value, depth + 1, max_depth) for kv in v.kvlist_value.values}
     if which == "bytes_value":
         return base64.b64encode(v.bytes_value).decode("ascii")
@@ -133,7 +137,7 @@ def _pb_attrs(kvs: Any, max_depth: int) -> dict[str, Any]:
         elif which == "bool_value":
             out[kv.key] = v.bool_value
         else:
-            out[kv.key] = _pb_any(v, 1, max_depth)
+            out[kv.key] = _pb_any(v, 0, max_depth)
     return out
 
 
@@ -434,7 +438,7 @@ def _j_any(v: Any, path: str, depth: int, max_depth: int) -> Any:
         if not isinstance(inner, bool):
             raise DecodeError(f"{path}.boolValue must be true or false")
         return inner
-    if depth >= max_depth:
+    if key in ("arrayValue", "kvlistValue") and depth >= max_depth:
         raise DecodeError(f"{path}: attribute value nested deeper than {max_depth} levels")
     if key == "arrayValue":
         values = _j_list(_j_obj(inner, f"{path}.arrayValue"), "values", f"{path}.arrayValue")
@@ -466,7 +470,7 @@ def _j_kvs(values: list[Any], path: str, depth: int, max_depth: int) -> dict[str
 
 
 def _j_attrs(obj: dict[str, Any], path: str, max_depth: int) -> dict[str, Any]:
-    return _j_kvs(_j_list(obj, "attributes", path), f"{path}.attributes", 1, max_depth)
+    return _j_kvs(_j_list(obj, "attributes", path), f"{path}.attributes", 0, max_depth)
 
 
 def _j_scope(container: dict[str, Any], path: str) -> dict[str, str]:
@@ -498,7 +502,7 @@ def logs_from_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[LogE
                         scope_version=scope["version"],
                         time_unix_nano=_j_uint(lr, "timeUnixNano", lp),
                         observed_time_unix_nano=_j_uint(lr, "observedTimeUnixNano", lp),
-                        severity_number=_j_enum(lr, "severityNumber", {}, lp),
+                        severity_number=_j_enum(lr, "severityNumber", _SEVERITY_BY_NAME, lp),
                         severity_text=_j_str(lr, "severityText", lp),
                         body=_j_any(lr.get("body"), f"{lp}.body", 0, max_depth),
                         event_name=_j_str(lr, "eventName", lp),
@@ -600,8 +604,23 @@ def metrics_from_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[d
                             }
                         )
                 else:
-                    extra = {"type": "other", "temporality": None, "monotonic": False}
+                    kind = next((k for k in ("summary", "exponentialHistogram") if k in m), None)
+                    type_name = {"summary": "summary", "exponentialHistogram": "exponential_histogram"}.get(kind or "")
+                    extra = {"type": type_name or "empty", "temporality": None, "monotonic": False}
                     points = []
+                    container = _j_obj(m.get(kind), f"{mp}.{kind}") if kind else {}
+                    for n, pt in enumerate(_j_list(container, "dataPoints", f"{mp}.{kind}")):
+                        pp = f"{mp}.{kind}.dataPoints[{n}]"
+                        pt = _j_obj(pt, pp)
+                        points.append(
+                            {
+                                "attributes": _j_attrs(pt, pp, max_depth),
+                                "start_time_unix_nano": _j_uint(pt, "startTimeUnixNano", pp),
+                                "time_unix_nano": _j_uint(pt, "timeUnixNano", pp),
+                                "count": _j_uint(pt, "count", pp),
+                                "sum": _j_double(pt["sum"], f"{pp}.sum") if "sum" in pt else None,
+                            }
+                        )
                 for pt in points:
                     pt.update(base)
                     pt.update(extra)

@@ -30,8 +30,8 @@ odd mixed case (``pAsSwOrD``) is not seen.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import binascii
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.config import ConfigError
+from collector.configtypes import ConfigError
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -146,12 +146,31 @@ class RedactionRule:
     """Other kinds ``refine`` may report, besides ``kind``."""
 
     def spans(self, text: str) -> list[tuple[int, int, str]]:
-        """``(start, end, kind)`` of each part of ``text`` this rule would replace, in order, without overlap."""
+        """``(start, end, kind)`` of each part of ``text`` this rule replaces, in order and without overlap.
+
+        A match that is vetoed does not hide the matches that start inside it: the search resumes one character
+        after its start. Parts of existing ``[REDACTED:...]`` markers are never replaced.
+        """
         out: list[tuple[int, int, str]] = []
-        for m in self.pattern.finditer(text):
+        search = self.pattern.search
+        protected: list[tuple[int, int]] | None = None
+        last = pos = 0
+        end = len(text)
+        while pos <= end:
+            m = search(text, pos)
+            if m is None:
+                break
             target = self.target(m)
-            if target is not None and (not out or target[0] >= out[-1][1]):
-                out.append(target)
+            if target is not None and target[0] >= last:
+                a, b = target[0], target[1]
+                if protected is None:
+                    protected = [x.span() for x in _MARKER_RE.finditer(text)] if "[REDACTED:" in text else []
+                if not any(a < pe and ps < b for ps, pe in protected):
+                    out.append(target)
+                    last = b
+                    pos = max(m.end(), m.start() + 1)
+                    continue
+            pos = m.start() + 1
         return out
 
     def target(self, m: re.Match[str]) -> tuple[int, int, str] | None:
@@ -214,11 +233,7 @@ _STANDALONE_RE = re.compile(r"""[ \t]*(?:$|[\r\n,;})\]#"'`]|\\[nrt"'])""")
 
 def _looks_secret(value: str) -> bool:
     """A word is password-like when it has a digit, a symbol or an inner capital (``hunter2``, ``S3cret!``)."""
-    return (
-        any(c.isdigit() for c in value)
-        or not value.isalnum()
-        or any(c.isupper() for c in value[1:])
-    )
+    return any(c.isdigit() for c in value) or not value.isalnum() or any(c.isupper() for c in value[1:])
 
 
 def _looks_like_code(value: str) -> bool:
@@ -290,9 +305,7 @@ _KEY_FAMILY = (
     r"|subscription|license|admin|shared|storage|consumer|session|hmac|webhook|deploy|integration|ingest"
     r"|ingestion|write|read)[_.\-]?key"
 )
-_NAME_PASSWORD = (
-    r"(?i)(?:pass(?:word|wd|phrase|code)|(?:^|[^a-z0-9])pass|[_.\-]pwd)(?:[_\-]?confirm(?:ation)?|\d)?\Z"
-)
+_NAME_PASSWORD = r"(?i)(?:pass(?:word|wd|phrase|code)|(?:^|[^a-z0-9])pass|[_.\-]pwd)(?:[_\-]?confirm(?:ation)?|\d)?\Z"
 _NAME_GENERIC = rf"(?i)(?:token|secret|{_KEY_FAMILY}|(?:^|[^a-z0-9])auth)\Z"
 _NAME_AWS_SECRET = (
     r"(?i)(?:^|[^a-z0-9])(?:(?:aws[_.\-]?)?secret[_.\-]?access[_.\-]?key|aws[_.\-]?secret(?:[_.\-]?key)?)\Z"
@@ -347,8 +360,23 @@ _ASSIGNMENT_RE = re.compile(
     re.VERBOSE,
 )
 _ASSIGNMENT_ANCHORS = (
-    "pass", "Pass", "PASS", "pwd", "Pwd", "PWD", "ken", "Ken", "KEN", "sec", "Sec", "SEC", "key", "Key", "KEY",
-    "uth", "UTH",
+    "pass",
+    "Pass",
+    "PASS",
+    "pwd",
+    "Pwd",
+    "PWD",
+    "ken",
+    "Ken",
+    "KEN",
+    "sec",
+    "Sec",
+    "SEC",
+    "key",
+    "Key",
+    "KEY",
+    "uth",
+    "UTH",
 )
 
 
@@ -424,9 +452,41 @@ def _azure_secret_refine(m: re.Match[str]) -> Refined:
 _URL_CRED_RE = re.compile(r"""://(?P<user>[^\s:/?#@\[\]'"\\<>]*):(?P<v>[^\s/?#'"\\<>]+)@(?=[A-Za-z0-9\[_%])""")
 _SCHEME_BEFORE_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]{0,30})\Z")
 _DB_SCHEMES = frozenset(
-    "postgres postgresql pg mysql mariadb mongodb redis rediss valkey amqp amqps mssql sqlserver oracle cockroachdb"
-    " cockroach clickhouse couchdb couchbase neo4j bolt snowflake db2 cassandra memcached nats ldap ldaps"
-    " timescaledb influxdb sqlalchemy jdbc odbc".split()
+    {
+        "postgres",
+        "postgresql",
+        "pg",
+        "mysql",
+        "mariadb",
+        "mongodb",
+        "redis",
+        "rediss",
+        "valkey",
+        "amqp",
+        "amqps",
+        "mssql",
+        "sqlserver",
+        "oracle",
+        "cockroachdb",
+        "cockroach",
+        "clickhouse",
+        "couchdb",
+        "couchbase",
+        "neo4j",
+        "bolt",
+        "snowflake",
+        "db2",
+        "cassandra",
+        "memcached",
+        "nats",
+        "ldap",
+        "ldaps",
+        "timescaledb",
+        "influxdb",
+        "sqlalchemy",
+        "jdbc",
+        "odbc",
+    }
 )
 
 
@@ -561,9 +621,7 @@ _E_ = r"(?![A-Za-z0-9_\-])"
 def _builtin_rules() -> tuple[RedactionRule, ...]:
     return (
         # 1. structured secrets, removed before anything inside them is looked at
-        RedactionRule(
-            "gcp_service_account_key", re.compile(_GCP_KEY_RE), anchors=("key", "_id"), refine=_gcp_refine
-        ),
+        RedactionRule("gcp_service_account_key", re.compile(_GCP_KEY_RE), anchors=("key",), refine=_gcp_refine),
         RedactionRule("private_key", re.compile(_PEM_RE), anchors=("BEGIN",), refine=_pem_refine),
         _token_rule(
             "jwt",
@@ -592,8 +650,21 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
             "gitlab_token",
             r"(?:g(?<![A-Za-z0-9]g)l(?:pat|dt|rt|rtr|ptt|soat|cbt|ffct|imt|agent|oas|ft|wt)-|GR1348941)"
             r"[A-Za-z0-9_\-]{20,}(?:\.[A-Za-z0-9_\-]+){0,3}" + _E_,
-            ("glpat-", "gldt-", "glrt-", "glptt-", "glsoat-", "glcbt-", "glffct-", "glimt-", "glagent-",
-             "gloas-", "glft-", "glwt-", "GR1348941"),
+            (
+                "glpat-",
+                "gldt-",
+                "glrt-",
+                "glptt-",
+                "glsoat-",
+                "glcbt-",
+                "glffct-",
+                "glimt-",
+                "glagent-",
+                "gloas-",
+                "glft-",
+                "glwt-",
+                "GR1348941",
+            ),
         ),
         RedactionRule(
             "slack_webhook_url",
@@ -622,9 +693,7 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
         _token_rule("stripe_key", r"[sr]k_(?<![A-Za-z0-9]...)(?:live|test)_[A-Za-z0-9]{16,}" + _E, ("k_",)),
         _token_rule("stripe_key", r"whsec_(?<![A-Za-z0-9]......)[A-Za-z0-9+/=]{24,}" + _E, ("sec",)),
         _token_rule("npm_token", r"npm_(?<![A-Za-z0-9]....)[A-Za-z0-9]{36}" + _E, ("pm_",)),
-        _token_rule(
-            "pypi_token", r"pypi-(?<![A-Za-z0-9].....)AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{40,}" + _E_, ("pypi-",)
-        ),
+        _token_rule("pypi_token", r"pypi-(?<![A-Za-z0-9].....)AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{40,}" + _E_, ("pypi-",)),
         _token_rule("twilio_api_key", r"SK(?<![A-Za-z0-9]..)[0-9a-f]{32}" + _E, ("SK",)),
         _token_rule(
             "sendgrid_api_key",
@@ -848,26 +917,16 @@ class Redactor:
             self.on_match(kind)
 
     def _apply(self, rule: RedactionRule, text: str) -> str:
+        spans = rule.spans(text)
+        if not spans:
+            return text
         pieces: list[str] = []
         last = 0
-        protected: list[tuple[int, int]] | None = None
-        for m in rule.pattern.finditer(text):
-            target = rule.target(m)
-            if target is None:
-                continue
-            a, b, kind = target
-            if a < last:
-                continue
-            if protected is None:
-                protected = [x.span() for x in _MARKER_RE.finditer(text)] if "[REDACTED:" in text else []
-            if protected and any(a < pe and ps < b for ps, pe in protected):
-                continue
+        for a, b, kind in spans:
             pieces.append(text[last:a])
             pieces.append(marker(kind))
             last = b
             self._hit(kind)
-        if not pieces:
-            return text
         pieces.append(text[last:])
         return "".join(pieces)
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,11 @@ BUSY_TIMEOUT_MS = 10_000
 WRITER_CACHE_KIB = 64 * 1024
 PAGE_SIZE = 16384
 CHECKPOINT_INTERVAL_S = 1.0
+PROBE_INTERVAL_S = 2.0
 CHECKPOINT_TRUNCATE_WAL_BYTES = 256 * 1024 * 1024
 
 RecordRow = tuple[str, int, str, str | None, str | None, str | None, int, bytes]
-MetricRow = tuple[int, str, bytes]
+MetricRow = tuple[int, str, str, bytes]
 SpanRow = tuple[str, str, int, str, bytes]
 
 _INSERT_RECORD = (
@@ -49,7 +51,8 @@ _INSERT_RECORD = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_SPAN = "INSERT OR IGNORE INTO spans(trace_id, span_id, time_ms, name, body) VALUES (?, ?, ?, ?, ?)"
-_INSERT_METRIC = "INSERT INTO metric_points(time_ms, name, body) VALUES (?, ?, ?)"
+_PROBE = "INSERT INTO meta(key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+_INSERT_METRIC = "INSERT OR IGNORE INTO metric_points(time_ms, key, name, body) VALUES (?, ?, ?, ?)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -69,10 +72,11 @@ CREATE INDEX IF NOT EXISTS records_user ON records(user);
 CREATE TABLE IF NOT EXISTS metric_points (
     seq         INTEGER PRIMARY KEY,
     time_ms     INTEGER NOT NULL,
+    key         TEXT NOT NULL,
     name        TEXT NOT NULL,
-    body        BLOB NOT NULL
+    body        BLOB NOT NULL,
+    UNIQUE (time_ms, key)
 );
-CREATE INDEX IF NOT EXISTS metric_points_time ON metric_points(time_ms);
 CREATE TABLE IF NOT EXISTS spans (
     seq         INTEGER PRIMARY KEY,
     trace_id    TEXT NOT NULL,
@@ -98,21 +102,38 @@ class StorageError(Exception):
         self.detail = detail
 
 
+_REASON_BY_SQLITE_CODE = (
+    ("SQLITE_FULL", "disk_full"),
+    ("SQLITE_READONLY", "read_only"),
+    ("SQLITE_BUSY", "locked"),
+    ("SQLITE_LOCKED", "locked"),
+    ("SQLITE_IOERR", "io_error"),
+    ("SQLITE_CANTOPEN", "io_error"),
+)
+_REASON_BY_ERRNO = {
+    errno.ENOSPC: "disk_full",
+    errno.EDQUOT: "disk_full",
+    errno.EROFS: "read_only",
+    errno.EIO: "io_error",
+}
+
+
 def classify_sqlite_error(exc: BaseException) -> StorageError:
-    """Map a sqlite3 / OS error to a :class:`StorageError` with a short machine-readable reason."""
-    text = str(exc)
-    low = text.lower()
-    if "full" in low or getattr(exc, "errno", None) == 28:
-        reason = "disk_full"
-    elif "readonly" in low or "read-only" in low or getattr(exc, "errno", None) == 30:
-        reason = "read_only"
-    elif "locked" in low or "busy" in low:
-        reason = "locked"
-    elif "i/o" in low or isinstance(exc, OSError):
-        reason = "io_error"
-    else:
-        reason = "error"
-    return StorageError(reason, text)
+    """Map a sqlite3 / OS error to a :class:`StorageError` with a short machine-readable reason.
+
+    Classification uses the SQLite result code or the OS errno, never words of the message (which may contain a
+    file path).
+    """
+    reason = "error"
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str):
+        for prefix, r in _REASON_BY_SQLITE_CODE:
+            if name.startswith(prefix):
+                reason = r
+                break
+    elif isinstance(exc, OSError):
+        reason = _REASON_BY_ERRNO.get(exc.errno or 0, "io_error")
+    return StorageError(reason, str(exc))
 
 
 @dataclass
@@ -130,6 +151,7 @@ class _Pending:
     records: Sequence[RecordRow]
     metrics: Sequence[MetricRow]
     spans: Sequence[SpanRow]
+    op: Callable[[sqlite3.Connection], int] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: AppendResult | None = None
     error: StorageError | None = None
@@ -196,6 +218,7 @@ class AuditStore:
         self._closed = False
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self.on_commit: Callable[[], None] | None = None
         self.last_error: StorageError | None = None
         self.last_error_time = 0.0
         self.commits = 0
@@ -289,6 +312,41 @@ class AuditStore:
         assert pending.future is not None
         return await asyncio.shield(pending.future)
 
+    async def run_write(self, op: Callable[[sqlite3.Connection], int]) -> int:
+        """Run ``op(conn)`` in the writer thread inside a write transaction; returns what it returns."""
+        if self._closed:
+            raise StorageError("closed", "the store is shutting down")
+        loop = asyncio.get_running_loop()
+        pending = _Pending((), (), (), op=op, future=loop.create_future(), loop=loop)
+        self._queue.put(pending)
+        assert pending.future is not None
+        return (await asyncio.shield(pending.future)).new_records
+
+    async def delete_expired(self, cutoff_ms: int, max_seq: int | None, batch: int = 10_000) -> int:
+        """Delete records older than ``cutoff_ms`` with ``seq <= max_seq`` (delivered everywhere), in batches.
+
+        The newest record is never deleted, so ``seq`` values are never reused after a full expiry.
+        """
+        total = 0
+        while True:
+
+            def op(conn: sqlite3.Connection) -> int:
+                top = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
+                limit = top - 1 if max_seq is None else min(max_seq, top - 1)
+                cur = conn.execute(
+                    "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE time_ms < ? AND seq <= ? "
+                    "ORDER BY seq LIMIT ?)",
+                    (cutoff_ms, limit, batch),
+                )
+                conn.execute("DELETE FROM metric_points WHERE time_ms < ?", (cutoff_ms,))
+                conn.execute("DELETE FROM spans WHERE time_ms < ?", (cutoff_ms,))
+                return cur.rowcount
+
+            n = await self.run_write(op)
+            total += n
+            if n < batch:
+                return total
+
     def append_sync(
         self,
         records: Sequence[RecordRow] = (),
@@ -309,7 +367,11 @@ class AuditStore:
     def _run(self) -> None:
         stop = False
         while not stop:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=PROBE_INTERVAL_S if self.last_error is not None else None)
+            except queue.Empty:
+                self._probe()
+                continue
             if first is None:
                 break
             batch = [first]
@@ -335,6 +397,22 @@ class AuditStore:
             if rest is not None:
                 self._commit([rest])
 
+    def _probe(self) -> None:
+        """While unhealthy, try a tiny write so readiness recovers without waiting for client traffic."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_PROBE, (str(time.time()),))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self.last_error = classify_sqlite_error(exc)
+            return
+        log.warning("storage recovered after: %s", self.last_error.reason if self.last_error else "error")
+        self.last_error = None
+
     def _commit(self, batch: list[_Pending]) -> None:
         conn = self._conn
         assert conn is not None
@@ -344,6 +422,9 @@ class AuditStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for p in batch:
+                    if p.op is not None:
+                        results.append(AppendResult(new_records=p.op(conn)))
+                        continue
                     before = conn.total_changes
                     if p.records:
                         conn.executemany(
@@ -376,6 +457,8 @@ class AuditStore:
             self.last_error = None
             self.commits += 1
             self.committed_rows += sum(r.records + r.metric_points + r.spans for r in results)
+            if self.on_commit is not None:
+                self.on_commit()
         for i, p in enumerate(batch):
             if error is None:
                 p.result = results[i]

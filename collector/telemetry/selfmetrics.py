@@ -47,7 +47,65 @@ class SelfMetrics:
             ["kind"],
             registry=r,
         )
+        self.delivery_sent = Counter(
+            "ccbridge_exporter_sent_records", "Records the destination confirmed.", ["destination"], registry=r
+        )
+        self.delivery_failed = Counter(
+            "ccbridge_exporter_failed_records",
+            "Records that failed permanently or ran out of retry time (they went to dead letters).",
+            ["destination"],
+            registry=r,
+        )
+        self.delivery_retries = Counter(
+            "ccbridge_exporter_retries",
+            "Push attempts that will be retried (timeouts, 429, 5xx, ...).",
+            ["destination"],
+            registry=r,
+        )
+        self.delivery_dead_letters = Counter(
+            "ccbridge_exporter_dead_letter_records",
+            "Records written to the dead-letter store.",
+            ["destination"],
+            registry=r,
+        )
+        self.delivery_dropped = Counter(
+            "ccbridge_exporter_dropped_records",
+            "Records dropped by the drop_oldest backlog policy (also dead-lettered).",
+            ["destination"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "ccbridge_exporter_push_duration_seconds",
+            "Time of one push (request and answer) to a destination.",
+            ["destination"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backlog_records = Gauge(
+            "ccbridge_exporter_backlog_records",
+            "Records stored but not yet delivered, per destination.",
+            ["destination"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.backlog_bytes = Gauge(
+            "ccbridge_exporter_backlog_bytes",
+            "Estimated bytes stored but not yet delivered, per destination.",
+            ["destination"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.backlog_oldest_age = Gauge(
+            "ccbridge_exporter_backlog_oldest_age_seconds",
+            "Age of the oldest record not yet delivered (0 when the backlog is empty).",
+            ["destination"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.storage_healthy = Gauge(
-            "ccbridge_storage_healthy", "1 while the last write to the embedded store succeeded.", registry=r
+            "ccbridge_storage_healthy",
+            "1 while the last write to the embedded store succeeded.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.storage_healthy.set(1)

@@ -1,0 +1,504 @@
+"""The delivery engine: every destination reads the durable store through its own cursor, independently.
+
+For each (destination, store shard) a :class:`DestinationWorker` reads records after its persisted cursor in
+``seq`` order, forms batches (by count, bytes and time), asks the exporter to encode them and pushes the payloads,
+with up to ``concurrency`` batches in flight. The cursor advances only over batches whose every record was
+confirmed by the destination or moved to dead letters, in order, so a crash re-sends at most the batches that were
+in flight (at-least-once).
+
+Failures follow the exporter's typed :mod:`~collector.delivery.outcome`: ``Retry`` waits (server delay or
+exponential backoff with jitter) and tries again until ``retry.max_elapsed_time``, then dead-letters; ``Permanent``
+dead-letters at once; ``Partial`` dead-letters the one failing record and re-sends the rest. Shutdown interrupts
+every wait; an interrupted batch is simply not confirmed, and is sent again after restart.
+
+A slow or dead destination never blocks ingestion or the other destinations until its own backlog limit: then the
+``backpressure`` policy makes receivers answer 429 / RESOURCE_EXHAUSTED (:meth:`DeliveryEngine.admit`), and the
+``drop_oldest`` policy moves the oldest undelivered records to dead letters (counted) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
+from collector.delivery.retry import Backoff, interruptible_sleep
+from collector.delivery.state import DeliveryState
+from collector.receivers.status import Backpressure
+from collector.store.sqlite import connect, shard_path, shard_paths
+from collector.telemetry.selfmetrics import SelfMetrics
+from exporters.base import DeliveryRecord, Exporter, Payload
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_INTERVAL = 0.2
+STATS_INTERVAL = 1.0
+RETENTION_INTERVAL = 3600.0
+RETENTION_BATCH = 10_000
+
+
+class ShardReader:
+    """Read-only access to one shard's records by ``seq``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.path, readonly=True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def read_after(self, seq: int, max_records: int, max_bytes: int) -> tuple[list[DeliveryRecord], int]:
+        """Up to ``max_records`` records after ``seq`` within ``max_bytes`` (at least one); first one's arrival."""
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT seq, id, body, time_ms, received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, max_records),
+            )
+            .fetchall()
+        )
+        out: list[DeliveryRecord] = []
+        total = 0
+        oldest = 0
+        for s, rid, body, t, received in rows:
+            b = bytes(body)
+            if out and total + len(b) > max_bytes:
+                break
+            total += len(b)
+            out.append(DeliveryRecord(s, rid, b, t))
+            if not oldest:
+                oldest = received
+        return out, oldest
+
+    def last_seq(self) -> int:
+        row = self.conn().execute("SELECT MAX(seq) FROM records").fetchone()
+        return int(row[0] or 0)
+
+    def oldest_received_after(self, seq: int) -> int | None:
+        row = (
+            self.conn().execute("SELECT received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
+        )
+        return int(row[0]) if row else None
+
+    def average_size(self, sample: int = 200) -> float:
+        row = (
+            self.conn()
+            .execute(
+                "SELECT AVG(length(body)) FROM (SELECT body FROM records ORDER BY seq DESC LIMIT ?)",
+                (sample,),
+            )
+            .fetchone()
+        )
+        return float(row[0] or 0.0)
+
+
+class _Interrupted(Exception):
+    """Shutdown interrupted a batch before the destination confirmed it."""
+
+
+@dataclass
+class BacklogStatus:
+    records: int = 0
+    bytes: float = 0.0
+    oldest_age: float = 0.0
+    over_limit: str | None = None
+
+
+class DestinationWorker:
+    """Delivers one shard to one destination."""
+
+    def __init__(
+        self,
+        exporter: Exporter,
+        shard: int,
+        reader: ShardReader,
+        state: DeliveryState,
+        metrics: SelfMetrics,
+        stop: asyncio.Event,
+        new_data: asyncio.Event,
+    ) -> None:
+        self.exporter = exporter
+        self.name = exporter.name
+        self.shard = shard
+        self.reader = reader
+        self.state = state
+        self.metrics = metrics
+        self.stop = stop
+        self.new_data = new_data
+        self.cursor = state.cursor(self.name)
+        self.backlog = BacklogStatus()
+        self._drop_target = 0
+        s = exporter.settings
+        self.batch = s.batch
+        self.concurrency = s.concurrency
+        labels = (self.name,)
+        self.m_sent = metrics.delivery_sent.labels(*labels)
+        self.m_failed = metrics.delivery_failed.labels(*labels)
+        self.m_retries = metrics.delivery_retries.labels(*labels)
+        self.m_dead = metrics.delivery_dead_letters.labels(*labels)
+        self.m_dropped = metrics.delivery_dropped.labels(*labels)
+        self.m_latency = metrics.delivery_latency.labels(*labels)
+
+    # -- the main loop -------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        inflight: collections.deque[tuple[int, asyncio.Task[None]]] = collections.deque()
+        next_seq = self.cursor
+        try:
+            while not self.stop.is_set():
+                while len(inflight) < self.concurrency and not self.stop.is_set():
+                    dropped_to = await self._drop_if_needed(next_seq)
+                    if dropped_to is not None:
+                        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                        done.set_result(None)
+                        inflight.append((dropped_to, done))  # type: ignore[arg-type]
+                        next_seq = dropped_to
+                        continue
+                    records = await self._next_batch(next_seq, wait=not inflight)
+                    if not records:
+                        break
+                    task = asyncio.create_task(self._deliver(records), name=f"deliver-{self.name}-{self.shard}")
+                    inflight.append((records[-1].seq, task))
+                    next_seq = records[-1].seq
+                if not inflight:
+                    continue
+                await asyncio.wait([t for _, t in inflight], return_when=asyncio.FIRST_COMPLETED)
+                self._advance(inflight)
+        finally:
+            if inflight:
+                await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+                self._advance(inflight)
+
+    def _advance(self, inflight: collections.deque[tuple[int, asyncio.Task[None]]]) -> None:
+        """Move the cursor over the completed batches at the head of the window, in order.
+
+        A batch that failed unexpectedly (a bug, not an outcome) stops the window: the rest is cancelled and the
+        worker restarts from the cursor, so nothing after the failed batch is confirmed out of order.
+        """
+        moved = False
+        failed: BaseException | None = None
+        while inflight and inflight[0][1].done():
+            seq, task = inflight[0]
+            exc = None if task.cancelled() else task.exception()
+            if task.cancelled() or exc is not None:
+                failed = exc or asyncio.CancelledError()
+                break
+            inflight.popleft()
+            self.cursor = seq
+            moved = True
+        if moved:
+            self.state.set_cursor(self.name, self.cursor)
+        if failed is not None:
+            for _, t in inflight:
+                t.cancel()
+            inflight.clear()
+            if not isinstance(failed, _Interrupted | asyncio.CancelledError):
+                raise RuntimeError(f"batch delivery failed: {failed!r}") from failed
+
+    async def _next_batch(self, after: int, wait: bool) -> list[DeliveryRecord]:
+        """The next batch: full by count or bytes, or what is there once its oldest record waited ``batch.timeout``.
+
+        With ``wait`` False (other batches are in flight) a batch that is neither full nor due is not formed yet.
+        """
+        b = self.batch
+        while not self.stop.is_set():
+            records, oldest_ms = await asyncio.to_thread(self.reader.read_after, after, b.max_records, b.max_bytes)
+            if records:
+                full = len(records) >= b.max_records or sum(len(r.body) for r in records) >= b.max_bytes * 0.9
+                waited = time.time() - oldest_ms / 1000
+                if full or waited >= b.timeout:
+                    return records
+                if not wait:
+                    return []
+                delay = max(0.01, b.timeout - waited)
+            else:
+                if not wait:
+                    return []
+                delay = IDLE_POLL_INTERVAL
+            self.new_data.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.new_data.wait(), delay)
+        return []
+
+    # -- one batch ------------------------------------------------------------------------------------------------
+
+    async def _deliver(self, records: Sequence[DeliveryRecord]) -> None:
+        try:
+            payloads = self.exporter.encode(records)
+        except Exception as exc:
+            log.exception("%s: cannot encode a batch of %d records", self.name, len(records))
+            await self._dead_letter(records, f"encode failed: {exc}", None, 0)
+            return
+        for payload in payloads:
+            await self._push_with_retry(payload)
+
+    async def _push_with_retry(self, payload: Payload) -> None:
+        backoff = Backoff(self.exporter.settings.retry)
+        attempts = 0
+        while True:
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                outcome: Outcome = await self.exporter.push(payload)
+            except Exception as exc:
+                outcome = Retry(f"push raised {type(exc).__name__}: {exc}")
+            self.m_latency.observe(time.perf_counter() - started)
+            n = len(payload.records)
+            if isinstance(outcome, Success):
+                self.m_sent.inc(n)
+                if attempts > 1:
+                    log.info("%s: batch of %d delivered after %d attempts", self.name, n, attempts)
+                return
+            if isinstance(outcome, Partial):
+                ok = max(0, min(outcome.accepted, n))
+                self.m_sent.inc(ok)
+                if ok < n:
+                    self.m_failed.inc(1)
+                    log.warning(
+                        "%s: record %d of a batch of %d refused permanently (%s); %d re-sent",
+                        self.name,
+                        ok,
+                        n,
+                        outcome.reason,
+                        n - ok - 1,
+                    )
+                    await self._dead_letter([payload.records[ok]], outcome.reason, outcome.status, attempts)
+                rest = list(payload.records[ok + 1 :])
+                if rest:
+                    for p in self.exporter.encode(rest):
+                        await self._push_with_retry(p)
+                return
+            if isinstance(outcome, Permanent):
+                self.m_failed.inc(n)
+                log.warning("%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason)
+                await self._dead_letter(payload.records, outcome.reason, outcome.status, attempts)
+                return
+            delay = backoff.next_delay(outcome.delay)
+            if backoff.expired(delay):
+                self.m_failed.inc(n)
+                reason = f"retry time exhausted after {attempts} attempts: {outcome.reason}"
+                log.warning("%s: batch of %d to dead letters: %s", self.name, n, reason)
+                await self._dead_letter(payload.records, reason, outcome.status, attempts)
+                return
+            self.m_retries.inc()
+            log.warning(
+                "%s: retrying a batch of %d in %.1fs (attempt %d): %s%s",
+                self.name,
+                n,
+                delay,
+                attempts,
+                outcome.reason,
+                " (server asked for this delay)" if outcome.delay is not None else "",
+            )
+            if await interruptible_sleep(delay, self.stop):
+                raise _Interrupted
+
+    async def _dead_letter(
+        self, records: Sequence[DeliveryRecord], reason: str, status: int | None, attempts: int
+    ) -> None:
+        rows = [(r.seq, r.id, r.time_ms, r.body) for r in records]
+        self.state.dead_letter(self.name, rows, reason, status, attempts)
+        self.m_dead.inc(len(rows))
+
+    # -- backlog ------------------------------------------------------------------------------------------------------
+
+    def refresh_backlog(self) -> BacklogStatus:
+        """Recompute backlog size and age, and whether a limit is exceeded."""
+        limits = self.exporter.settings.backlog
+        last = self.reader.last_seq()
+        records = max(0, last - self.cursor)
+        avg = self.reader.average_size() if records else 0.0
+        oldest = self.reader.oldest_received_after(self.cursor) if records else None
+        age = max(0.0, time.time() - oldest / 1000) if oldest else 0.0
+        status = BacklogStatus(records, records * avg, age)
+        if records > limits.max_records:
+            status.over_limit = f"{records} records > max_records {limits.max_records}"
+        elif status.bytes > limits.max_bytes:
+            status.over_limit = f"~{int(status.bytes)} bytes > max_bytes {limits.max_bytes}"
+        elif age > limits.max_age:
+            status.over_limit = f"oldest record {int(age)}s old > max_age {int(limits.max_age)}s"
+        if status.over_limit and limits.policy == "drop_oldest":
+            excess = max(records - limits.max_records, 0)
+            if status.bytes > limits.max_bytes and avg:
+                excess = max(excess, int((status.bytes - limits.max_bytes) / avg) + 1)
+            self._drop_target = max(excess, 1)
+        self.backlog = status
+        return status
+
+    async def _drop_if_needed(self, after: int) -> int | None:
+        """Under ``drop_oldest``, move the oldest undelivered records to dead letters; returns the new position."""
+        n = self._drop_target
+        if n <= 0:
+            return None
+        self._drop_target = 0
+        records, _ = await asyncio.to_thread(self.reader.read_after, after, n, 1 << 62)
+        if not records:
+            return None
+        reason = f"dropped (backlog limit, policy drop_oldest): {self.backlog.over_limit}"
+        await self._dead_letter(records, reason, None, 0)
+        self.m_dropped.inc(len(records))
+        log.warning("%s: dropped %d oldest undelivered records to dead letters: %s", self.name, len(records), reason)
+        return records[-1].seq
+
+
+class DeliveryEngine:
+    """All destination workers of this process, their backlog accounting, admission control and retention."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        shards: Sequence[int],
+        exporters: Sequence[Exporter],
+        metrics: SelfMetrics,
+        *,
+        retention: float = 0.0,
+        run_retention: object = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.shards = list(shards)
+        self.exporters = list(exporters)
+        self.metrics = metrics
+        self.retention = retention
+        self.run_retention = run_retention
+        self.stop_event = asyncio.Event()
+        self.new_data = asyncio.Event()
+        self.workers: list[DestinationWorker] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._states: list[DeliveryState] = []
+        self._readers: list[ShardReader] = []
+        self._blocked: dict[str, str] = {}
+
+    def notify(self) -> None:
+        """New records were committed (call from the event loop thread)."""
+        self.new_data.set()
+
+    async def start(self) -> None:
+        for exp in self.exporters:
+            await exp.start()
+        for shard in self.shards:
+            path = shard_path(self.data_dir, shard)
+            if not path.exists():
+                continue
+            state = DeliveryState.for_shard(self.data_dir, shard)
+            self._states.append(state)
+            for exp in self.exporters:
+                reader = ShardReader(path)
+                self._readers.append(reader)
+                w = DestinationWorker(exp, shard, reader, state, self.metrics, self.stop_event, self.new_data)
+                self.workers.append(w)
+        for w in self.workers:
+            self._tasks.append(asyncio.create_task(self._run_worker(w), name=f"worker-{w.name}-{w.shard}"))
+        self._tasks.append(asyncio.create_task(self._stats_loop(), name="delivery-stats"))
+        if self.workers:
+            log.info(
+                "delivering shard(s) %s to %s",
+                ",".join(map(str, sorted({w.shard for w in self.workers}))),
+                ", ".join(e.name for e in self.exporters),
+            )
+
+    async def _run_worker(self, w: DestinationWorker) -> None:
+        while not self.stop_event.is_set():
+            try:
+                await w.run()
+            except Exception:
+                log.exception("delivery worker %s/shard-%d crashed; restarting in 1s", w.name, w.shard)
+                await interruptible_sleep(1.0, self.stop_event)
+
+    async def stop(self, deadline: float) -> None:
+        """Interrupt waits, give in-flight pushes until ``deadline`` seconds, persist cursors, close."""
+        self.stop_event.set()
+        self.new_data.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=deadline)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for exp in self.exporters:
+            with contextlib.suppress(Exception):
+                await exp.close()
+        for r in self._readers:
+            r.close()
+        for s in self._states:
+            s.close()
+
+    async def _stats_loop(self) -> None:
+        last_retention = 0.0
+        while not self.stop_event.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.refresh)
+            if (
+                self.retention > 0
+                and self.run_retention is not None
+                and time.monotonic() - last_retention > RETENTION_INTERVAL
+            ):
+                last_retention = time.monotonic()
+                try:
+                    await self.apply_retention()
+                except Exception as exc:
+                    log.warning("retention pass failed: %s", exc)
+            await interruptible_sleep(STATS_INTERVAL, self.stop_event)
+
+    def refresh(self) -> None:
+        """Update backlog gauges and the admission decision."""
+        per_dest: dict[str, BacklogStatus] = {}
+        for w in self.workers:
+            st = w.refresh_backlog()
+            agg = per_dest.setdefault(w.name, BacklogStatus())
+            agg.records += st.records
+            agg.bytes += st.bytes
+            agg.oldest_age = max(agg.oldest_age, st.oldest_age)
+            if st.over_limit and w.exporter.settings.backlog.policy == "backpressure":
+                agg.over_limit = st.over_limit
+        blocked = {}
+        for name, agg in per_dest.items():
+            self.metrics.backlog_records.labels(name).set(agg.records)
+            self.metrics.backlog_bytes.labels(name).set(agg.bytes)
+            self.metrics.backlog_oldest_age.labels(name).set(agg.oldest_age)
+            if agg.over_limit:
+                blocked[name] = agg.over_limit
+        for name, reason in blocked.items():
+            if name not in self._blocked:
+                log.warning("backlog limit of %s reached, receivers answer 429 until it drains: %s", name, reason)
+        for name in self._blocked:
+            if name not in blocked:
+                log.info("backlog of %s is back under its limits; accepting again", name)
+        self._blocked = blocked
+
+    def admit(self, signal: str) -> None:
+        """Raise :class:`Backpressure` while a destination with policy ``backpressure`` is over a backlog limit."""
+        if self._blocked:
+            name, reason = next(iter(self._blocked.items()))
+            retry_after = max(w.exporter.settings.backlog.retry_after for w in self.workers if w.name == name)
+            raise Backpressure(f"destination {name} is over its backlog limit ({reason}); retry later", retry_after)
+
+    async def apply_retention(self) -> int:
+        """Delete records older than ``retention`` that every destination has (never the newest record)."""
+        if self.run_retention is None:
+            return 0
+        cutoff_ms = int((time.time() - self.retention) * 1000)
+        total = 0
+        for shard in self.shards:
+            cursors = [w.cursor for w in self.workers if w.shard == shard]
+            limit = min(cursors) if cursors else None
+            total += await self.run_retention(shard, cutoff_ms, limit)  # type: ignore[operator]
+        if total:
+            log.info("retention removed %d records older than %.0f days", total, self.retention / 86400)
+        return total
+
+
+def all_shards(data_dir: str | Path) -> list[int]:
+    return [int(p.stem.removeprefix("shard-")) for p in shard_paths(data_dir)]

@@ -1,0 +1,79 @@
+"""The exporter interface: validate config, encode (pure), push -> outcome. Nothing else.
+
+Queueing, batching, retry, dead letters and backpressure live in :mod:`collector.delivery.engine`; an exporter only
+turns a batch of stored records into request payloads and sends one payload, reporting a typed
+:mod:`~collector.delivery.outcome`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from collector.delivery.outcome import Outcome
+from collector.delivery.settings import DestinationSettings
+
+
+@dataclass
+class DeliveryRecord:
+    """One stored audit record as the engine hands it to an exporter."""
+
+    seq: int
+    id: str
+    body: bytes
+    time_ms: int
+    _parsed: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The record as a dict (parsed once, on first use)."""
+        if self._parsed is None:
+            self._parsed = orjson.loads(self.body)
+        return self._parsed
+
+
+@dataclass
+class Payload:
+    """One request body and the records it carries, in order."""
+
+    records: Sequence[DeliveryRecord]
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Exporter(abc.ABC):
+    """A destination. Subclasses set ``type_name`` and ``config_class`` and implement ``encode`` and ``push``."""
+
+    type_name: ClassVar[str]
+    config_class: ClassVar[type[DestinationSettings]]
+
+    def __init__(self, name: str, config: DestinationSettings) -> None:
+        self.name = name
+        self.config = config
+
+    @property
+    def settings(self) -> DestinationSettings:
+        return self.config
+
+    async def start(self) -> None:  # noqa: B027
+        """Open connections; called once before the first push. Default: nothing to open."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Release connections; called once at shutdown. Default: nothing to release."""
+
+    def health(self) -> str | None:
+        """None when the destination looks usable, else a short reason (feeds ``/readyz``)."""
+        return None
+
+    @abc.abstractmethod
+    def encode(self, records: Sequence[DeliveryRecord]) -> list[Payload]:
+        """Pure: the request payloads for ``records``, in order, each within the destination's limits."""
+
+    @abc.abstractmethod
+    async def push(self, payload: Payload) -> Outcome:
+        """Send one payload and say what happened. Must not raise for network or HTTP errors."""
