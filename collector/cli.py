@@ -289,6 +289,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _data_dir(args: argparse.Namespace) -> str:
+    if args.data_dir:
+        return str(args.data_dir)
+    if getattr(args, "config", None):
+        return load_config(args.config, None).storage.directory
+    return config_mod.DEFAULT_DATA_DIR
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from collector.delivery.dlq import entry_name, iso, list_entries
+
+    entries = list_entries(_data_dir(args), args.destination)
+    if args.format == "jsonl":
+        for shard, dl in entries:
+            doc = {
+                "id": entry_name(shard, dl),
+                "destination": dl.destination,
+                "record_id": dl.record_id,
+                "record_time": iso(dl.time_ms),
+                "failed_at": iso(dl.failed_ms),
+                "reason": dl.reason,
+                "status": dl.status,
+                "attempts": dl.attempts,
+            }
+            sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    else:
+        print(f"{'ID':<10} {'DESTINATION':<20} {'FAILED AT':<25} {'STATUS':<6} REASON")
+        for shard, dl in entries:
+            status = "" if dl.status is None else str(dl.status)
+            reason = dl.reason if len(dl.reason) <= 100 else dl.reason[:97] + "..."
+            print(f"{entry_name(shard, dl):<10} {dl.destination:<20} {iso(dl.failed_ms):<25} {status:<6} {reason}")
+    print(f"{len(entries)} dead letter(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    from collector.delivery.dlq import find_entry, iso
+
+    try:
+        found = find_entry(_data_dir(args), args.id)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if found is None:
+        print(f"no dead letter {args.id}", file=sys.stderr)
+        return EXIT_FAILURE
+    _shard, dl = found
+    doc = {
+        "id": args.id,
+        "destination": dl.destination,
+        "failed_at": iso(dl.failed_ms),
+        "reason": dl.reason,
+        "status": dl.status,
+        "attempts": dl.attempts,
+        "record": orjson.loads(dl.body),
+    }
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    return EXIT_OK
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from collector.delivery.dlq import replay
+
+    setup_logging("warning")
+    cfg = load_config(args.config, args.data_dir)
+    if args.destination and args.destination not in cfg.exporters:
+        known = ", ".join(sorted(cfg.exporters)) or "none configured"
+        print(f"destination {args.destination!r} is not in the configuration (known: {known})", file=sys.stderr)
+        return EXIT_USAGE
+    result = asyncio.run(replay(cfg, args.destination))
+    print(f"replayed: {result.delivered} delivered, {result.failed} still failing")
+    for name in result.skipped_destinations:
+        print(f"skipped dead letters of {name}: not in the configuration", file=sys.stderr)
+    return EXIT_OK if result.failed == 0 and not result.skipped_destinations else EXIT_FAILURE
+
+
 def cmd_analytics_sync(args: argparse.Namespace) -> int:
     from collector.enrich.sync import run_sync_cli
 
@@ -320,6 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--session", help="session id")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     ex.set_defaults(func=cmd_audit_export)
+
+    dlq = sub.add_parser("dlq", help="dead letters: records a destination refused").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    dl_list = dlq.add_parser("list", help="list dead letters")
+    dl_show = dlq.add_parser("show", help="show one dead letter with its record")
+    dl_show.add_argument("id", help="dead-letter id as listed, e.g. 0-17")
+    dl_replay = dlq.add_parser("replay", help="re-send dead letters to their destination (uses the config)")
+    for sp in (dl_list, dl_show, dl_replay):
+        sp.add_argument("--config")
+        sp.add_argument("--data-dir")
+    for sp in (dl_list, dl_replay):
+        sp.add_argument("--destination", help="only this destination (config key, e.g. http/siem)")
+    dl_list.add_argument("--format", choices=("table", "jsonl"), default="table")
+    dl_list.set_defaults(func=cmd_dlq_list)
+    dl_show.set_defaults(func=cmd_dlq_show)
+    dl_replay.set_defaults(func=cmd_dlq_replay)
 
     analytics = sub.add_parser("analytics", help="Claude Code Analytics API").add_subparsers(
         dest="analytics_command", required=True
