@@ -43,6 +43,7 @@ class Service:
             commit_interval=cfg.storage.commit_interval,
         )
         self.pipeline = Pipeline(self.store, self.metrics)
+        self.store.on_commit_stats = self._commit_stats
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
         self.telemetry: TelemetryServer | None = None
@@ -50,6 +51,11 @@ class Service:
         self._stopping = asyncio.Event()
         self.started = False
         self._analytics: list[object] = []
+
+    def _commit_stats(self, rows: int, seconds: float) -> None:
+        self.metrics.storage_commits.inc()
+        self.metrics.storage_commit_rows.inc(rows)
+        self.metrics.storage_commit_duration.observe(seconds)
 
     def _readiness_storage(self) -> str | None:
         healthy = self.store.healthy

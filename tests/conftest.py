@@ -9,7 +9,15 @@ Public API (kept stable; other test modules rely on it):
 
 ``bridge_config_dict(data_dir, *, http_port, grpc_port, telemetry_port, overrides=None) -> dict``
     The YAML-shaped config tree the fixtures use: both OTLP receivers and the telemetry endpoint on 127.0.0.1, the
-    store in ``data_dir``; ``overrides`` is deep-merged on top (e.g. ``{"storage": {"synchronous": "normal"}}``).
+    store in ``data_dir``, ``telemetry.log_level: warning`` and ``server.shutdown_timeout: 5s``; everything else is
+    the embedded default. ``overrides`` is deep-merged on top (e.g. ``{"storage": {"synchronous": "normal"}}``).
+    ``config_from_dict(tree) -> Config`` builds and validates it like the YAML loader.
+
+``start_bridge(data_dir, overrides=None) -> Bridge`` (async)
+    What the fixtures call; use it directly only when you stop the bridge yourself.
+
+``stored_records(data_dir, **query)`` / ``stored_bodies(data_dir, table)`` / ``stored_count(data_dir, table)``
+    Read a data directory (live or stopped bridge, all shards) without a Bridge object.
 
 ``Bridge`` (what the ``bridge`` fixture yields and ``bridge_factory`` returns)
     ``.cfg`` (:class:`collector.config.Config`), ``.service`` (the running :class:`collector.service.Service`),
@@ -233,8 +241,14 @@ async def bridge_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitabl
         return b
 
     yield start
+    errors: list[BaseException] = []
     for b in reversed(started):
-        await b.stop()
+        try:
+            await b.stop()
+        except Exception as exc:  # stop the others anyway, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import collections
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,11 +46,12 @@ RETENTION_BATCH = 10_000
 
 
 class ShardReader:
-    """Read-only access to one shard's records by ``seq``."""
+    """Read-only access to one shard's records by ``seq``; safe to call from any thread, one call at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
 
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -57,11 +59,16 @@ class ShardReader:
         return self._conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def read_after(self, seq: int, max_records: int, max_bytes: int) -> tuple[list[DeliveryRecord], int]:
+        with self._lock:
+            return self._read_after(seq, max_records, max_bytes)
+
+    def _read_after(self, seq: int, max_records: int, max_bytes: int) -> tuple[list[DeliveryRecord], int]:
         """Up to ``max_records`` records after ``seq`` within ``max_bytes`` (at least one); first one's arrival."""
         rows = (
             self.conn()
@@ -85,7 +92,8 @@ class ShardReader:
         return out, oldest
 
     def last_seq(self) -> int:
-        row = self.conn().execute("SELECT MAX(seq) FROM records").fetchone()
+        with self._lock:
+            row = self.conn().execute("SELECT MAX(seq) FROM records").fetchone()
         return int(row[0] or 0)
 
     def oldest_received_after(self, seq: int) -> int | None:
@@ -95,14 +103,14 @@ class ShardReader:
         return int(row[0]) if row else None
 
     def average_size(self, sample: int = 200) -> float:
-        row = (
-            self.conn()
-            .execute(
-                "SELECT AVG(length(body)) FROM (SELECT body FROM records ORDER BY seq DESC LIMIT ?)",
-                (sample,),
+        with self._lock:
+            row = (
+                self.conn()
+                .execute(
+                    "SELECT AVG(length(body)) FROM (SELECT body FROM records ORDER BY seq DESC LIMIT ?)", (sample,)
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
         return float(row[0] or 0.0)
 
 
@@ -438,8 +446,10 @@ class DeliveryEngine:
     async def _stats_loop(self) -> None:
         last_retention = 0.0
         while not self.stop_event.is_set():
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.to_thread(self.refresh)
+            except Exception as exc:
+                log.warning("backlog accounting failed: %s", exc)
             if (
                 self.retention > 0
                 and self.run_retention is not None

@@ -201,16 +201,18 @@ class RedactionRule:
 
 _PLACEHOLDER_RE = re.compile(
     r"""\s*(?:
-        [*xX\u2022.#_?~\-]+                               # ********  xxxx  ....  ----
+        [*xX\u2022.#_?~:\-]+                              # ********  xxxx  ....  ----  :****
       | <[^<>]*>                                          # <REDACTED> <your-token>
       | \$\{.*  | \$\(.*                                  # ${PASSWORD} ${{ secrets.X }} $(pass show db)
       | \$(?:[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*|\d)        # $DB_PASSWORD $password $1
       | \$env:[A-Za-z_][A-Za-z0-9_]*                      # $env:API_KEY
       | %[A-Za-z_][A-Za-z0-9_]*%                          # %PASSWORD%
       | \{\{.*\}\}                                        # {{ .Values.password }}
+      | (?:%[-+ #0-9.]*[sdrifx]|\{[A-Za-z0-9_.\[\]!:]*\}|[:@/_\-. ])+  # '%s:%s'  '{user}:{password}'
       | \[REDACTED[^\]]*\]
+      | \([a-z ]*\)                                      # (optional)
       | (?i:redacted|masked|hidden|removed|omitted|null|none|nil|true|false|undefined|empty|n/?a|tbd|todo
-           |placeholder|string|str|bytes|int|required|optional|secret|secretstr|password|pass|passwd|token|apikey
+           |placeholder|string|str|bytes|int|bool|boolean|float|number|object|any|dict|list|required|optional|secret|secretstr|password|pass|passwd|token|apikey
            |api_key|key|value|your[\w\-]*|enter[\w\-]*|insert[\w\-]*|replace[\w\-]*|my[_\-]?(?:password|secret
            |token|api[_\-]?key))
     )\s*""",
@@ -226,7 +228,12 @@ def is_placeholder(value: str) -> bool:
 _DOTTED_RE = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")
 _CALL_RE = re.compile(r"[A-Za-z_$][\w$.]*[(\[].*", re.DOTALL)
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PASCAL_RE = re.compile(r"(?:[A-Z][a-z]+)+")
+_ANNOTATION_AFTER_RE = re.compile(r"[ \t]*[|)=\]]")
+_SNAKE_WORDS_RE = re.compile(r"[a-z]+(?:_[a-z]+)+")
+_WORDS_JOINED_RE = re.compile(r"[a-z]+(?:[_.\-][a-z]+)+")
 _SECRET_WORD_RE = re.compile(r"(?i)pass|pwd|secret|token|key|auth|cred")
+_CONSTANT_NAME_RE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _PATH_RE = re.compile(r"(?:~|\.{1,2})?/[\w.\-]+/|[A-Za-z]:\\|~/|\./|\.\./")
 _STANDALONE_RE = re.compile(r"""[ \t]*(?:$|[\r\n,;})\]#"'`]|\\[nrt"'])""")
 
@@ -237,25 +244,33 @@ def _looks_secret(value: str) -> bool:
 
 
 def _looks_like_code(value: str) -> bool:
-    """Unquoted values that are program text, not literals: ``self.password``, ``get_token()``, ``db_password``."""
-    if _DOTTED_RE.fullmatch(value) or _CALL_RE.fullmatch(value):
+    """Unquoted values that are program text, not literals.
+
+    ``self.password``, ``get_token()``, ``db_password``, ``index_info``, ``hashedPassword``, ``(a, b)``.
+    """
+    if value[:1] in "([{" or _DOTTED_RE.fullmatch(value) or _CALL_RE.fullmatch(value):
         return True
-    return (
-        _IDENT_RE.fullmatch(value) is not None
-        and _SECRET_WORD_RE.search(value) is not None
-        and not any(c.isdigit() for c in value)
-    )
+    if _IDENT_RE.fullmatch(value) is None or any(c.isdigit() for c in value):
+        return False
+    return _SECRET_WORD_RE.search(value) is not None or _SNAKE_WORDS_RE.fullmatch(value) is not None
 
 
 def _strip_unbalanced(value: str, a: int, b: int) -> int:
-    """End index of ``value`` (at ``a``..``b``) without trailing closers that have no opener inside it."""
+    """End index of ``value`` (at ``a``..``b``) without trailing closers that have no opener inside it.
+
+    A ``:`` after such closers goes too (``def f(password=None):``).
+    """
     pairs = {")": "(", "]": "[", "}": "{", ">": "<"}
-    while b > a and value[b - a - 1] in pairs:
-        closer = value[b - a - 1]
-        if value[: b - a - 1].count(pairs[closer]) >= value[: b - a].count(closer):
+    end = b
+    if end - a >= 2 and value[end - a - 1] == ":" and value[end - a - 2] in pairs:
+        end -= 1
+    stripped = end
+    while end > a and value[end - a - 1] in pairs:
+        closer = value[end - a - 1]
+        if value[: end - a - 1].count(pairs[closer]) >= value[: end - a].count(closer):
             break
-        b -= 1
-    return b
+        end -= 1
+    return end if end < stripped else b
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,10 +284,11 @@ class _Profile:
     skip_numbers: bool = False
     value_re: re.Pattern[str] | None = None
     bare_space: bool = False
+    skip_words: bool = False
 
 
-_PASSWORD = _Profile(min_len=3, prose=True)
-_GENERIC = _Profile(min_len=8, min_entropy=2.9, skip_paths=True, skip_numbers=True)
+_PASSWORD = _Profile(min_len=4, prose=True)
+_GENERIC = _Profile(min_len=8, min_entropy=2.9, skip_paths=True, skip_numbers=True, skip_words=True)
 _NAMED = _Profile(min_len=8, skip_paths=True)
 
 
@@ -280,13 +296,15 @@ def _value_ok(value: str, profile: _Profile) -> bool:
     """Checks shared by assignment values and by dict values whose key names a secret."""
     if len(value) < profile.min_len or is_placeholder(value):
         return False
-    if value.startswith("-----BEGIN"):
+    if value.startswith("-----BEGIN") or _CONSTANT_NAME_RE.fullmatch(value):
         return False
     if profile.value_re is not None and not profile.value_re.fullmatch(value):
         return False
     if profile.skip_numbers and value.replace(".", "").replace("-", "").isdigit():
         return False
     if profile.skip_paths and _PATH_RE.match(value):
+        return False
+    if profile.skip_words and (_WORDS_JOINED_RE.fullmatch(value) or (value.isalpha() and not _looks_secret(value))):
         return False
     return not (profile.min_entropy and shannon_entropy(value) < profile.min_entropy)
 
@@ -343,11 +361,12 @@ _ASSIGNMENT_KINDS: tuple[_NamedKind, ...] = (
 
 _ASSIGNMENT_RE = re.compile(
     r"""(?P<core>[PpKkCcHh](?:
-            (?<=[Pp])(?i:ass(?:word|wd|phrase|code)?|wd)(?:[_\-]?(?i:confirm(?:ation)?)|\d)?
-          | (?<=[Tt][Oo][Kk])(?i:en)
-          | (?<=[Kk])(?i:ey)
-          | (?<=[Ss][Ee][Cc])(?i:ret)
-          | (?<=[Aa][Uu][Tt][Hh])
+            (?<=[Pp])(?:ass(?i:word|wd|phrase|code)?|wd)(?:[_\-]?(?i:confirm(?:ation)?)|\d)?
+          | (?<=P)(?:ASS(?i:word|wd|phrase|code)?|WD)(?:[_\-]?(?i:confirm(?:ation)?)|\d)?
+          | (?<=[Tt][Oo]k)en | (?<=[Tt][Oo]K)(?:en|EN)
+          | (?<=k)ey | (?<=K)(?:ey|EY)
+          | (?<=[Ss]ec)ret | (?<=SEC)RET
+          | (?<=[Aa]uth) | (?<=AUTH)
         ))(?![A-Za-z0-9_.\-])
     (?:\\?["'])?
     (?P<sep>[ \t]*(?:=>|:=|=(?!=)|:(?!:))[ \t]*|[ \t]+(?:is|was)[ \t]+|[ \t]+)
@@ -393,16 +412,19 @@ def _assignment_refine(m: re.Match[str]) -> Refined:
     flag = name.startswith("-") and not text.startswith("-", a)
     if group == "v4":
         if sep == ":" or prose:
-            while b > a and text[b - 1] in ".!?":
+            while b > a and text[b - 1] in ".!?:,":
                 b -= 1
         b = _strip_unbalanced(text[a:b], a, b)
         value = text[a:b]
         if _looks_like_code(value):
             return None
-        if prose and not _looks_secret(value):
+        if (prose or (not sep and value.isalpha())) and not _looks_secret(value):
             return None
-        if sep == ":" and not (_looks_secret(value) or _STANDALONE_RE.match(text, b)):
-            return None
+        if sep == ":":
+            if not (_looks_secret(value) or _STANDALONE_RE.match(text, b)):
+                return None
+            if _PASCAL_RE.fullmatch(value) and _ANNOTATION_AFTER_RE.match(text, b):
+                return None
     value = text[a:b]
     for entry in _ASSIGNMENT_KINDS:
         profile = entry.profile
@@ -503,7 +525,7 @@ def _url_refine(m: re.Match[str]) -> Refined:
 
 # -- authorization headers --------------------------------------------------------------------------------------
 
-_AUTH_CONTEXT_RE = re.compile(r"""(?i)authorization\\?["']?[ \t]*[:=][ \t]*\\?["']?[ \t]*\Z""")
+_AUTH_CONTEXT_RE = re.compile(r"""(?:[Aa]uthorization|AUTHORIZATION)\\?["']?[ \t]*[:=][ \t]*\\?["']?[ \t]*\Z""")
 _SCHEME_SEP = r"(?:[ \t]+|%20)"
 _WORDS_RE = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 _USER_PASS_RE = re.compile(r"[\x21-\x7e]+:[\x20-\x7e]*")
@@ -525,8 +547,16 @@ def _bearer_refine(m: re.Match[str]) -> Refined:
         return None
     if _auth_context(m):
         return a, b
+    if m.group("scheme") not in ("Bearer", "BEARER"):
+        return None
     if len(value) >= 16 and _looks_secret(value) and not _WORDS_RE.fullmatch(value):
         return a, b
+    return None
+
+
+def _splunk_refine(m: re.Match[str]) -> Refined:
+    if m.group("scheme") in ("Splunk", "SPLUNK") or _auth_context(m):
+        return m.span("v")
     return None
 
 
@@ -548,15 +578,16 @@ def _basic_refine(m: re.Match[str]) -> Refined:
 
 def _authorization_refine(m: re.Match[str]) -> Refined:
     a, b = m.span("v")
+    b = _strip_unbalanced(m.string[a:b], a, b)
     value = m.string[a:b]
     scheme = m.group("scheme")
-    if is_placeholder(value):
+    if is_placeholder(value) or _looks_like_code(value):
         return None
     if scheme is not None and not _AUTH_SCHEMES_RE.fullmatch(scheme):
         if _looks_secret(scheme) and not _looks_secret(value):
             return m.span("scheme")
         a = m.start("scheme")
-    elif scheme is None and value.isalpha() and value.islower():
+    elif scheme is None and value.isalpha() and len(value) < 16:
         return None
     return a, b
 
@@ -654,6 +685,7 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
                 "glpat-",
                 "gldt-",
                 "glrt-",
+                "glrtr-",
                 "glptt-",
                 "glsoat-",
                 "glcbt-",
@@ -720,7 +752,7 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
         ),
         RedactionRule(
             "url_signature",
-            re.compile(r"[?&](?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<v>[^&\s\"'#\\<>]{16,})"),
+            re.compile(r"[?&](?:sig|(?:[A-Za-z]+-)*(?:[Ss]ignature|SIGNATURE))=(?P<v>[^&\s\"'#\\<>]{16,})"),
             group="v",
             anchors=("sig=", "Signature=", "signature=", "SIGNATURE="),
         ),
@@ -731,15 +763,15 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
             anchors=_AUTH_ANCHORS,
             refine=_first_group_refine("v"),
         ),
-        _token_rule(
+        RedactionRule(
             "splunk_hec_token",
-            rf"[Ss](?<![A-Za-z0-9][Ss])(?i:plunk){_SCHEME_SEP}(?P<v>{_UUID})" + _E,
-            ("Splunk", "SPLUNK", *_AUTH_ANCHORS),
-            group="v",
+            re.compile(rf"(?P<scheme>[Ss](?<![A-Za-z0-9][Ss])(?i:plunk)){_SCHEME_SEP}(?P<v>{_UUID})" + _E),
+            anchors=("Splunk", "SPLUNK", *_AUTH_ANCHORS),
+            refine=_splunk_refine,
         ),
         RedactionRule(
             "bearer_token",
-            re.compile(rf"[Bb](?<![A-Za-z0-9][Bb])(?i:earer){_SCHEME_SEP}(?P<v>[A-Za-z0-9\-._~+/]+=*)"),
+            re.compile(rf"(?P<scheme>[Bb](?<![A-Za-z0-9][Bb])(?i:earer)){_SCHEME_SEP}(?P<v>[A-Za-z0-9\-._~+/]+=*)"),
             anchors=("Bearer", "BEARER", *_AUTH_ANCHORS),
             refine=_bearer_refine,
         ),
@@ -764,7 +796,7 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
         RedactionRule(
             "authorization_header",
             re.compile(
-                r"""[Aa](?<![A-Za-z0-9][Aa])(?i:uthorization)\\?["']?[ \t]*[:=][ \t]*\\?["']?"""
+                r"""[Aa](?<![A-Za-z0-9][Aa])(?:uthorization|(?<=A)UTHORIZATION)\\?["']?[ \t]*[:=][ \t]*\\?["']?"""
                 r"(?!(?i:bearer|basic|splunk)(?:[ \t]|%20))"
                 rf"(?:(?P<scheme>[A-Za-z][A-Za-z0-9_\-]*){_SCHEME_SEP}(?=[^\s\"'\\,;]))?"
                 r"(?P<v>[^\s\"'\\,;]+)"
@@ -789,7 +821,7 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
         ),
         RedactionRule(
             "password",
-            re.compile(rf"login(?![A-Za-z0-9_\-]){_CMD_ARGS}[ \t](?:-p|--password)(?:[ \t]+|=){_CLI_VALUE}"),
+            re.compile(rf"login[ \t](?:{_CMD_ARGS}[ \t])?(?:-p|--password)(?:[ \t]+|=){_CLI_VALUE}"),
             anchors=("gin ", "gin\t"),
             refine=_login_refine,
         ),
@@ -872,6 +904,7 @@ _AUTHORIZATION_KEY_RE = re.compile(r"(?i)(?:^|[^a-z0-9])authorization\Z")
 _AUTH_KINDS = {"bearer": "bearer_token", "basic": "basic_auth", "splunk": "splunk_hec_token"}
 _KEY_CACHE_LIMIT = 4096
 _MIN_SECRET_LEN = 8
+_MAX_PASSES = 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -931,9 +964,22 @@ class Redactor:
         return "".join(pieces)
 
     def redact_str(self, text: str) -> str:
-        """``text`` with every detected secret replaced; the same object when nothing was found."""
+        """``text`` with every detected secret replaced; the same object when nothing was found.
+
+        A redaction can change the context of its neighbours (the text after a value now ends differently), so
+        when something was replaced the detectors run again on the result, until nothing changes: redacting the
+        output again is a no-op.
+        """
         if not self.enabled:
             return text
+        out = self._pass(text)
+        for _ in range(_MAX_PASSES - 1):
+            if out is text:
+                break
+            text, out = out, self._pass(out)
+        return out
+
+    def _pass(self, text: str) -> str:
         out = text
         for rule in self._always:
             out = self._apply(rule, out)

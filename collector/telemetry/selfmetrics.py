@@ -102,6 +102,18 @@ class SelfMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.storage_commits = Counter(
+            "ccbridge_storage_commits", "Transactions committed by the store writer (one fsync each).", registry=r
+        )
+        self.storage_commit_rows = Counter(
+            "ccbridge_storage_committed_rows", "Rows (records, metric points, spans) committed.", registry=r
+        )
+        self.storage_commit_duration = Histogram(
+            "ccbridge_storage_commit_duration_seconds",
+            "Time of one group commit: inserts plus fsync.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.storage_healthy = Gauge(
             "ccbridge_storage_healthy",
             "1 while the last write to the embedded store succeeded.",

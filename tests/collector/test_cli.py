@@ -26,9 +26,7 @@ def ns(dt: datetime) -> int:
     return int(dt.timestamp()) * 1_000_000_000
 
 
-def event(
-    name: str, when: datetime, session: str, seq: int, user: dict[str, str], **attrs: Any
-) -> LogEvent:
+def event(name: str, when: datetime, session: str, seq: int, user: dict[str, str], **attrs: Any) -> LogEvent:
     return LogEvent(
         resource={"service.name": "claude-code", "service.version": "2.1.332"},
         scope_name="com.anthropic.claude_code.events",
@@ -190,7 +188,13 @@ def test_csv_quotes_awkward_values(capsys, tmp_path):
         d,
         [
             event(
-                "tool_decision", T1, "s9", 0, ALICE, tool_name="Bash", tool_parameters=orjson.dumps({"full_command": cmd}).decode()
+                "tool_decision",
+                T1,
+                "s9",
+                0,
+                ALICE,
+                tool_name="Bash",
+                tool_parameters=orjson.dumps({"full_command": cmd}).decode(),
             )
         ],
     )
@@ -217,7 +221,13 @@ def test_empty_store_exports_nothing(capsys, tmp_path):
 def test_since_and_until_as_dates(capsys, data_dir):
     got = export_ids(capsys, data_dir, "--since", "2024-03-10", "--until", "2024-03-11")
     assert sorted(got) == sorted(
-        [("user_prompt", "s1"), ("tool_decision", "s1"), ("tool_result", "s1"), ("file_change", "s1"), ("api_request", "s1")]
+        [
+            ("user_prompt", "s1"),
+            ("tool_decision", "s1"),
+            ("tool_result", "s1"),
+            ("file_change", "s1"),
+            ("api_request", "s1"),
+        ]
     )
     got = export_ids(capsys, data_dir, "--since", "2024-03-11", "--until", "2024-03-16")
     assert sorted(got) == [("api_error", "s2"), ("event", "s2")]

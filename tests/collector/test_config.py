@@ -238,7 +238,11 @@ def test_unknown_key_is_refused_naming_key_and_dotted_path(text, path, fragment)
             "receivers.otlp.http.max_request_body_size",
             "must not be negative",
         ),
-        ("enrichment:\n  analytics_api:\n    admin_api_key: 12345\n", "enrichment.analytics_api.admin_api_key", "string"),
+        (
+            "enrichment:\n  analytics_api:\n    admin_api_key: 12345\n",
+            "enrichment.analytics_api.admin_api_key",
+            "string",
+        ),
     ],
 )
 def test_wrong_types_are_refused_naming_the_key(text, path, fragment):

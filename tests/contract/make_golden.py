@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import difflib
 import json
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
+from google.protobuf import json_format
 from grpc import aio
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 CONTRACT_DIR = Path(__file__).resolve().parent
 FIXTURES = CONTRACT_DIR.parent / "fixtures" / "claude-code"
@@ -303,6 +308,41 @@ async def replay(http_url: str, grpc_target: str, req: RecordedRequest) -> HttpR
     """One-shot :meth:`Replayer.send`."""
     async with Replayer(http_url, grpc_target, grpc_user_agent=grpc_user_agent([req])) as rp:
         return await rp.send(req)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same request in the other OTLP encoding
+
+REQUEST_TYPES: dict[str, Any] = {
+    "logs": ExportLogsServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "traces": ExportTraceServiceRequest,
+}
+ID_KEYS = ("traceId", "spanId", "parentSpanId")
+
+
+def _convert_ids(node: Any, convert: Callable[[str], str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: convert(v) if k in ID_KEYS and isinstance(v, str) else _convert_ids(v, convert) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_convert_ids(v, convert) for v in node]
+    return node
+
+
+def json_to_protobuf(signal: str, body: bytes) -> bytes:
+    """An OTLP/JSON request (hex ids, as the CLI writes it) as the equivalent protobuf message."""
+    doc = _convert_ids(json.loads(body), lambda h: base64.b64encode(bytes.fromhex(h)).decode())
+    msg = json_format.ParseDict(doc, REQUEST_TYPES[signal]())
+    return msg.SerializeToString()
+
+
+def protobuf_to_json(signal: str, body: bytes) -> bytes:
+    """A protobuf request as spec-conformant OTLP/JSON: hex ids, int64 as strings, enums by name."""
+    doc = json_format.MessageToDict(REQUEST_TYPES[signal].FromString(body))
+    doc = _convert_ids(doc, lambda b: base64.b64decode(b).hex())
+    return json.dumps(doc).encode()
 
 
 # ---------------------------------------------------------------------------------------------------------------

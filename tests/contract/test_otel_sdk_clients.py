@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +68,16 @@ def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def shutdowns() -> Iterator[list[Callable[[], Any]]]:
-    """Providers register their ``shutdown`` here; the test awaits them off the loop (see ``shut_down``)."""
+async def shutdowns() -> AsyncIterator[list[Callable[[], Any]]]:
+    """Providers register their ``shutdown`` here; the test awaits them off the loop (see ``shut_down``).
+
+    Async, so that after a failed test the providers still flush to the bridge (which serves from this loop and is
+    stopped only after this fixture) instead of blocking the loop until their export timeout.
+    """
     fns: list[Callable[[], Any]] = []
     yield fns
-    for fn in fns:  # only reached if a test failed before shutting down; the bridge may be gone, so be quick
-        with contextlib.suppress(Exception):
-            fn()
+    with contextlib.suppress(Exception):
+        await shut_down(fns)
 
 
 async def shut_down(fns: list[Callable[[], Any]]) -> None:

@@ -36,8 +36,10 @@ from tests.contract.make_golden import (
     RecordedRequest,
     Replayer,
     grpc_user_agent,
+    json_to_protobuf,
     jsonl_rows,
     load_golden,
+    protobuf_to_json,
     recorded_requests,
     run_names,
     stdout_json,
@@ -51,11 +53,6 @@ RESPONSES: dict[str, Any] = {
     "traces": ExportTraceServiceResponse,
 }
 RUNS = run_names()
-PROTOBUF_RUNS = [
-    r
-    for r in RUNS
-    if all(q.transport == "grpc" or "protobuf" in (q.content_type or "") for q in recorded_requests(FIXTURES / r))
-]
 CHUNKED_RUNS = [r for r in RUNS if any(q.chunked for q in recorded_requests(FIXTURES / r))]
 
 
@@ -66,12 +63,6 @@ def test_fixture_set_is_complete() -> None:
         "v2.1.197-http-protobuf-deny",
         "v2.1.332-grpc-allow",
         "v2.1.332-http-json-details-traces",
-        "v2.1.332-http-protobuf-allow",
-        "v2.1.332-http-protobuf-gzip",
-    ]
-    assert PROTOBUF_RUNS == [
-        "v2.1.197-http-protobuf-deny",
-        "v2.1.332-grpc-allow",
         "v2.1.332-http-protobuf-allow",
         "v2.1.332-http-protobuf-gzip",
     ]
@@ -91,8 +82,11 @@ def media_type(req: RecordedRequest) -> str:
     return "application/json" if req.content_type == "application/json" else "application/x-protobuf"
 
 
-def assert_success(req: RecordedRequest, res: HttpResult | GrpcResult) -> None:
-    """The OTLP success answer: gRPC OK / HTTP 200 with an empty Export*ServiceResponse in the request's encoding."""
+def assert_success(req: RecordedRequest, res: HttpResult | GrpcResult, sent_as: str | None = None) -> None:
+    """The OTLP success answer: gRPC OK / HTTP 200 with an empty Export*ServiceResponse in the request's encoding.
+
+    ``sent_as`` is the Content-Type actually sent when it differs from the recording's.
+    """
     where = f"{req.run}/{req.name}"
     if isinstance(res, GrpcResult):
         assert res.code == grpc.StatusCode.OK, f"{where}: {res.code} {res.details}"
@@ -100,7 +94,7 @@ def assert_success(req: RecordedRequest, res: HttpResult | GrpcResult) -> None:
         RESPONSES[req.signal].FromString(res.body)
         return
     assert res.status == 200, f"{where}: HTTP {res.status}: {res.body[:300]!r}"
-    if media_type(req) == "application/json":
+    if (sent_as or media_type(req)) == "application/json":
         assert res.content_type == "application/json", where
         assert json.loads(res.body) == {}, f"{where}: {res.body!r}"
     else:
@@ -377,14 +371,37 @@ async def test_resending_the_same_bodies_stores_nothing_new(bridge: Any, run: st
     assert {t: bridge.count(t) for t in counts} == counts  # DELTA points counted twice would double the cost
 
 
-async def deliver(rp: Replayer, req: RecordedRequest, how: str) -> HttpResult | GrpcResult:
-    """Send the request's content over another transport / encoding / framing than recorded."""
+def sent_content_type(res: HttpResult | GrpcResult) -> str | None:
+    return res.request_headers.get("content-type") if isinstance(res, HttpResult) else None
+
+
+def as_protobuf(req: RecordedRequest) -> bytes:
     body = decoded_body(req)
-    if how == "grpc":
-        return await rp.grpc(req.signal, body)
+    return json_to_protobuf(req.signal, body) if media_type(req) == "application/json" else body
+
+
+def as_json(req: RecordedRequest) -> bytes:
+    body = decoded_body(req)
+    return body if media_type(req) == "application/json" else protobuf_to_json(req.signal, body)
+
+
+async def deliver(rp: Replayer, req: RecordedRequest, how: str) -> HttpResult | GrpcResult:
+    """Send the request's content over another transport / encoding / framing than recorded.
+
+    ``grpc`` and ``http-protobuf`` carry the protobuf form (OTLP/JSON recordings converted, hex ids to bytes),
+    ``http-json`` the OTLP/JSON form (protobuf recordings converted, ids to hex); the others keep the recorded
+    encoding but change compression and framing.
+    """
     path = f"/v1/{req.signal}"
+    if how == "grpc":
+        return await rp.grpc(req.signal, as_protobuf(req))
+    if how == "http-protobuf":
+        return await rp.post(path, as_protobuf(req), content_type="application/x-protobuf")
+    if how == "http-json":
+        return await rp.post(path, as_json(req), content_type="application/json")
+    body = decoded_body(req)
     ctype = media_type(req)
-    if how == "http":
+    if how == "http-identity":
         return await rp.post(path, body, content_type=ctype)
     if how == "http-gzip":
         return await rp.post(path, gzip.compress(body, mtime=0), content_type=ctype, content_encoding="gzip")
@@ -397,12 +414,16 @@ async def deliver(rp: Replayer, req: RecordedRequest, how: str) -> HttpResult | 
     raise AssertionError(how)
 
 
-DELIVERIES = [
-    (run, how)
-    for run in RUNS
-    for how in ("grpc", "http", "http-gzip", "http-chunked", "http-gzip-chunked")
-    if how != "grpc" or run in PROTOBUF_RUNS
-]
+DELIVERY_KINDS = (
+    "grpc",
+    "http-protobuf",
+    "http-json",
+    "http-identity",
+    "http-gzip",
+    "http-chunked",
+    "http-gzip-chunked",
+)
+DELIVERIES = [(run, how) for run in RUNS for how in DELIVERY_KINDS]
 
 
 @pytest.mark.parametrize(("run", "how"), DELIVERIES)
@@ -411,7 +432,7 @@ async def test_stored_records_do_not_depend_on_the_transport(bridge: Any, run: s
     async with Replayer(bridge.http_url, bridge.grpc_target) as rp:
         for req in recorded_requests(FIXTURES / run):
             res = await deliver(rp, req, how)
-            assert_success(req, res)
+            assert_success(req, res, sent_content_type(res))
             if isinstance(res, HttpResult):
                 assert (res.request_headers.get("transfer-encoding") == "chunked") == how.endswith("-chunked")
                 assert (res.request_headers.get("content-encoding") == "gzip") == ("gzip" in how)
@@ -420,18 +441,36 @@ async def test_stored_records_do_not_depend_on_the_transport(bridge: Any, run: s
     assert {r["source"]["transport"] for r in bridge.records()} == {expected_transport}
 
 
-@pytest.mark.parametrize("run", PROTOBUF_RUNS)
-async def test_a_run_sent_over_http_and_then_grpc_is_stored_once(bridge: Any, run: str) -> None:
+@pytest.mark.parametrize("run", RUNS)
+async def test_a_run_delivered_every_other_way_is_stored_once(bridge: Any, run: str) -> None:
+    """As recorded, then again over gRPC, protobuf, JSON, gzip and chunked: still one copy of everything."""
     reqs = await replay_run(bridge, run)
     first = bridge.records()
-    points = bridge.count("metric_points")
-    other = "http" if reqs[0].transport == "grpc" else "grpc"
+    counts = {t: bridge.count(t) for t in ("metric_points", "spans")}
+    assert first
     async with Replayer(bridge.http_url, bridge.grpc_target) as rp:
-        for req in reqs:
-            assert_success(req, await deliver(rp, req, other))
+        for how in DELIVERY_KINDS:
+            for req in reqs:
+                res = await deliver(rp, req, how)
+                assert_success(req, res, sent_content_type(res))
     assert bridge.records() == first
-    assert bridge.count("metric_points") == points
-    assert {r["source"]["transport"] for r in first} == {reqs[0].transport}
+    assert {t: bridge.count(t) for t in counts} == counts
+    assert {r["source"]["transport"] for r in first} == {reqs[0].transport}  # the first delivery is kept
+
+
+async def test_all_runs_sent_concurrently_into_one_bridge(bridge: Any) -> None:
+    """Six sessions arriving at once (group commit, interleaved requests) still give each run its golden."""
+    await asyncio.gather(*(replay_run(bridge, run) for run in RUNS))
+    records, points, spans = bridge.records(), bridge.metric_points(), bridge.spans()
+    for run in RUNS:
+        sid = stdout_json(FIXTURES / run)["session_id"]
+        summary = summarize(
+            [r for r in records if r["session"]["id"] == sid],
+            [p for p in points if p["attributes"].get("session.id") == sid],
+            [s for s in spans if s["attributes"].get("session.id") == sid],
+        )
+        assert_matches_golden(summary, run)
+    assert len(records) == sum(load_golden(run)["counts"]["total"] for run in RUNS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

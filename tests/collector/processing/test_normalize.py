@@ -261,7 +261,9 @@ def test_mapping_table_covers_every_documented_source():
 @pytest.mark.parametrize(("source", "mode"), sorted(DOCUMENTED_SOURCES.items()))
 def test_tool_decision_approval_mode(source, mode):
     rec = one(
-        make_event("claude_code.tool_decision", std("tool_decision", tool_name="Bash", decision="accept", source=source))
+        make_event(
+            "claude_code.tool_decision", std("tool_decision", tool_name="Bash", decision="accept", source=source)
+        )
     )
     assert rec["tool"]["decision_source"] == source
     assert rec["tool"]["approval_mode"] == mode
@@ -349,7 +351,9 @@ def test_bash_command_from_parameters_or_input():
     dec = one(make_event("claude_code.tool_decision", std("tool_decision", tool_name="Bash", tool_parameters=params)))
     assert dec["tool"]["command"] == "rm -f hello.txt"
     assert dec["tool"]["parameters"]["bash_command"] == "rm"
-    res = one(make_event("claude_code.tool_result", std("tool_result", tool_name="Bash", tool_input='{"command":"ls"}')))
+    res = one(
+        make_event("claude_code.tool_result", std("tool_result", tool_name="Bash", tool_input='{"command":"ls"}'))
+    )
     assert res["tool"]["command"] == "ls"
 
 
@@ -360,7 +364,9 @@ def test_bash_command_from_parameters_or_input():
 def test_id_is_stable_for_the_same_session_sequence_and_event():
     a = one(make_event("claude_code.tool_result", std("tool_result", 3, tool_name="Bash")))
     # a retry: same event, received later, even with other attribute values and time
-    b_ev = make_event("claude_code.tool_result", std("tool_result", 3, tool_name="Bash", success="true"), time_unix_nano=T0 + 1)
+    b_ev = make_event(
+        "claude_code.tool_result", std("tool_result", 3, tool_name="Bash", success="true"), time_unix_nano=T0 + 1
+    )
     b = normalize_log(b_ev, RECEIVED + 10**9)[0]
     assert a["id"] == b["id"]
     assert a["id"] == record_id(SESSION, 3, "claude_code.tool_result", None)
@@ -536,7 +542,9 @@ def test_trace_severity_scope_and_source():
 def test_normalize_logs_keeps_request_order_and_adds_derived_records():
     events = [
         make_event("claude_code.user_prompt", std("user_prompt", 0)),
-        make_event("claude_code.tool_result", std("tool_result", 1, tool_name="Write", tool_input='{"file_path":"/a"}')),
+        make_event(
+            "claude_code.tool_result", std("tool_result", 1, tool_name="Write", tool_input='{"file_path":"/a"}')
+        ),
         make_event("claude_code.api_request", std("api_request", 2)),
     ]
     kinds = [r["kind"] for r in normalize_logs(events, RECEIVED, "http")]

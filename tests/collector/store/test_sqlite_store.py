@@ -15,17 +15,21 @@ read-only. What is used instead, from most to least real:
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
+from collector.store import sqlite as sqlite_store
 from collector.store.sqlite import (
     AuditStore,
     RecordQuery,
@@ -247,6 +251,23 @@ def test_read_only_database_is_a_storage_error_and_the_store_recovers(store):
     assert ids(store.directory) == ["before", "after"]
 
 
+def test_health_recovers_without_client_traffic(store):
+    """While unhealthy the writer probes the store; once writes work again ``healthy`` is True with no new append."""
+    conn = store._conn
+    assert conn is not None
+    conn.execute("PRAGMA query_only=ON")
+    with pytest.raises(StorageError):
+        store.append_sync(records=[row("refused", 1)])
+    time.sleep(sqlite_store.PROBE_INTERVAL_S + 0.5)  # at least one probe ran, and failed
+    assert store.healthy is False
+    conn.execute("PRAGMA query_only=OFF")
+    deadline = time.monotonic() + sqlite_store.PROBE_INTERVAL_S * 3
+    while not store.healthy:
+        assert time.monotonic() < deadline, "the store did not notice that writes work again"
+        time.sleep(0.05)
+    assert store.count() == 0
+
+
 async def test_every_append_of_a_failed_commit_gets_the_error(tmp_path):
     s = AuditStore(tmp_path / "d", commit_interval=0.05).open()
     try:
@@ -272,34 +293,51 @@ def test_open_on_an_unusable_directory_is_a_storage_error(tmp_path):
     assert str(blocked) in str(exc.value)
 
 
+def _sqlite_error(name: str, message: str) -> sqlite3.Error:
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorname = name  # type: ignore[attr-defined]  # what the sqlite3 module sets on real errors
+    return exc
+
+
 @pytest.mark.parametrize(
-    ("message", "errno", "reason"),
+    ("exc", "reason"),
     [
-        ("database or disk is full", None, "disk_full"),
-        ("No space left on device", 28, "disk_full"),
-        ("attempt to write a readonly database", None, "read_only"),
-        ("Read-only file system", 30, "read_only"),
-        ("database is locked", None, "locked"),
-        ("disk I/O error", None, "io_error"),
-        ("Input/output error", 5, "io_error"),
-        ("something else", None, "error"),
+        (_sqlite_error("SQLITE_FULL", "database or disk is full"), "disk_full"),
+        (_sqlite_error("SQLITE_READONLY", "attempt to write a readonly database"), "read_only"),
+        (_sqlite_error("SQLITE_READONLY_DBMOVED", "attempt to write a readonly database"), "read_only"),
+        (_sqlite_error("SQLITE_BUSY", "database is locked"), "locked"),
+        (_sqlite_error("SQLITE_LOCKED", "database table is locked"), "locked"),
+        (_sqlite_error("SQLITE_IOERR_SHORT_READ", "disk I/O error"), "io_error"),
+        (_sqlite_error("SQLITE_CANTOPEN", "unable to open database file"), "io_error"),
+        (_sqlite_error("SQLITE_ERROR", "no such table: full_readonly_locked"), "error"),
+        (OSError(errno.ENOSPC, "No space left on device"), "disk_full"),
+        (OSError(errno.EROFS, "Read-only file system"), "read_only"),
+        (OSError(errno.EIO, "Input/output error"), "io_error"),
     ],
+    ids=lambda v: v if isinstance(v, str) else getattr(v, "sqlite_errorname", None) or f"errno-{v.errno}",
 )
-def test_classify_sqlite_error(message, errno, reason):
-    import sqlite3
+def test_classify_sqlite_error(exc, reason):
+    classified = classify_sqlite_error(exc)
+    assert classified.reason == reason
+    assert str(exc) in str(classified)
 
-    exc: BaseException = OSError(errno, message) if errno else sqlite3.OperationalError(message)
-    assert classify_sqlite_error(exc).reason == reason
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: classify_sqlite_error matches words in the whole message, file path included, before the errno: "
-    "EROFS on /srv/ccbridge-full/store is reported as disk_full",
-)
 def test_classification_ignores_words_in_the_file_path():
-    exc = OSError(30, "Read-only file system", "/srv/ccbridge-full/store")
+    exc = OSError(errno.EROFS, "Read-only file system", "/srv/ccbridge-full/locked/store")
     assert classify_sqlite_error(exc).reason == "read_only"
+
+
+def test_real_sqlite_errors_carry_the_code_the_classifier_uses(store):
+    # guards the assumption behind _sqlite_error(): the sqlite3 module really sets sqlite_errorname
+    assert store._conn is not None
+    store._conn.execute("PRAGMA query_only=ON")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as exc:
+            store._conn.execute("INSERT INTO meta(key, value) VALUES ('x', 'y')")
+        assert exc.value.sqlite_errorname == "SQLITE_READONLY"
+        assert classify_sqlite_error(exc.value).reason == "read_only"
+    finally:
+        store._conn.execute("PRAGMA query_only=OFF")
 
 
 _TMPFS_SCRIPT = textwrap.dedent(
@@ -344,7 +382,6 @@ _TMPFS_SCRIPT = textwrap.dedent(
 
 
 def test_real_tmpfs_out_of_space_and_mounted_ro(tmp_path):
-    # (the test name must not contain words the classifier looks for: tmp_path contains it)
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("unshare(1) not available")
