@@ -131,6 +131,7 @@ class StorageConfig:
     max_commit_records: int = 20000
     retention: Duration = Duration(DEFAULT_RETENTION_SECONDS)
     retry_after: Duration = Duration(5.0)
+    writer: Literal["inline", "thread"] = "inline"
 
     def validate(self, path: str) -> None:
         if self.max_commit_records < 1:

@@ -20,7 +20,7 @@ from collector.store.sqlite import AppendResult, AuditStore, MetricRow, RecordRo
 from collector.telemetry.selfmetrics import SelfMetrics
 
 _dumps = orjson.dumps
-_OPTS = orjson.OPT_NON_STR_KEYS
+_OPTS = 0
 
 
 def record_row(rec: dict[str, Any], time_ns: int, received_ms: int) -> RecordRow:

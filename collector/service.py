@@ -41,6 +41,7 @@ class Service:
             synchronous=cfg.storage.synchronous,
             max_commit_records=cfg.storage.max_commit_records,
             commit_interval=cfg.storage.commit_interval,
+            writer=cfg.storage.writer,
         )
         self.pipeline = Pipeline(self.store, self.metrics)
         self.store.on_commit_stats = self._commit_stats

@@ -212,7 +212,7 @@ _PLACEHOLDER_RE = re.compile(
       | \[REDACTED[^\]]*\]
       | \([a-z ]*\)                                      # (optional)
       | (?i:redacted|masked|hidden|removed|omitted|null|none|nil|true|false|undefined|empty|n/?a|tbd|todo
-           |placeholder|string|str|bytes|int|bool|boolean|float|number|object|any|dict|list|required|optional|secret|secretstr|password|pass|passwd|token|apikey
+           |placeholder|await|async|yield|lambda|function|return|typeof|self|this|string|str|bytes|int|bool|boolean|float|number|object|any|dict|list|required|optional|secret|secretstr|password|pass|passwd|token|apikey
            |api_key|key|value|your[\w\-]*|enter[\w\-]*|insert[\w\-]*|replace[\w\-]*|my[_\-]?(?:password|secret
            |token|api[_\-]?key))
     )\s*""",
@@ -374,6 +374,7 @@ _ASSIGNMENT_RE = re.compile(
         \\"(?P<v1>[^"\\\r\n]*)\\"
       | "(?P<v2>(?:[^"\\\r\n]|\\[^\r\n])*)"
       | '(?P<v3>[^'\r\n]*)'
+      | `(?P<v5>[^`\r\n]*)`
       | (?P<v4>[^\s"'`,;&|\\]+)
     )""",
     re.VERBOSE,
@@ -405,13 +406,13 @@ def _assignment_refine(m: re.Match[str]) -> Refined:
     while i > 0 and text[i - 1] in _NAME_CHARS:
         i -= 1
     name = text[i : m.end("core")]
-    group = "v4" if m.group("v4") is not None else next(g for g in ("v1", "v2", "v3") if m.group(g) is not None)
+    group = "v4" if m.group("v4") is not None else next(g for g in ("v1", "v2", "v3", "v5") if m.group(g) is not None)
     a, b = m.span(group)
     sep = m.group("sep").strip()
     prose = sep in ("is", "was")
     flag = name.startswith("-") and not text.startswith("-", a)
     if group == "v4":
-        if sep == ":" or prose:
+        if sep in (":", "") or prose:
             while b > a and text[b - 1] in ".!?:,":
                 b -= 1
         b = _strip_unbalanced(text[a:b], a, b)
@@ -937,6 +938,8 @@ class Redactor:
         self._always = tuple(r for r in custom if not r.anchors)
         self._rules = (*(r for r in custom if r.anchors), *BUILTIN_RULES)
         self._gate = _Gate(self._rules)
+        pattern = self._gate.pattern
+        self._quick = pattern.search if pattern is not None and not self._always else None
         self._key_cache: dict[str, _NamedKind | str | None] = {}
 
     @property
@@ -971,6 +974,8 @@ class Redactor:
         output again is a no-op.
         """
         if not self.enabled:
+            return text
+        if self._quick is not None and (len(text) < _MIN_SECRET_LEN or self._quick(text) is None):
             return text
         out = self._pass(text)
         for _ in range(_MAX_PASSES - 1):
@@ -1065,10 +1070,15 @@ class Redactor:
 
     def _walk_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
         out: dict[Any, Any] | None = None
+        key_cache = self._key_cache
+        redact_str = self.redact_str
         for k, v in value.items():
-            nv = self._walk(v)
-            if nv is v and type(v) is str and type(k) is str and v:
-                nv = self._redact_by_key(k, v)
+            if type(v) is str:
+                nv = redact_str(v)
+                if nv is v and v and type(k) is str and key_cache.get(k, True) is not None:
+                    nv = self._redact_by_key(k, v)
+            else:
+                nv = self._walk(v)
             if nv is not v:
                 if out is None:
                     out = dict(value)
@@ -1077,8 +1087,9 @@ class Redactor:
 
     def _walk_seq(self, value: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
         items: list[Any] | None = None
+        redact_str = self.redact_str
         for i, v in enumerate(value):
-            nv = self._walk(v)
+            nv = redact_str(v) if type(v) is str else self._walk(v)
             if nv is not v:
                 if items is None:
                     items = list(value)

@@ -102,7 +102,7 @@ def gunzip_capped(data: bytes, limit: int) -> bytes:
             raise DecodeError("gzip body is truncated")
         rest = d.unused_data
         if rest and not rest.startswith(b"\x1f\x8b"):
-            break
+            raise DecodeError("body is not valid gzip: trailing data after the last gzip member")
     return bytes(out)
 
 

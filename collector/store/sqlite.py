@@ -18,6 +18,7 @@ once space returns.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import heapq
@@ -27,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ class _Pending:
     metrics: Sequence[MetricRow]
     spans: Sequence[SpanRow]
     op: Callable[[sqlite3.Connection], int] | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None
     result: AppendResult | None = None
     error: StorageError | None = None
     future: asyncio.Future[AppendResult] | None = None
@@ -222,10 +223,16 @@ def shard_paths(directory: str | Path) -> list[Path]:
 
 
 class AuditStore:
-    """Append-only store of audit records, metric points and spans, with a group-commit writer thread.
+    """Append-only store of audit records, metric points and spans, with group commit.
 
     Each worker process owns one *shard* (its own SQLite file), so workers never contend for a write lock; readers
     (export, delivery) merge shards.
+
+    ``writer="thread"`` commits in a dedicated thread. ``writer="inline"`` commits in the event loop's own thread:
+    appends made while the loop is busy are gathered and committed together by one callback scheduled with
+    ``call_soon``. Inline avoids every GIL hand-off between the loop and a writer thread (which, under a CPU-bound
+    loop, can each wait for the interpreter's switch interval), at the price of blocking the loop for the commit's
+    fsync. Inline stores must be used from one event loop (``append_sync`` only when no loop uses the store).
     """
 
     def __init__(
@@ -236,7 +243,16 @@ class AuditStore:
         synchronous: str = "full",
         max_commit_records: int = 20000,
         commit_interval: float = 0.0,
+        writer: str = "thread",
     ) -> None:
+        if writer not in ("thread", "inline"):
+            raise ValueError(f"writer must be 'thread' or 'inline', not {writer!r}")
+        self.writer = writer
+        self._inline: list[_Pending] = []
+        self._committing = False
+        self._sync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ccbridge-store-sync")
+        self._flush_handle: asyncio.Handle | None = None
+        self._probe_handle: asyncio.TimerHandle | None = None
         self.directory = Path(directory)
         self.shard = shard
         self.path = shard_path(directory, shard)
@@ -268,8 +284,9 @@ class AuditStore:
         except (sqlite3.Error, OSError) as exc:
             raise classify_sqlite_error(exc) from None
         self._conn = conn
-        self._thread = threading.Thread(target=self._run, name="ccbridge-store-writer", daemon=True)
-        self._thread.start()
+        if self.writer == "thread":
+            self._thread = threading.Thread(target=self._run, name="ccbridge-store-writer", daemon=True)
+            self._thread.start()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="ccbridge-store-checkpoint", daemon=True
         )
@@ -284,6 +301,14 @@ class AuditStore:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join()
+        self._sync_executor.shutdown(wait=True)
+        self._committing = False
+        if self._inline:
+            batch, self._inline = self._inline, []
+            self._commit(batch)
+        for handle in (self._flush_handle, self._probe_handle):
+            if handle is not None:
+                handle.cancel()
         self._stop_checkpoints.set()
         if self._checkpointer is not None:
             self._checkpointer.join()
@@ -340,9 +365,63 @@ class AuditStore:
             raise StorageError("closed", "the store is shutting down")
         loop = asyncio.get_running_loop()
         pending = _Pending(records, metrics, spans, future=loop.create_future(), loop=loop)
-        self._queue.put(pending)
+        self._submit(pending)
         assert pending.future is not None
         return await asyncio.shield(pending.future)
+
+    def _submit(self, pending: _Pending) -> None:
+        if self.writer == "thread":
+            self._queue.put(pending)
+            return
+        if pending.loop is None:
+            self._commit([pending])
+            return
+        self._inline.append(pending)
+        self._schedule_flush(pending.loop)
+
+    def _flush_inline(self) -> None:
+        """Insert everything gathered so far in this thread, then hand only the COMMIT (fsync) to the sync thread.
+
+        While that fsync runs the loop keeps decoding; appends made meanwhile wait for the next group, which starts
+        as soon as this commit is settled.
+        """
+        self._flush_handle = None
+        if self._committing or not self._inline:
+            return
+        batch, self._inline = self._inline, []
+        loop = next(p.loop for p in batch if p.loop is not None)
+        started = time.perf_counter()
+        try:
+            results = self._insert(batch)
+        except (sqlite3.Error, OSError) as exc:
+            self._settle_batch(batch, None, classify_sqlite_error(exc), started)
+            self._schedule_flush(loop)
+            return
+        self._committing = True
+        fut = loop.run_in_executor(self._sync_executor, self._commit_transaction)
+        fut.add_done_callback(lambda f: self._committed(f, batch, results, started, loop))
+
+    def _committed(
+        self,
+        fut: asyncio.Future[None],
+        batch: list[_Pending],
+        results: list[AppendResult],
+        started: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._committing = False
+        exc = fut.exception()
+        if exc is None:
+            self._settle_batch(batch, results, None, started)
+        elif isinstance(exc, sqlite3.Error | OSError):
+            self._settle_batch(batch, None, classify_sqlite_error(exc), started)
+        else:
+            self._settle_batch(batch, None, StorageError("error", repr(exc)), started)
+        self._schedule_flush(loop)
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._inline and self._flush_handle is None and not self._committing:
+            self._flush_handle = loop.call_soon(self._flush_inline)
 
     async def run_write(self, op: Callable[[sqlite3.Connection], int]) -> int:
         """Run ``op(conn)`` in the writer thread inside a write transaction; returns what it returns."""
@@ -350,7 +429,7 @@ class AuditStore:
             raise StorageError("closed", "the store is shutting down")
         loop = asyncio.get_running_loop()
         pending = _Pending((), (), (), op=op, future=loop.create_future(), loop=loop)
-        self._queue.put(pending)
+        self._submit(pending)
         assert pending.future is not None
         return (await asyncio.shield(pending.future)).new_records
 
@@ -388,8 +467,9 @@ class AuditStore:
         """Blocking variant of :meth:`append` for threads without an event loop."""
         if self._closed:
             raise StorageError("closed", "the store is shutting down")
-        pending = _Pending(records, metrics, spans)
-        self._queue.put(pending)
+        pending = _Pending(records, metrics, spans, done=threading.Event())
+        self._submit(pending)
+        assert pending.done is not None
         pending.done.wait()
         if pending.error is not None:
             raise pending.error
@@ -429,6 +509,14 @@ class AuditStore:
             if rest is not None:
                 self._commit([rest])
 
+    def _probe_inline(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._probe_handle = None
+        if self._closed or self.last_error is None:
+            return
+        self._probe()
+        if self.last_error is not None:
+            self._probe_handle = loop.call_later(PROBE_INTERVAL_S, self._probe_inline, loop)
+
     def _probe(self) -> None:
         """While unhealthy, try a tiny write so readiness recovers without waiting for client traffic."""
         conn = self._conn
@@ -445,37 +533,68 @@ class AuditStore:
         log.warning("storage recovered after: %s", self.last_error.reason if self.last_error else "error")
         self.last_error = None
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _insert(self, batch: list[_Pending]) -> list[AppendResult]:
+        """``BEGIN`` and every insert of ``batch``; on error the transaction is rolled back and the error raised."""
         conn = self._conn
         assert conn is not None
-        error: StorageError | None = None
         results: list[AppendResult] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for p in batch:
+                if p.op is not None:
+                    results.append(AppendResult(new_records=p.op(conn)))
+                    continue
+                before = conn.total_changes
+                _insert_rows(conn, _INSERT_RECORD, p.records)
+                new = conn.total_changes - before
+                _insert_rows(conn, _INSERT_METRIC, p.metrics)
+                _insert_rows(conn, _INSERT_SPAN, p.spans)
+                results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
+        except BaseException:
+            self._rollback()
+            raise
+        return results
+
+    def _commit_transaction(self) -> None:
+        """``COMMIT`` (the fsync); rolls back and raises on failure."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Insert and commit ``batch`` in the calling thread, then settle it."""
         started = time.perf_counter()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for p in batch:
-                    if p.op is not None:
-                        results.append(AppendResult(new_records=p.op(conn)))
-                        continue
-                    before = conn.total_changes
-                    _insert_rows(conn, _INSERT_RECORD, p.records)
-                    new = conn.total_changes - before
-                    _insert_rows(conn, _INSERT_METRIC, p.metrics)
-                    _insert_rows(conn, _INSERT_SPAN, p.spans)
-                    results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+            results = self._insert(batch)
+            self._commit_transaction()
         except (sqlite3.Error, OSError) as exc:
-            error = classify_sqlite_error(exc)
+            self._settle_batch(batch, None, classify_sqlite_error(exc), started)
+        else:
+            self._settle_batch(batch, results, None, started)
+
+    def _settle_batch(
+        self, batch: list[_Pending], results: list[AppendResult] | None, error: StorageError | None, started: float
+    ) -> None:
+        if error is not None:
             if self.last_error is None or self.last_error.reason != error.reason:
                 log.error("storage write failed: %s", error)
             self.last_error = error
             self.last_error_time = time.time()
+            loop = next((p.loop for p in batch if p.loop is not None), None)
+            if self.writer == "inline" and loop is not None and self._probe_handle is None:
+                self._probe_handle = loop.call_later(PROBE_INTERVAL_S, self._probe_inline, loop)
         else:
+            assert results is not None
             if self.last_error is not None:
                 log.warning("storage recovered after: %s", self.last_error.reason)
             self.last_error = None
@@ -488,12 +607,16 @@ class AuditStore:
                 self.on_commit()
         for i, p in enumerate(batch):
             if error is None:
+                assert results is not None
                 p.result = results[i]
             else:
                 p.error = error
             if p.future is not None and p.loop is not None:
-                p.loop.call_soon_threadsafe(_settle, p)
-            else:
+                if self.writer == "inline":
+                    _settle(p)
+                else:
+                    p.loop.call_soon_threadsafe(_settle, p)
+            elif p.done is not None:
                 p.done.set()
 
     # -- reads -------------------------------------------------------------------------------------------------

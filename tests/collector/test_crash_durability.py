@@ -103,7 +103,7 @@ class GrpcSender:
             self.channel = None
 
 
-def stored_ids(data_dir: Path, reader: Callable[..., list[dict]]) -> set[str]:
+def stored_ids(reader: Callable[..., list[dict]]) -> set[str]:
     return {r["id"] for r in reader()}
 
 
@@ -194,10 +194,10 @@ def test_sigkill_right_after_each_acknowledgement_loses_nothing(spawn_bridge, tm
         assert bp.proc.returncode == -signal.SIGKILL
 
     restarted = spawn_bridge(data_dir=data)
-    assert stored_ids(data, restarted.records) == acked  # all acknowledged, and nothing else
+    assert stored_ids(restarted.records) == acked  # all acknowledged, and nothing else
     body, ids = logs_batch(3)  # and it keeps working on the recovered store
     assert HttpSender(restarted.http_url).send(body)
-    assert stored_ids(data, restarted.records) == acked | ids
+    assert stored_ids(restarted.records) == acked | ids
     assert restarted.terminate() == 0
 
 
@@ -215,13 +215,13 @@ def test_sigkill_under_concurrent_load_keeps_every_acknowledged_record(spawn_bri
     assert load.acked_requests >= 30
 
     restarted = spawn_bridge(data_dir=data)
-    stored = stored_ids(data, restarted.records)
+    stored = stored_ids(restarted.records)
     missing = load.acked - stored
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:3]}"
     assert stored <= load.sent  # in-flight requests may or may not be stored; nothing else may appear
     body, ids = logs_batch(3)
     assert GrpcSender(restarted.grpc_target).send(body)
-    assert ids <= stored_ids(data, restarted.records)
+    assert ids <= stored_ids(restarted.records)
 
 
 def test_sigkill_of_two_workers_keeps_every_acknowledged_record(spawn_bridge, tmp_path):
@@ -250,7 +250,7 @@ def test_sigkill_of_two_workers_keeps_every_acknowledged_record(spawn_bridge, tm
     assert load.acked_requests > 0
 
     restarted = spawn_bridge(data_dir=data, overrides=two)
-    stored = stored_ids(data, restarted.records)  # merged over both shards
+    stored = stored_ids(restarted.records)  # merged over both shards
     missing = load.acked - stored
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:3]}"
     assert stored <= load.sent

@@ -339,7 +339,8 @@ class HttpSink:
         mono, wall = time.monotonic(), time.time()
         ctype = request.headers.get("Content-Type", "")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        log = RequestLog(number, mono, wall, 0, [], ctype, encoding, len(raw), dict(request.headers))
+        headers = {str(k): v for k, v in request.headers.items()}
+        log = RequestLog(number, mono, wall, 0, [], ctype, encoding, len(raw), headers)
         self.requests.append(log)
         try:
             records = self._parse(ctype, encoding, raw)

@@ -332,6 +332,7 @@ def test_body_nested_exactly_max_depth_levels_is_accepted_and_one_more_is_refuse
 def test_attribute_nested_exactly_max_depth_levels_is_accepted():
     for fn, enc in ((logs_from_protobuf, lambda r: r.SerializeToString()), (logs_from_json, otlp_json)):
         assert _outcome(fn, enc(logs_with(nested_any(4), "attribute")), 4) == "accepted"
+        assert _outcome(fn, enc(logs_with(nested_any(5), "attribute")), 4) == "refused"
 
 
 def test_bytes_value_is_not_nesting():
@@ -508,14 +509,19 @@ def test_metrics_protobuf_and_json_agree():
     assert pb[2]["bucket_counts"] == [1, 2]
 
 
-def test_summary_metric_is_decoded_the_same_from_both_encodings():
+@pytest.mark.parametrize("kind", ["summary", "exponential_histogram"])
+def test_summary_and_exponential_histogram_are_decoded_the_same_from_both_encodings(kind):
     req = ExportMetricsServiceRequest()
     m = req.resource_metrics.add().scope_metrics.add().metrics.add()
     m.name = "latency"
-    sp = m.summary.data_points.add()
-    sp.count = 4
-    sp.sum = 10.0
+    point = getattr(m, kind).data_points.add()
+    point.count = 4
+    point.sum = 10.0
+    point.time_unix_nano = 7
+    point.attributes.append(kv("route", s("/v1/logs")))
     pb = metrics_from_protobuf(req.SerializeToString())
     js = metrics_from_json(otlp_json(req))
     assert len(pb) == 1
-    assert len(js) == len(pb)
+    assert pb == js
+    assert pb[0]["type"] == kind
+    assert (pb[0]["count"], pb[0]["sum"], pb[0]["attributes"]) == (4, 10.0, {"route": "/v1/logs"})

@@ -144,8 +144,8 @@ def test_every_documented_event_maps_to_its_kind(event, kind):
     assert rec["schema_version"] == "1.0"
 
 
-def test_kind_list_is_complete():
-    assert set(KINDS) == {
+def test_kind_list_has_every_kind_the_normalizer_produces():
+    assert set(KINDS) >= {
         "tool_decision",
         "tool_result",
         "api_request",
