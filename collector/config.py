@@ -55,6 +55,7 @@ DEFAULT_DATA_DIR = "./ccbridge-data"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 DEFAULT_RETENTION_SECONDS = 90 * 86400.0
+MAX_ATTRIBUTE_DEPTH = 40
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -119,8 +120,11 @@ class ReceiversConfig:
     max_attribute_depth: int = 32
 
     def validate(self, path: str) -> None:
-        if not 1 <= self.max_attribute_depth <= 1000:
-            raise ConfigError(f"{path}.max_attribute_depth: must be between 1 and 1000")
+        if not 1 <= self.max_attribute_depth <= MAX_ATTRIBUTE_DEPTH:
+            raise ConfigError(
+                f"{path}.max_attribute_depth: must be between 1 and {MAX_ATTRIBUTE_DEPTH} "
+                "(protobuf decoding itself stops near 48 levels)"
+            )
 
 
 @dataclass(frozen=True)
@@ -259,14 +263,23 @@ def convert(tp: Any, value: object, path: str) -> Any:
             raise ConfigError(f"{path}: expected a string")
         return Secret(value)
     if tp is bool:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true or false, got {value!r}")
         return value
     if tp is int:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)

@@ -256,7 +256,7 @@ def test_wrong_types_are_refused_naming_the_key(text, path, fragment):
     [
         ("server:\n  workers: 0\n", "server.workers", "between 1 and 64"),
         ("server:\n  workers: 65\n", "server.workers", "between 1 and 64"),
-        ("receivers:\n  max_attribute_depth: 0\n", "receivers.max_attribute_depth", "between 1 and 1000"),
+        ("receivers:\n  max_attribute_depth: 0\n", "receivers.max_attribute_depth", "between 1 and 40"),
         (
             "receivers:\n  otlp:\n    grpc:\n      max_recv_msg_size: 100\n",
             "receivers.otlp.grpc.max_recv_msg_size",
