@@ -297,6 +297,32 @@ def _data_dir(args: argparse.Namespace) -> str:
     return config_mod.DEFAULT_DATA_DIR
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from collector.store.sqlite import StorageError, shard_paths, verify_chain
+
+    data_dir = _data_dir(args)
+    if not shard_paths(data_dir):
+        print(f"cannot verify: no store under {data_dir}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        report = verify_chain(data_dir)
+    except (StorageError, OSError) as exc:
+        print(f"cannot verify: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if report.broken is not None:
+        b = report.broken
+        t = datetime.fromtimestamp(b.time_ms / 1000, UTC).isoformat(timespec="milliseconds")
+        print(
+            f"CHAIN BROKEN in shard {b.shard} at record seq {b.seq} (id {b.record_id}, time {t}): {b.reason}. "
+            f"{report.records} records checked."
+        )
+        return EXIT_FAILURE
+    print(f"chain intact: {report.records} records in {report.shards} shard(s)")
+    for shard, (seq, head) in sorted(report.head.items()):
+        print(f"  shard {shard}: head seq {seq} hash {head}")
+    return EXIT_OK
+
+
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from collector.delivery.dlq import entry_name, iso, list_entries
 
@@ -423,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--since", help="first UTC day, YYYY-MM-DD (default: 90 days ago)")
     sync.add_argument("--until", help="last UTC day, YYYY-MM-DD (default: today)")
     sync.set_defaults(func=cmd_analytics_sync)
+
+    ver = audit.add_parser("verify", help="check the tamper-evidence chain of the store; names the first break")
+    ver.add_argument("--config")
+    ver.add_argument("--data-dir")
+    ver.set_defaults(func=cmd_audit_verify)
 
     demo = sub.add_parser("demo", help="send a realistic Claude Code session to a running bridge")
     demo.add_argument("--endpoint", default="http://127.0.0.1:4318", help="OTLP/HTTP base URL")

@@ -136,6 +136,7 @@ class StorageConfig:
     retention: Duration = Duration(DEFAULT_RETENTION_SECONDS)
     retry_after: Duration = Duration(5.0)
     writer: Literal["inline", "thread"] = "inline"
+    chain_head_interval: Duration = Duration(300.0)
 
     def validate(self, path: str) -> None:
         if self.max_commit_records < 1:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from collector.processing.decode import LogEvent
-from collector.processing.normalize import event_time_ns, normalize_log
+from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, rfc3339_ms
 from collector.store.sqlite import AppendResult, AuditStore, MetricRow, RecordRow, SpanRow
 from collector.telemetry.selfmetrics import SelfMetrics
 
@@ -53,12 +53,31 @@ def metric_point_key(p: dict[str, Any]) -> str:
     return hashlib.sha256(_dumps(ident, option=orjson.OPT_SORT_KEYS | _OPTS)).hexdigest()[:32]
 
 
+def chain_head_record(shard: int, seq: int, head: str, host: str, now_ns: int) -> dict[str, Any]:
+    """The audit record that publishes a shard's chain head to the destinations."""
+    stamp = rfc3339_ms(now_ns)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "id": hashlib.sha256(f"chain_head\x1f{host}\x1f{shard}\x1f{seq}\x1f{head}".encode()).hexdigest()[:32],
+        "kind": "chain_head",
+        "event": "ccbridge.chain_head",
+        "time": stamp,
+        "observed_time": stamp,
+        "received_time": stamp,
+        "chain_head": {"shard": shard, "seq": seq, "hash": head, "host": host},
+        "scope": {"name": "ccbridge", "version": ""},
+        "attributes": {},
+        "resource": {"service.name": "ccbridge", "host.name": host},
+    }
+
+
 class Pipeline:
     """Normalizes and durably stores what the receivers decoded."""
 
     def __init__(self, store: AuditStore, metrics: SelfMetrics) -> None:
         self.store = store
         self.metrics = metrics
+        self._published_seq = -1
 
     def build_log_rows(
         self, events: list[LogEvent], transport: str, identity: str | None = None
@@ -83,6 +102,17 @@ class Pipeline:
         if result.new_records < result.records:
             self.metrics.duplicates.inc(result.records - result.new_records)
         return result
+
+    async def publish_chain_head(self, host: str) -> bool:
+        """Append a ``chain_head`` record when records were added since the last one; True if one was written."""
+        store = self.store
+        if store.chain_seq in (0, self._published_seq):
+            return False
+        now = time.time_ns()
+        rec = chain_head_record(store.shard, store.chain_seq, store.chain_head.hex(), host, now)
+        await store.append(records=[record_row(rec, now, now // 1_000_000)])
+        self._published_seq = store.chain_seq
+        return True
 
     async def consume_metrics(
         self, points: list[dict[str, Any]], transport: str, identity: str | None = None

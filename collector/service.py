@@ -52,6 +52,7 @@ class Service:
         self._stopping = asyncio.Event()
         self.started = False
         self._analytics: list[object] = []
+        self._chain_task: asyncio.Task[None] | None = None
 
     def _commit_stats(self, rows: int, seconds: float) -> None:
         self.metrics.storage_commits.inc()
@@ -93,6 +94,24 @@ class Service:
         if cfg.enrichment.analytics_api.enabled and self.worker_index == 0:
             await self._start_analytics()
         self.started = True
+        self._chain_task = asyncio.create_task(self._publish_chain_heads(), name="chain-heads")
+
+    async def _publish_chain_heads(self) -> None:
+        """Every ``storage.chain_head_interval``, publish this shard's chain head as a record (and at shutdown)."""
+        import socket
+
+        host = socket.gethostname()
+        interval = float(self.cfg.storage.chain_head_interval)
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), interval)
+                try:
+                    await self.pipeline.publish_chain_head(host)
+                except Exception as exc:
+                    log.warning("could not publish the chain head: %s", exc)
+        except asyncio.CancelledError:
+            pass
 
     def shards_to_deliver(self) -> list[int]:
         """This worker's own shard; the primary also adopts shards of workers that no longer exist."""
@@ -154,6 +173,9 @@ class Service:
         """Stop accepting, let in-flight requests finish within ``server.shutdown_timeout``, close the store."""
         grace = float(self.cfg.server.shutdown_timeout)
         self.started = False
+        self._stopping.set()
+        if self._chain_task is not None:
+            await asyncio.gather(self._chain_task, return_exceptions=True)
         if self.http is not None:
             self.http.accepting = False
         if self.grpc is not None:

@@ -33,7 +33,7 @@ from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Succe
 from collector.delivery.retry import Backoff, interruptible_sleep
 from collector.delivery.state import DeliveryState
 from collector.receivers.status import Backpressure
-from collector.store.sqlite import connect, shard_path, shard_paths
+from collector.store.sqlite import as_bytes, connect, shard_path, shard_paths
 from collector.telemetry.selfmetrics import SelfMetrics
 from exporters.base import DeliveryRecord, Exporter, Payload
 
@@ -82,7 +82,7 @@ class ShardReader:
         total = 0
         oldest = 0
         for s, rid, body, t, received in rows:
-            b = bytes(body)
+            b = as_bytes(body)
             if out and total + len(b) > max_bytes:
                 break
             total += len(b)

@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import hashlib
 import heapq
 import logging
 import queue
@@ -28,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,35 @@ RecordRow = tuple[str, int, str, str | None, str | None, str | None, int, bytes]
 MetricRow = tuple[int, str, str, bytes]
 SpanRow = tuple[str, str, int, str, bytes]
 
-_INSERT_RECORD = "INSERT OR IGNORE INTO records(id, time_ms, kind, user, user_id, session, received_ms, body) VALUES "
+_INSERT_RECORD = (
+    "INSERT OR IGNORE INTO records(id, time_ms, kind, user, user_id, session, received_ms, body, chain) VALUES "
+)
+CHAIN_DOMAIN = b"ccbridge-chain-v1"
 _INSERT_SPAN = "INSERT OR IGNORE INTO spans(trace_id, span_id, time_ms, name, body) VALUES "
 INSERT_CHUNK_ROWS = 256
 _sql_cache: dict[tuple[str, int, int], str] = {}
+
+
+def _existing_keys(conn: sqlite3.Connection, rows: Sequence[RecordRow]) -> set[tuple[int, str]]:
+    """``(time_ms, id)`` keys of ``rows`` that are already stored (exporter retries)."""
+    found: set[tuple[int, str]] = set()
+    for i in range(0, len(rows), INSERT_CHUNK_ROWS):
+        chunk = rows[i : i + INSERT_CHUNK_ROWS]
+        key = ("exists", 2, len(chunk))
+        sql = _sql_cache.get(key)
+        if sql is None:
+            values = ",".join(["(?,?)"] * len(chunk))
+            sql = (
+                f"SELECT r.time_ms, r.id FROM (VALUES {values}) AS v "
+                "JOIN records AS r ON r.time_ms = v.column1 AND r.id = v.column2"
+            )
+            _sql_cache[key] = sql
+        params: list[Any] = []
+        for row in chunk:
+            params.append(row[1])
+            params.append(row[0])
+        found.update((int(t), str(i_)) for t, i_ in conn.execute(sql, params))
+    return found
 
 
 def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -88,6 +114,7 @@ CREATE TABLE IF NOT EXISTS records (
     session     TEXT,
     received_ms INTEGER NOT NULL,
     body        BLOB NOT NULL,
+    chain       BLOB,
     UNIQUE (time_ms, id)
 );
 CREATE INDEX IF NOT EXISTS records_session ON records(session);
@@ -206,6 +233,25 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
     return conn
 
 
+def as_bytes(value: object) -> bytes:
+    """A stored body as bytes, whatever SQLite type it has (tampering can turn a BLOB into TEXT)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return repr(value).encode()
+
+
+def chain_genesis(shard: int) -> bytes:
+    """The link before a shard's first record."""
+    return hashlib.sha256(CHAIN_DOMAIN + b"\x00genesis\x00" + str(shard).encode()).digest()
+
+
+def chain_link(prev: bytes, body: bytes) -> bytes:
+    """Tamper-evidence link of a record: SHA-256 over the previous link and the record's stored bytes."""
+    return hashlib.sha256(prev + body).digest()
+
+
 def shard_path(directory: str | Path, shard: int) -> Path:
     """The database file of ``shard`` under a data directory."""
     return Path(directory) / STORE_DIRNAME / f"shard-{shard}.db"
@@ -271,6 +317,9 @@ class AuditStore:
         self.last_error_time = 0.0
         self.commits = 0
         self.committed_rows = 0
+        self.chain_head = chain_genesis(shard)
+        self.chain_seq = 0
+        self._pending_head = (self.chain_head, 0)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -281,6 +330,7 @@ class AuditStore:
             conn = connect(self.path, synchronous=self.synchronous)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self.chain_head, self.chain_seq = self._load_chain_head(conn)
         except (sqlite3.Error, OSError) as exc:
             raise classify_sqlite_error(exc) from None
         self._conn = conn
@@ -292,6 +342,16 @@ class AuditStore:
         )
         self._checkpointer.start()
         return self
+
+    def _load_chain_head(self, conn: sqlite3.Connection) -> tuple[bytes, int]:
+        row = conn.execute("SELECT seq, chain FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None and row[1] is not None:
+            return bytes(row[1]), int(row[0])
+        anchor = conn.execute("SELECT value FROM meta WHERE key = 'chain_anchor'").fetchone()
+        if anchor is not None:
+            seq, _, hexhash = str(anchor[0]).partition(":")
+            return bytes.fromhex(hexhash), int(seq)
+        return chain_genesis(self.shard), 0
 
     def close(self) -> None:
         """Finish every queued append, then stop the writer and close the file."""
@@ -434,21 +494,36 @@ class AuditStore:
         return (await asyncio.shield(pending.future)).new_records
 
     async def delete_expired(self, cutoff_ms: int, max_seq: int | None, batch: int = 10_000) -> int:
-        """Delete records older than ``cutoff_ms`` with ``seq <= max_seq`` (delivered everywhere), in batches.
+        """Delete the oldest records received before ``cutoff_ms`` and delivered everywhere (``seq <= max_seq``).
 
-        The newest record is never deleted, so ``seq`` values are never reused after a full expiry.
+        Only a prefix of the shard (in ``seq`` order) is ever deleted, so the tamper-evidence chain stays one
+        unbroken run; the link of the last deleted record is kept as the chain's new anchor. The newest record is
+        never deleted, so ``seq`` values are not reused.
         """
         total = 0
         while True:
 
             def op(conn: sqlite3.Connection) -> int:
                 top = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
-                limit = top - 1 if max_seq is None else min(max_seq, top - 1)
-                cur = conn.execute(
-                    "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE time_ms < ? AND seq <= ? "
-                    "ORDER BY seq LIMIT ?)",
-                    (cutoff_ms, limit, batch),
-                )
+                first_kept = conn.execute(
+                    "SELECT MIN(seq) FROM records WHERE received_ms >= ?", (cutoff_ms,)
+                ).fetchone()[0]
+                limit = top - 1 if first_kept is None else min(top - 1, first_kept - 1)
+                if max_seq is not None:
+                    limit = min(limit, max_seq)
+                low = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+                if low is None or limit < low:
+                    return 0
+                upto = min(limit, low + batch - 1)
+                row = conn.execute("SELECT seq, chain FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (upto,))
+                last = row.fetchone()
+                cur = conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
+                if last is not None and last[1] is not None:
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES ('chain_anchor', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (f"{last[0]}:{bytes(last[1]).hex()}",),
+                    )
                 conn.execute("DELETE FROM metric_points WHERE time_ms < ?", (cutoff_ms,))
                 conn.execute("DELETE FROM spans WHERE time_ms < ?", (cutoff_ms,))
                 return cur.rowcount
@@ -538,6 +613,7 @@ class AuditStore:
         conn = self._conn
         assert conn is not None
         results: list[AppendResult] = []
+        head_before, seq_before = self.chain_head, self.chain_seq
         conn.execute("BEGIN IMMEDIATE")
         try:
             for p in batch:
@@ -545,15 +621,38 @@ class AuditStore:
                     results.append(AppendResult(new_records=p.op(conn)))
                     continue
                 before = conn.total_changes
-                _insert_rows(conn, _INSERT_RECORD, p.records)
+                chained = self._chain(conn, p.records)
+                _insert_rows(conn, _INSERT_RECORD, chained)
                 new = conn.total_changes - before
+                if chained:
+                    self.chain_seq = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                 _insert_rows(conn, _INSERT_METRIC, p.metrics)
                 _insert_rows(conn, _INSERT_SPAN, p.spans)
                 results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
         except BaseException:
+            self.chain_head, self.chain_seq = head_before, seq_before
             self._rollback()
             raise
+        self._pending_head = (head_before, seq_before)
         return results
+
+    def _chain(self, conn: sqlite3.Connection, rows: Sequence[RecordRow]) -> list[tuple[Any, ...]]:
+        """New rows only (duplicates of stored or earlier rows dropped), each with its chain link appended."""
+        if not rows:
+            return []
+        existing = _existing_keys(conn, rows)
+        seen: set[tuple[int, str]] = set()
+        out: list[tuple[Any, ...]] = []
+        head = self.chain_head
+        for row in rows:
+            key = (row[1], row[0])
+            if key in existing or key in seen:
+                continue
+            seen.add(key)
+            head = hashlib.sha256(head + row[7]).digest()
+            out.append((*row, head))
+        self.chain_head = head
+        return out
 
     def _commit_transaction(self) -> None:
         """``COMMIT`` (the fsync); rolls back and raises on failure."""
@@ -562,6 +661,7 @@ class AuditStore:
         try:
             conn.execute("COMMIT")
         except BaseException:
+            self.chain_head, self.chain_seq = self._pending_head
             self._rollback()
             raise
 
@@ -656,19 +756,27 @@ class RecordQuery:
     session: str | None = None
 
 
+def _with_chain(body: bytes, shard: int, seq: int, link: bytes | None) -> bytes:
+    """The record's JSON with its tamper-evidence link added as ``chain`` (the stored bytes stay as hashed)."""
+    if link is None or not body.endswith(b"}"):
+        return body
+    return body[:-1] + b',"chain":{"hash":"%s","seq":%d,"shard":%d}}' % (as_bytes(link).hex().encode(), seq, shard)
+
+
 def _iter_shard(db: Path, sql: str, args: list[Any], batch_size: int) -> Iterator[tuple[int, str, bytes]]:
+    shard = int(db.stem.removeprefix("shard-"))
     with contextlib.closing(connect(db, readonly=True)) as conn:
         cur = conn.execute(sql, args)
         while True:
             rows = cur.fetchmany(batch_size)
             if not rows:
                 return
-            for time_ms, rid, body in rows:
-                yield time_ms, rid, bytes(body)
+            for time_ms, rid, body, seq, link in rows:
+                yield time_ms, rid, _with_chain(as_bytes(body), shard, seq, link)
 
 
 def iter_records(directory: str | Path, q: RecordQuery, batch_size: int = 1000) -> Iterator[bytes]:
-    """Stream stored record bodies (JSON bytes) in time order across all shards, in bounded memory.
+    """Stream stored records (JSON bytes, with their ``chain`` link) in time order across shards, in bounded memory.
 
     A record stored in two shards (a client retried on a connection that reached the other worker) has the same
     time and id in both, so the merged stream drops the second copy.
@@ -693,7 +801,7 @@ def iter_records(directory: str | Path, q: RecordQuery, batch_size: int = 1000) 
     if q.session:
         where.append("session = ?")
         args.append(q.session)
-    sql = "SELECT time_ms, id, body FROM records"
+    sql = "SELECT time_ms, id, body, seq, chain FROM records"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY time_ms, id"
@@ -706,3 +814,57 @@ def iter_records(directory: str | Path, q: RecordQuery, batch_size: int = 1000) 
             continue
         last = key
         yield body
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first record of a shard whose chain link does not match its content and predecessor."""
+
+    shard: int
+    seq: int
+    record_id: str
+    time_ms: int
+    reason: str
+
+
+@dataclass
+class ChainReport:
+    shards: int = 0
+    records: int = 0
+    head: dict[int, tuple[int, str]] = field(default_factory=dict)
+    broken: ChainBreak | None = None
+
+
+def verify_chain(directory: str | Path) -> ChainReport:
+    """Walk every shard's chain in ``seq`` order and report the first break (modified, removed or reordered)."""
+    report = ChainReport()
+    for db in shard_paths(directory):
+        shard = int(db.stem.removeprefix("shard-"))
+        report.shards += 1
+        with contextlib.closing(connect(db, readonly=True)) as conn:
+            anchor = conn.execute("SELECT value FROM meta WHERE key = 'chain_anchor'").fetchone()
+            if anchor is not None:
+                aseq, _, ahex = str(anchor[0]).partition(":")
+                prev, prev_seq = bytes.fromhex(ahex), int(aseq)
+            else:
+                prev, prev_seq = chain_genesis(shard), 0
+            cur = conn.execute("SELECT seq, id, time_ms, body, chain FROM records ORDER BY seq")
+            while True:
+                rows = cur.fetchmany(2000)
+                if not rows:
+                    break
+                for seq, rid, t, body, link in rows:
+                    report.records += 1
+                    if link is None:
+                        reason = "record has no chain link (written by a version without tamper evidence)"
+                    elif seq != prev_seq + 1:
+                        reason = f"records {prev_seq + 1}..{seq - 1} are missing before this record"
+                    elif hashlib.sha256(prev + as_bytes(body)).digest() != as_bytes(link):
+                        reason = "record content or its predecessor was modified"
+                    else:
+                        prev, prev_seq = bytes(link), seq
+                        continue
+                    report.broken = ChainBreak(shard, seq, rid, t, reason)
+                    return report
+            report.head[shard] = (prev_seq, prev.hex())
+    return report
