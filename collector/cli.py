@@ -397,6 +397,19 @@ def cmd_analytics_sync(args: argparse.Namespace) -> int:
     return run_sync_cli(args.config, args.data_dir, args.since, args.until)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from collector.reports.cli import run_report
+
+    return run_report(
+        view=args.view,
+        config_path=args.config,
+        data_dir=args.data_dir,
+        since=args.since,
+        until=args.until,
+        fmt=args.format,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ccbridge", description="Claude Code telemetry to audit records.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -422,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--session", help="session id")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     ex.set_defaults(func=cmd_audit_export)
+
+    from collector.compliance.cli import register as register_approvals
+
+    register_approvals(sub, parse_time)
 
     dlq = sub.add_parser("dlq", help="dead letters: records a destination refused").add_subparsers(
         dest="dlq_command", required=True
@@ -449,6 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--since", help="first UTC day, YYYY-MM-DD (default: 90 days ago)")
     sync.add_argument("--until", help="last UTC day, YYYY-MM-DD (default: today)")
     sync.set_defaults(func=cmd_analytics_sync)
+
+    rep = sub.add_parser("report", help="usage, adoption tiers and anomalies, or completeness (docs/reports.md)")
+    rep.add_argument("view", nargs="?", choices=("completeness",), help="completeness: telemetry vs the Analytics API")
+    rep.add_argument("--config")
+    rep.add_argument("--data-dir")
+    rep.add_argument("--since", help="first UTC day, YYYY-MM-DD (default: 6 days before --until)")
+    rep.add_argument("--until", help="last UTC day, YYYY-MM-DD (default: yesterday)")
+    rep.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
+    rep.set_defaults(func=cmd_report)
 
     ver = audit.add_parser("verify", help="check the tamper-evidence chain of the store; names the first break")
     ver.add_argument("--config")

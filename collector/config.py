@@ -31,6 +31,10 @@ from collector.configtypes import (
     parse_size,
 )
 from collector.enrich.analytics_config import AnalyticsApiConfig
+from collector.enrich.enrichment_config import UsageEnrichmentConfig
+from collector.processing.redact import RedactionConfig
+from collector.receivers.auth import ReceiverAuthConfig
+from collector.reports.config import ReportsConfig
 
 __all__ = [
     "ByteSize",
@@ -118,6 +122,7 @@ class OtlpReceiverConfig:
 class ReceiversConfig:
     otlp: OtlpReceiverConfig = field(default_factory=OtlpReceiverConfig)
     max_attribute_depth: int = 32
+    auth: ReceiverAuthConfig = field(default_factory=ReceiverAuthConfig)
 
     def validate(self, path: str) -> None:
         if not 1 <= self.max_attribute_depth <= MAX_ATTRIBUTE_DEPTH:
@@ -150,6 +155,7 @@ class TelemetryConfig:
     endpoint: str = DEFAULT_TELEMETRY_ENDPOINT
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "text"
+    tls: TLSServerConfig = field(default_factory=TLSServerConfig)
 
     def validate(self, path: str) -> None:
         parse_endpoint(self.endpoint, f"{path}.endpoint")
@@ -168,6 +174,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class EnrichmentConfig:
     analytics_api: AnalyticsApiConfig = field(default_factory=AnalyticsApiConfig)
+    usage: UsageEnrichmentConfig = field(default_factory=UsageEnrichmentConfig)
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,9 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     exporters: dict[str, Any] = field(default_factory=dict)
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
 
     def with_data_dir(self, directory: str) -> Config:
         return dataclasses.replace(self, storage=dataclasses.replace(self.storage, directory=directory))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -18,6 +19,10 @@ from collector.processing.decode import LogEvent
 from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, rfc3339_ms
 from collector.store.sqlite import AppendResult, AuditStore, MetricRow, RecordRow, SpanRow
 from collector.telemetry.selfmetrics import SelfMetrics
+
+if TYPE_CHECKING:
+    from collector.enrich.enricher import Enricher
+    from collector.processing.redact import Redactor
 
 _dumps = orjson.dumps
 _OPTS = 0
@@ -74,9 +79,17 @@ def chain_head_record(shard: int, seq: int, head: str, host: str, now_ns: int) -
 class Pipeline:
     """Normalizes and durably stores what the receivers decoded."""
 
-    def __init__(self, store: AuditStore, metrics: SelfMetrics) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        metrics: SelfMetrics,
+        enricher: Enricher | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.redactor = redactor
+        self.enricher = enricher  # when set: enricher.enrich(rec) on every normalized record before it is stored
         self._published_seq = -1
 
     def build_log_rows(
@@ -86,12 +99,44 @@ class Pipeline:
         received_ms = received_ns // 1_000_000
         rows: list[RecordRow] = []
         kinds: Counter[str] = Counter()
+        enrich: Callable[[dict[str, Any]], None] | None = self.enricher.enrich if self.enricher is not None else None
+        if self.redactor is not None:
+            self.redact_events(events)
         for ev in events:
             t = event_time_ns(ev, received_ns)
             for rec in normalize_log(ev, received_ns, transport, identity):
+                if enrich is not None:
+                    enrich(rec)
                 rows.append(record_row(rec, t, received_ms))
                 kinds[rec["kind"]] += 1
         return rows, kinds
+
+    def redact_events(self, events: list[LogEvent]) -> None:
+        """Redact secrets in place, before normalization, so every derived field inherits the redaction.
+
+        Attributes (tool parameters and input, prompts, error text, every string), bodies and resources are
+        covered; a resource shared by the records of a request is redacted once.
+        """
+        redact = self.redactor.redact  # type: ignore[union-attr]
+        resources: dict[int, dict[str, Any]] = {}
+        for ev in events:
+            rid = id(ev.resource)
+            res = resources.get(rid)
+            if res is None:
+                res = resources[rid] = redact(ev.resource)
+            ev.resource = res
+            ev.attributes = redact(ev.attributes)
+            if ev.body is not None:
+                ev.body = redact(ev.body)
+
+    def _redact_items(self, items: list[dict[str, Any]]) -> None:
+        if self.redactor is None:
+            return
+        redact = self.redactor.redact
+        for item in items:
+            for key in ("attributes", "resource", "events"):
+                if key in item:
+                    item[key] = redact(item[key])
 
     async def consume_logs(self, events: list[LogEvent], transport: str, identity: str | None = None) -> AppendResult:
         rows, kinds = self.build_log_rows(events, transport, identity)
@@ -118,6 +163,7 @@ class Pipeline:
         self, points: list[dict[str, Any]], transport: str, identity: str | None = None
     ) -> AppendResult:
         received_ns = time.time_ns()
+        self._redact_items(points)
         rows: list[MetricRow] = []
         for p in points:
             if identity:
@@ -134,6 +180,7 @@ class Pipeline:
         self, spans: list[dict[str, Any]], transport: str, identity: str | None = None
     ) -> AppendResult:
         received_ns = time.time_ns()
+        self._redact_items(spans)
         rows: list[SpanRow] = []
         for s in spans:
             if identity:

@@ -14,7 +14,10 @@ import signal
 
 from collector.config import Config
 from collector.delivery.engine import DeliveryEngine, all_shards
+from collector.enrich.enricher import create_enricher
 from collector.pipeline import Pipeline
+from collector.processing.redact import Redactor
+from collector.receivers.auth import TokenAuthenticator, server_ssl_context
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.store.sqlite import AuditStore
@@ -43,7 +46,9 @@ class Service:
             commit_interval=cfg.storage.commit_interval,
             writer=cfg.storage.writer,
         )
-        self.pipeline = Pipeline(self.store, self.metrics)
+        self.enricher = create_enricher(cfg)
+        self.pipeline = Pipeline(self.store, self.metrics, enricher=self.enricher, redactor=self._redactor())
+        self.auth = TokenAuthenticator(cfg.receivers.auth) if cfg.receivers.auth.enabled else None
         self.store.on_commit_stats = self._commit_stats
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
@@ -53,6 +58,14 @@ class Service:
         self.started = False
         self._analytics: list[object] = []
         self._chain_task: asyncio.Task[None] | None = None
+        self._pull: list[object] = []
+
+    def _redactor(self) -> Redactor | None:
+        """The secret redactor (``redaction``), counting matches per kind in ``ccbridge_redactions_total``."""
+        if not self.cfg.redaction.enabled:
+            return None
+        counter = self.metrics.redactions
+        return Redactor(self.cfg.redaction, on_match=lambda kind: counter.labels(kind).inc())
 
     def _commit_stats(self, rows: int, seconds: float) -> None:
         self.metrics.storage_commits.inc()
@@ -72,6 +85,8 @@ class Service:
     async def start(self) -> None:
         cfg = self.cfg
         self.store.open()
+        if self.enricher is not None:
+            await self.enricher.start()
         await self._start_delivery()
         rcv = cfg.receivers
         common = {
@@ -81,15 +96,21 @@ class Service:
             "admit": self.delivery.admit if self.delivery is not None else None,
         }
         if self.serve_telemetry:
-            self.telemetry = TelemetryServer(cfg.telemetry.endpoint, self.metrics.registry)
+            self.telemetry = TelemetryServer(
+                cfg.telemetry.endpoint, self.metrics.registry, server_ssl_context(cfg.telemetry.tls)
+            )
             self.telemetry.add_readiness_check("storage", self._readiness_storage)
             self.telemetry.add_readiness_check("receivers", self._readiness_receivers)
+            for exp in self.delivery.exporters if self.delivery is not None else []:
+                self.telemetry.add_readiness_check(f"exporter:{exp.name}", exp.health)
             await self.telemetry.start()
         if rcv.otlp.grpc.enabled:
-            self.grpc = OtlpGrpcReceiver(rcv.otlp.grpc, self.pipeline, self.metrics, **common)
+            grpc_auth = self.auth.grpc if self.auth is not None else None
+            self.grpc = OtlpGrpcReceiver(rcv.otlp.grpc, self.pipeline, self.metrics, **common, authenticate=grpc_auth)
             await self.grpc.start()
         if rcv.otlp.http.enabled:
-            self.http = OtlpHttpReceiver(rcv.otlp.http, self.pipeline, self.metrics, **common)
+            http_auth = self.auth.http if self.auth is not None else None
+            self.http = OtlpHttpReceiver(rcv.otlp.http, self.pipeline, self.metrics, **common, authenticate=http_auth)
             await self.http.start()
         if cfg.enrichment.analytics_api.enabled and self.worker_index == 0:
             await self._start_analytics()
@@ -125,6 +146,15 @@ class Service:
 
         active = {k: v for k, v in self.cfg.exporters.items() if v.enabled}
         exps = [exporters.create(key, cfg) for key, cfg in active.items()]
+        await self._start_pull([e for e in exps if getattr(e, "pull", False)])
+        exps = [e for e in exps if not getattr(e, "pull", False)]
+        for exp in exps:
+            bind = getattr(exp, "bind_metrics", None)
+            if bind is not None:
+                bind(self.metrics)
+            bind_store = getattr(exp, "bind_store", None)
+            if bind_store is not None:
+                bind_store(self.cfg.storage.directory, self.shards_to_deliver(), self.worker_index)
         loop = asyncio.get_running_loop()
         engine = DeliveryEngine(
             self.cfg.storage.directory,
@@ -138,9 +168,22 @@ class Service:
             self.store.on_commit = lambda: loop.call_soon_threadsafe(engine.notify)
         await engine.start()
         self.delivery = engine
-        if self.telemetry is not None:
-            for exp in exps:
-                self.telemetry.add_readiness_check(f"exporter:{exp.name}", exp.health)
+
+    async def _start_pull(self, pulls: list[object]) -> None:
+        """Pull destinations (Prometheus) are not delivered to: the primary serves them on the telemetry endpoint."""
+        if not (self.serve_telemetry and self.worker_index == 0):
+            return
+        for exp in pulls:
+            await exp.serve(self.metrics.registry, self.cfg.storage.directory)  # type: ignore[attr-defined]
+            self._pull.append(exp)
+
+    async def _stop_pull(self) -> None:
+        for exp in self._pull:
+            try:
+                await exp.close()  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.error("error while stopping %s: %s", getattr(exp, "name", exp), exc)
+        self._pull = []
 
     async def _retention(self, shard: int, cutoff_ms: int, max_seq: int | None) -> int:
         if shard != self.worker_index:
@@ -152,20 +195,32 @@ class Service:
         from collector.enrich.analytics_client import AnalyticsClient
         from collector.enrich.sync import UsageSyncScheduler
         from collector.enrich.usage_store import UsageStore
+        from collector.reports.metrics import AnalyticsGauges
 
         api = self.cfg.enrichment.analytics_api
         store = UsageStore.open(self.cfg.storage.directory)
         client = AnalyticsClient(api)
-        scheduler = UsageSyncScheduler(client, store, api)
+        gauges = AnalyticsGauges(store, self.cfg.reports)
+        gauges.register(self.metrics.registry)
+        await gauges.start()
+        enricher = self.enricher
+
+        def synced(_result: object) -> None:
+            gauges.request_refresh()
+            if enricher is not None:
+                enricher.request_refresh()
+
+        scheduler = UsageSyncScheduler(client, store, api, on_cycle=synced)
         scheduler.start()
-        self._analytics = [scheduler, client, store]
+        self._analytics = [scheduler, client, store, gauges]
 
     async def _stop_analytics(self) -> None:
         if not self._analytics:
             return
-        scheduler, client, store = self._analytics
+        scheduler, client, store, gauges = self._analytics
         await scheduler.stop()  # type: ignore[attr-defined]
         await client.close()  # type: ignore[attr-defined]
+        await gauges.stop()  # type: ignore[attr-defined]
         store.close()  # type: ignore[attr-defined]
         self._analytics = []
 
@@ -189,6 +244,9 @@ class Service:
             if isinstance(r, BaseException):
                 log.error("error while stopping a receiver: %s", r)
         await self._stop_analytics()
+        if self.enricher is not None:
+            await self.enricher.stop()
+        await self._stop_pull()
         if self.delivery is not None:
             await self.delivery.stop(grace)
         await asyncio.to_thread(self.store.close)
@@ -199,12 +257,19 @@ class Service:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def reload_auth(self) -> None:
+        """SIGHUP: re-read the receiver tokens file (a no-op without one)."""
+        if self.auth is not None:
+            self.auth.reload()
+
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload_auth)
         await self.start()
         try:
             await self._stopping.wait()

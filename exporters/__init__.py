@@ -14,9 +14,12 @@ from exporters.base import Exporter
 
 def registry() -> dict[str, type[Exporter]]:
     """Exporter classes by type name."""
+    from exporters.datadog import DatadogExporter
     from exporters.http import HttpExporter
+    from exporters.prometheus import PrometheusExporter
+    from exporters.splunk_hec import SplunkHecExporter
 
-    return {cls.type_name: cls for cls in (HttpExporter,)}
+    return {cls.type_name: cls for cls in (HttpExporter, SplunkHecExporter, DatadogExporter, PrometheusExporter)}
 
 
 def type_of(key: str) -> str:
@@ -36,6 +39,10 @@ def build_configs(raw: dict[str, Any], path: str = "exporters") -> dict[str, Any
         cfg = build(types[kind].config_class, section, f"{path}.{key}")
         validate_tree(cfg, f"{path}.{key}")
         out[str(key)] = cfg
+    for kind, cls in types.items():
+        same = sorted(k for k in out if type_of(k) == kind)
+        if getattr(cls, "singleton", False) and len(same) > 1:
+            raise ConfigError(f"{path}: at most one {kind} destination per bridge (found {', '.join(same)})")
     return out
 
 

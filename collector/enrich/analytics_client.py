@@ -19,8 +19,12 @@ Failure handling, per page request:
 * every wait (backoff, ``retry-after``, pacing) ends early when the ``shutdown`` event is set, raising
   :class:`ShutdownRequested`.
 
-Requests are paced client-wide to ``max_requests_per_second``. Redirects are not followed, so the key is
-only ever sent to ``base_url``.
+Pacing follows the spec's policy (§5: no published limit for this endpoint; at most 1 request/s *while
+paginating*; always honour ``retry-after``): the requests of one page walk (one day's cursor chain, retries
+included) start at least ``1 / max_requests_per_second`` apart, while walks of different days are independent,
+so a backfill fetches several days concurrently (as many as the sync's ``concurrency``). A 429 with
+``retry-after`` pauses every walk of the client until it has passed, not only the one that received it.
+Redirects are not followed, so the key is only ever sent to ``base_url``.
 """
 
 from __future__ import annotations
@@ -422,6 +426,24 @@ class RetryEvent:
     request_id: str | None
 
 
+class WalkPacer:
+    """Spaces the request starts of one page walk at least ``interval`` seconds apart (0: no spacing)."""
+
+    __slots__ = ("interval", "next_slot")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_slot = 0.0
+
+    def claim(self, now: float) -> float:
+        """Reserve the next start slot at or after ``now``; returns the seconds to wait for it."""
+        if self.interval <= 0:
+            return 0.0
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        return slot - now
+
+
 @dataclass(frozen=True, slots=True)
 class DayFetch:
     """All pages of one day. ``fetched_at`` is when the walk started (the data boundary)."""
@@ -486,7 +508,7 @@ class AnalyticsClient:
         self._on_retry = on_retry
         rps = config.max_requests_per_second
         self._interval = 1.0 / rps if rps > 0 else 0.0
-        self._next_slot = 0.0
+        self._paused_until = 0.0
         self._url = config.api_origin + USAGE_REPORT_PATH
         self.requests_sent = 0
 
@@ -528,14 +550,19 @@ class AnalyticsClient:
             return
         self._check_shutdown()
 
-    async def _pace(self) -> None:
-        if self._interval <= 0:
-            self._check_shutdown()
-            return
-        now = time.monotonic()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self._interval
-        await self._sleep(slot - now)
+    def new_pacer(self) -> WalkPacer:
+        """A pacer for one page walk, at the configured ``max_requests_per_second``."""
+        return WalkPacer(self._interval)
+
+    async def _pace(self, pacer: WalkPacer) -> None:
+        """Wait for the walk's next slot and for any client-wide ``retry-after`` pause."""
+        while True:
+            now = time.monotonic()
+            pause = self._paused_until - now
+            if pause <= 0:
+                break
+            await self._sleep(pause)
+        await self._sleep(pacer.claim(time.monotonic()))
 
     # -- one request ---------------------------------------------------------------------------------
 
@@ -601,15 +628,20 @@ class AnalyticsClient:
             return InvalidRequestError(f"request rejected: bad parameter or cursor{said}", **kw)
         return InvalidRequestError(f"request rejected{said}", **kw)
 
-    async def fetch_page(self, day: date, page: str | None = None) -> UsagePage:
-        """Fetch and parse one page of ``day``, retrying transient failures within ``max_retry_elapsed``."""
+    async def fetch_page(self, day: date, page: str | None = None, *, pacer: WalkPacer | None = None) -> UsagePage:
+        """Fetch and parse one page of ``day``, retrying transient failures within ``max_retry_elapsed``.
+
+        ``pacer`` is the walk's pacer (:meth:`iter_pages` passes one); without it the attempts of this call are
+        paced among themselves only.
+        """
+        pacer = pacer if pacer is not None else self.new_pacer()
         started = time.monotonic()
         deadline = started + float(self._config.max_retry_elapsed)
         attempt = 0
         bare_429 = 0
         conflicts = 0
         while True:
-            await self._pace()
+            await self._pace(pacer)
             attempt += 1
             status: int | None = None
             request_id: str | None = None
@@ -672,6 +704,8 @@ class AnalyticsClient:
                 raise RetriesExhaustedError(
                     f"gave up on {day} after {attempt} attempts in {elapsed:.1f}s; last: {reason}", **kw
                 )
+            if status == 429 and retry_after is not None:
+                self._paused_until = max(self._paused_until, now + retry_after)
             log.warning(
                 "analytics: %s for %s (attempt %d, request-id %s); retrying in %.2fs",
                 reason,
@@ -688,8 +722,9 @@ class AnalyticsClient:
         """Yield every page of ``day`` in order, following ``next_page`` while ``has_more``."""
         page: str | None = None
         seen: set[str] = set()
+        pacer = self.new_pacer()
         while True:
-            result = await self.fetch_page(day, page)
+            result = await self.fetch_page(day, page, pacer=pacer)
             log.debug(
                 "analytics: %s page %d: %d records (request-id %s)",
                 day,

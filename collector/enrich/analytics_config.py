@@ -26,8 +26,9 @@ Keys:
     Time budget for one page request including all its retries; when exhausted the sync stops and is
     resumed by the next cycle.
 ``max_requests_per_second``
-    Pacing of requests across the whole client (spec policy: at most 1 request/s while paginating);
-    ``0`` disables pacing.
+    Pacing of the requests of one day's page walk (spec policy: at most 1 request/s while paginating); walks
+    of different days are independent and run concurrently (the sync's ``concurrency``, 4). ``0`` disables
+    pacing. A 429's ``retry-after`` always pauses every walk.
 """
 
 from __future__ import annotations

@@ -207,6 +207,9 @@ class UsageSyncScheduler:
     before the first day in the store, every day that is missing or not final. Older gaps (and the initial
     backfill) are the job of ``ccbridge analytics sync``. Failures are logged and retried next cycle; the loop
     never dies of them. ``stop()`` sets the client's shutdown event, which interrupts every wait.
+
+    ``on_cycle`` is called with each cycle's result (e.g. to refresh enrichment and gauges from the new data);
+    its exceptions are logged.
     """
 
     def __init__(
@@ -217,8 +220,10 @@ class UsageSyncScheduler:
         *,
         concurrency: int = 4,
         clock: Clock | None = None,
+        on_cycle: Callable[[SyncResult], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_cycle = on_cycle
         self._store = store
         self._config = config
         self._concurrency = concurrency
@@ -276,6 +281,11 @@ class UsageSyncScheduler:
         else:
             self.consecutive_failures += 1
             log.error("%s (consecutive failed cycles: %d)", result.summary(), self.consecutive_failures)
+        if self._on_cycle is not None:
+            try:
+                self._on_cycle(result)
+            except Exception:
+                log.exception("analytics sync: on_cycle callback failed")
         return result
 
     async def run(self) -> None:

@@ -16,6 +16,11 @@ Tables:
     the walk) and whether the day was already final then (fetched at least :data:`FINAL_AFTER` after the day
     ended, so later fetches cannot change it). Rows and state of a day are written in one transaction, so a
     crash leaves either the whole day or none of it.
+``identity_map``
+    Which e-mail address an installation id (``user.id``) or account (``user.account_uuid``) was last seen with
+    in audit records, learned by :class:`collector.enrich.enricher.Enricher` and used to backfill ``user.email``
+    on records that lack it. One row per ``(kind, value)``; the latest e-mail wins. Added in schema 2 (a schema 1
+    file is upgraded in place when opened).
 
 All methods are thread-safe (one lock around the connection), so async callers may use ``asyncio.to_thread``.
 """
@@ -37,7 +42,8 @@ import orjson
 from collector.enrich.analytics_client import DailyUsage, parse_record
 
 DB_FILENAME = "analytics.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+IDENTITY_KINDS = ("account_uuid", "user_id")
 FINAL_AFTER = timedelta(hours=3)
 
 _SCHEMA = """
@@ -70,6 +76,19 @@ CREATE TABLE IF NOT EXISTS sync_state (
     rows INTEGER NOT NULL,
     pages INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identity_map (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    email TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+"""
+
+_SAVE_IDENTITY = """
+INSERT INTO identity_map (kind, value, email, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (kind, value) DO UPDATE SET email = excluded.email, last_seen = excluded.last_seen
 """
 
 _UPSERT = """
@@ -245,7 +264,41 @@ class UsageStore:
             conn.execute("COMMIT")
         return len(params)
 
+    def save_identities(self, mappings: Iterable[tuple[str, str, str]], *, seen_at: datetime) -> int:
+        """Upsert ``(kind, value, email)`` mappings (kind in :data:`IDENTITY_KINDS`) in one transaction."""
+        stamp = _ts(seen_at)
+        params = [(kind, value, email, stamp, stamp) for kind, value, email in mappings]
+        for kind, *_ in params:
+            if kind not in IDENTITY_KINDS:
+                raise ValueError(f"unknown identity kind {kind!r}")
+        if not params:
+            return 0
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_SAVE_IDENTITY, params)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return len(params)
+
     # -- reading -------------------------------------------------------------------------------------
+
+    def identities(self) -> dict[tuple[str, str], str]:
+        """Every stored mapping: ``(kind, value) -> email``."""
+        return {(k, v): e for k, v, e in self._query("SELECT kind, value, email FROM identity_map")}
+
+    def latest_day(self, as_of: date | None = None) -> date | None:
+        """The most recent day (on or before ``as_of``) with stored rows or a completed fetch."""
+        bound = (as_of or date.max).isoformat()
+        rows = self._query(
+            "SELECT MAX(d) FROM (SELECT MAX(date) AS d FROM sync_state WHERE date <= ? "
+            "UNION ALL SELECT MAX(date) FROM usage_daily WHERE date <= ?)",
+            (bound, bound),
+        )
+        return date.fromisoformat(rows[0][0]) if rows[0][0] else None
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

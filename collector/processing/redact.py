@@ -22,9 +22,10 @@ Dict values are also judged by their key: ``{"password": "hunter2"}`` is redacte
 a secret. Keys themselves are never changed.
 
 Cost: a clean string costs one search of a precompiled anchor regex (literal fragments such as ``pass``, ``ken``,
-``key``, ``AKIA``, ``://``, ``BEGIN``, all of which every detector's match contains); only when an anchor is found
+``key``, ``AKIA``, ``://``, ``BEGIN``, one of which every detector's match contains); only when an anchor is found
 are the detectors that own it run. Keyword anchors exist in lower, Upper and UPPER case, so a keyword written in
-odd mixed case (``pAsSwOrD``) is not seen.
+odd mixed case (``pAsSwOrD``) is not seen. A string in which something was replaced is scanned again until nothing
+changes, so that redacting an output again is a no-op.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import math
 import re
 from collections import Counter
@@ -212,9 +214,10 @@ _PLACEHOLDER_RE = re.compile(
       | \[REDACTED[^\]]*\]
       | \([a-z ]*\)                                      # (optional)
       | (?i:redacted|masked|hidden|removed|omitted|null|none|nil|true|false|undefined|empty|n/?a|tbd|todo
-           |placeholder|await|async|yield|lambda|function|return|typeof|self|this|string|str|bytes|int|bool|boolean|float|number|object|any|dict|list|required|optional|secret|secretstr|password|pass|passwd|token|apikey
-           |api_key|key|value|your[\w\-]*|enter[\w\-]*|insert[\w\-]*|replace[\w\-]*|my[_\-]?(?:password|secret
-           |token|api[_\-]?key))
+           |placeholder|await|async|yield|lambda|function|return|typeof|self|this
+           |string|str|bytes|int|bool|boolean|float|number|object|any|dict|list|required|optional
+           |secret|secretstr|password|pass|passwd|token|apikey|api_key|key|value
+           |your[\w\-]*|enter[\w\-]*|insert[\w\-]*|replace[\w\-]*|my[_\-]?(?:password|secret|token|api[_\-]?key))
     )\s*""",
     re.VERBOSE,
 )
@@ -316,7 +319,8 @@ def _value_ok(value: str, profile: _Profile) -> bool:
 # is then read backwards from the match and looked up in _ASSIGNMENT_KINDS, whose first entry that accepts both the
 # name and the value gives the kind.
 
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+_NAME_LOOKBACK = 128
 
 _KEY_FAMILY = (
     r"(?:api|access|secret|private|app|application|account|master|signing|encryption|auth|client|service"
@@ -359,6 +363,9 @@ _ASSIGNMENT_KINDS: tuple[_NamedKind, ...] = (
     _NamedKind("generic_secret", re.compile(_NAME_GENERIC), _GENERIC),
 )
 
+_ANY_NAME_RE = re.compile(
+    "|".join(f"(?:{pattern.removeprefix('(?i)')})" for pattern in (_NAME_PASSWORD, _NAME_GENERIC)), re.IGNORECASE
+)
 _ASSIGNMENT_RE = re.compile(
     r"""(?P<core>[PpKkCcHh](?:
             (?<=[Pp])(?:ass(?i:word|wd|phrase|code)?|wd)(?:[_\-]?(?i:confirm(?:ation)?)|\d)?
@@ -369,16 +376,18 @@ _ASSIGNMENT_RE = re.compile(
           | (?<=[Aa]uth) | (?<=AUTH)
         ))(?![A-Za-z0-9_.\-])
     (?:\\?["'])?
-    (?P<sep>[ \t]*(?:=>|:=|=(?!=)|:(?!:))[ \t]*|[ \t]+(?:is|was)[ \t]+|[ \t]+)
+    (?P<sep>[ \t]*(?:=>|:=|=(?!=)|:(?!:))[ \t]*|[ \t]+(?:is|was)[ \t]+|[ \t]+)(?![=:>])
     (?:
-        \\"(?P<v1>[^"\\\r\n]*)\\"
-      | "(?P<v2>(?:[^"\\\r\n]|\\[^\r\n])*)"
-      | '(?P<v3>[^'\r\n]*)'
-      | `(?P<v5>[^`\r\n]*)`
-      | (?P<v4>[^\s"'`,;&|\\]+)
+        \\"(?P<v1>[^"\\\r\n]{0,8192})\\"
+      | "(?P<v2>(?:[^"\\\r\n]|\\[^\r\n]){0,8192})"
+      | '(?P<v3>[^'\r\n]{0,8192})'
+      | `(?P<v5>[^`\r\n]{0,8192})`
+      | (?![A-Za-z_$][\w$]*(?:\.[A-Za-z_$]|[(\[]))(?P<v4>[^\s"'`,;&|\\]{1,4096})
     )""",
     re.VERBOSE,
 )
+_BARE_VALUE_CAP = 4096
+_BARE_VALUE_REST_RE = re.compile(r"[^\s\"'`,;&|\\]*")
 _ASSIGNMENT_ANCHORS = (
     "pass",
     "Pass",
@@ -402,12 +411,15 @@ _ASSIGNMENT_ANCHORS = (
 
 def _assignment_refine(m: re.Match[str]) -> Refined:
     text = m.string
-    i = m.start()
-    while i > 0 and text[i - 1] in _NAME_CHARS:
-        i -= 1
-    name = text[i : m.end("core")]
-    group = "v4" if m.group("v4") is not None else next(g for g in ("v1", "v2", "v3", "v5") if m.group(g) is not None)
+    start = m.start()
+    head = text[max(0, start - _NAME_LOOKBACK) : start]
+    name = head[len(head.rstrip(_NAME_CHARS)) :] + m.group("core")
+    if _ANY_NAME_RE.search(name) is None:
+        return None
+    group = m.lastgroup or "v4"
     a, b = m.span(group)
+    if group == "v4" and b - a >= _BARE_VALUE_CAP:
+        b = _BARE_VALUE_REST_RE.match(text, b).end()  # type: ignore[union-attr]
     sep = m.group("sep").strip()
     prose = sep in ("is", "was")
     flag = name.startswith("-") and not text.startswith("-", a)
@@ -427,6 +439,8 @@ def _assignment_refine(m: re.Match[str]) -> Refined:
             if _PASCAL_RE.fullmatch(value) and _ANNOTATION_AFTER_RE.match(text, b):
                 return None
     value = text[a:b]
+    if is_placeholder(value):
+        return None
     for entry in _ASSIGNMENT_KINDS:
         profile = entry.profile
         if (not sep and not (flag or profile.bare_space)) or (prose and not profile.prose):
@@ -526,7 +540,6 @@ def _url_refine(m: re.Match[str]) -> Refined:
 
 # -- authorization headers --------------------------------------------------------------------------------------
 
-_AUTH_CONTEXT_RE = re.compile(r"""(?:[Aa]uthorization|AUTHORIZATION)\\?["']?[ \t]*[:=][ \t]*\\?["']?[ \t]*\Z""")
 _SCHEME_SEP = r"(?:[ \t]+|%20)"
 _WORDS_RE = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 _USER_PASS_RE = re.compile(r"[\x21-\x7e]+:[\x20-\x7e]*")
@@ -537,39 +550,52 @@ _AUTH_SCHEMES_RE = re.compile(
 _AUTH_ANCHORS = ("uth", "UTH")
 
 
-def _auth_context(m: re.Match[str]) -> bool:
-    return _AUTH_CONTEXT_RE.search(m.string, max(0, m.start() - 40), m.start()) is not None
+_AUTHORIZATION_TAIL = (
+    r"""(?<![A-Za-z0-9].............)\\?["']?[ \t]*[:=][ \t]*\\?["']?"""
+    r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9_\-]*)(?:[ \t]+|%20)(?=[^\s\"'\\,;]))?"
+    r"(?P<v>[^\s\"'\\,;]+)"
+)
+_AUTH_KINDS = {"bearer": "bearer_token", "basic": "basic_auth", "splunk": "splunk_hec_token"}
+_UUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+
+
+def _authorization_refine(m: re.Match[str]) -> Refined:
+    """``Authorization: <scheme> <credentials>``: the credentials go, the scheme names the kind."""
+    a, b = m.span("v")
+    b = _strip_unbalanced(m.string[a:b], a, b)
+    value = m.string[a:b]
+    scheme = m.group("scheme")
+    if is_placeholder(value) or _looks_like_code(value):
+        return None
+    if scheme is None:
+        if value.isalpha() and len(value) < 16:
+            return None
+        return a, b
+    kind = _AUTH_KINDS.get(scheme.lower())
+    if kind == "splunk_hec_token" and not _UUID_RE.fullmatch(value):
+        kind = None
+    if kind is not None:
+        return a, b, kind
+    if not _AUTH_SCHEMES_RE.fullmatch(scheme):
+        if _looks_secret(scheme) and not _looks_secret(value):
+            return m.span("scheme")
+        a = m.start("scheme")
+    return a, b
 
 
 def _bearer_refine(m: re.Match[str]) -> Refined:
+    """A ``Bearer`` token outside an ``Authorization`` header must look like a token, not like a word."""
     a, b = m.span("v")
     value = m.string[a:b]
-    if is_placeholder(value):
+    if is_placeholder(value) or len(value) < 16 or not _looks_secret(value) or _WORDS_RE.fullmatch(value):
         return None
-    if _auth_context(m):
-        return a, b
-    if m.group("scheme") not in ("Bearer", "BEARER"):
-        return None
-    if len(value) >= 16 and _looks_secret(value) and not _WORDS_RE.fullmatch(value):
-        return a, b
-    return None
-
-
-def _splunk_refine(m: re.Match[str]) -> Refined:
-    if m.group("scheme") in ("Splunk", "SPLUNK") or _auth_context(m):
-        return m.span("v")
-    return None
+    return a, b
 
 
 def _basic_refine(m: re.Match[str]) -> Refined:
+    """``Basic`` credentials outside an ``Authorization`` header must decode to ``user:password``."""
     a, b = m.span("v")
     value = m.string[a:b]
-    if is_placeholder(value):
-        return None
-    if _auth_context(m):
-        return a, b
-    if m.group("scheme") not in ("Basic", "BASIC"):
-        return None
     try:
         decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -577,27 +603,11 @@ def _basic_refine(m: re.Match[str]) -> Refined:
     return (a, b) if _USER_PASS_RE.fullmatch(decoded) else None
 
 
-def _authorization_refine(m: re.Match[str]) -> Refined:
-    a, b = m.span("v")
-    b = _strip_unbalanced(m.string[a:b], a, b)
-    value = m.string[a:b]
-    scheme = m.group("scheme")
-    if is_placeholder(value) or _looks_like_code(value):
-        return None
-    if scheme is not None and not _AUTH_SCHEMES_RE.fullmatch(scheme):
-        if _looks_secret(scheme) and not _looks_secret(value):
-            return m.span("scheme")
-        a = m.start("scheme")
-    elif scheme is None and value.isalpha() and len(value) < 16:
-        return None
-    return a, b
-
-
 # -- CLI passwords ----------------------------------------------------------------------------------------------
 
 _CLI_VALUE = r"""(?:'(?P<q1>[^'\r\n]*)'|"(?P<q2>[^"\\\r\n]*)"|\\"(?P<q3>[^"\\\r\n]*)\\"|(?P<q4>[^\s"'`|;&\\]+))"""
 _CLI_REFINE = _first_group_refine("q1", "q2", "q3", "q4")
-_CMD_ARGS = r"[^\n|;&]*?"
+_CMD_ARGS = r"[^\n|;&]{0,300}?"
 _LOGIN_TOOL_RE = re.compile(
     r"(?:^|[^A-Za-z0-9_\-])(?:docker|podman|helm|oras|skopeo|buildah|nerdctl|crane|az|cf|oc)[ \t]+(?:registry[ \t]+)?\Z"
 )
@@ -765,24 +775,38 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
             refine=_first_group_refine("v"),
         ),
         RedactionRule(
+            "authorization_header",
+            re.compile(rf"uthorization(?<=[Aa]uthorization){_AUTHORIZATION_TAIL}"),
+            anchors=("uth",),
+            refine=_authorization_refine,
+            kinds=tuple(_AUTH_KINDS.values()),
+        ),
+        RedactionRule(
+            "authorization_header",
+            re.compile(rf"UTHORIZATION(?<=AUTHORIZATION){_AUTHORIZATION_TAIL}"),
+            anchors=("UTH",),
+            refine=_authorization_refine,
+            kinds=tuple(_AUTH_KINDS.values()),
+        ),
+        _token_rule(
             "splunk_hec_token",
-            re.compile(rf"(?P<scheme>[Ss](?<![A-Za-z0-9][Ss])(?i:plunk)){_SCHEME_SEP}(?P<v>{_UUID})" + _E),
-            anchors=("Splunk", "SPLUNK", *_AUTH_ANCHORS),
-            refine=_splunk_refine,
+            rf"(?:Splunk|SPLUNK)(?<![A-Za-z0-9]......){_SCHEME_SEP}(?P<v>{_UUID})" + _E,
+            ("Splunk", "SPLUNK"),
+            group="v",
         ),
         RedactionRule(
             "bearer_token",
-            re.compile(rf"(?P<scheme>[Bb](?<![A-Za-z0-9][Bb])(?i:earer)){_SCHEME_SEP}(?P<v>[A-Za-z0-9\-._~+/]+=*)"),
-            anchors=("Bearer", "BEARER", *_AUTH_ANCHORS),
+            re.compile(rf"(?:Bearer|BEARER)(?<![A-Za-z0-9]......){_SCHEME_SEP}(?P<v>[A-Za-z0-9\-._~+/]+=*)"),
+            anchors=("Bearer", "BEARER"),
             refine=_bearer_refine,
         ),
         RedactionRule(
             "basic_auth",
             re.compile(
-                rf"(?P<scheme>[Bb](?<![A-Za-z0-9][Bb])(?i:asic)){_SCHEME_SEP}(?P<v>[A-Za-z0-9+/]{{4,}}={{0,2}})"
+                rf"(?:Basic|BASIC)(?<![A-Za-z0-9].....){_SCHEME_SEP}(?P<v>[A-Za-z0-9+/]{{4,}}={{0,2}})"
                 r"(?![A-Za-z0-9+/=])"
             ),
-            anchors=("Basic", "BASIC", *_AUTH_ANCHORS),
+            anchors=("Basic", "BASIC"),
             refine=_basic_refine,
         ),
         RedactionRule(
@@ -793,17 +817,6 @@ def _builtin_rules() -> tuple[RedactionRule, ...]:
             ),
             anchors=("url",),
             refine=_first_group_refine("v"),
-        ),
-        RedactionRule(
-            "authorization_header",
-            re.compile(
-                r"""[Aa](?<![A-Za-z0-9][Aa])(?:uthorization|(?<=A)UTHORIZATION)\\?["']?[ \t]*[:=][ \t]*\\?["']?"""
-                r"(?!(?i:bearer|basic|splunk)(?:[ \t]|%20))"
-                rf"(?:(?P<scheme>[A-Za-z][A-Za-z0-9_\-]*){_SCHEME_SEP}(?=[^\s\"'\\,;]))?"
-                r"(?P<v>[^\s\"'\\,;]+)"
-            ),
-            anchors=_AUTH_ANCHORS,
-            refine=_authorization_refine,
         ),
         RedactionRule(
             "password",
@@ -888,6 +901,11 @@ class _Gate:
         return mask
 
 
+@functools.cache
+def _builtin_gate() -> _Gate:
+    return _Gate(BUILTIN_RULES)
+
+
 # -- dict values judged by their key ----------------------------------------------------------------------------
 
 _AUTH_VALUE_RE = re.compile(
@@ -902,7 +920,6 @@ _KEY_NAME_KINDS: tuple[_NamedKind, ...] = (
     *(_NamedKind(k.kind, k.name_re, dataclasses.replace(k.profile, prose=False)) for k in _ASSIGNMENT_KINDS),
 )
 _AUTHORIZATION_KEY_RE = re.compile(r"(?i)(?:^|[^a-z0-9])authorization\Z")
-_AUTH_KINDS = {"bearer": "bearer_token", "basic": "basic_auth", "splunk": "splunk_hec_token"}
 _KEY_CACHE_LIMIT = 4096
 _MIN_SECRET_LEN = 8
 _MAX_PASSES = 4
@@ -937,7 +954,7 @@ class Redactor:
         custom.extend(extra_rules)
         self._always = tuple(r for r in custom if not r.anchors)
         self._rules = (*(r for r in custom if r.anchors), *BUILTIN_RULES)
-        self._gate = _Gate(self._rules)
+        self._gate = _builtin_gate() if len(self._rules) == len(BUILTIN_RULES) else _Gate(self._rules)
         pattern = self._gate.pattern
         self._quick = pattern.search if pattern is not None and not self._always else None
         self._key_cache: dict[str, _NamedKind | str | None] = {}

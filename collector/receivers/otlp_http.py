@@ -255,6 +255,8 @@ class OtlpHttpReceiver:
         headers = {}
         if answer.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(answer.retry_after)))
+        if answer.http_status == 401:
+            headers["WWW-Authenticate"] = getattr(exc, "challenge", "Bearer")
         code = answer.grpc_code.value[0]
         if media == "protobuf":
             return web.Response(

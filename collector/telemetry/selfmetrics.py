@@ -74,6 +74,20 @@ class SelfMetrics:
             ["destination"],
             registry=r,
         )
+        self.exporter_auth_failures = Counter(
+            "ccbridge_exporter_auth_failures",
+            "Requests a destination refused because of its credentials (revoked, disabled or wrong token).",
+            ["destination"],
+            registry=r,
+        )
+        self.exporter_metric_points_skipped = Counter(
+            "ccbridge_exporter_metric_points_skipped",
+            "Records or metric points not counted in a destination's metric series, by reason (too_old: outside "
+            "the destination's time window; unsupported/invalid: not a usable sum); rejected: series points the "
+            "destination's API refused or dropped.",
+            ["destination", "reason"],
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "ccbridge_exporter_push_duration_seconds",
             "Time of one push (request and answer) to a destination.",
@@ -101,6 +115,12 @@ class SelfMetrics:
             ["destination"],
             registry=r,
             multiprocess_mode="livemax",
+        )
+        self.redactions = Counter(
+            "ccbridge_redactions",
+            "Secrets replaced by [REDACTED:<kind>] before storage and export, by detector kind.",
+            ["kind"],
+            registry=r,
         )
         self.storage_commits = Counter(
             "ccbridge_storage_commits", "Transactions committed by the store writer (one fsync each).", registry=r

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -37,9 +38,10 @@ def scrape_registry(registry: CollectorRegistry) -> CollectorRegistry:
 class TelemetryServer:
     """Serves self-metrics and health on its own listener."""
 
-    def __init__(self, endpoint: str, registry: CollectorRegistry) -> None:
+    def __init__(self, endpoint: str, registry: CollectorRegistry, ssl_context: ssl.SSLContext | None = None) -> None:
         self.endpoint = endpoint
         self.registry = registry
+        self.ssl_context = ssl_context
         self.checks: dict[str, ReadinessCheck] = {}
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -81,12 +83,13 @@ class TelemetryServer:
         host, port = parse_endpoint(self.endpoint)
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
-        log.info("telemetry endpoint on http://%s:%s (/metrics, /healthz, /readyz)", host, self.port)
+        scheme = "https" if self.ssl_context is not None else "http"
+        log.info("telemetry endpoint on %s://%s:%s (/metrics, /healthz, /readyz)", scheme, host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

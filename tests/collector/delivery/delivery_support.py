@@ -256,6 +256,10 @@ async def metric(telemetry_url: str, name: str, **labels: str) -> float:
     return (await scrape(telemetry_url)).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+async def metric_is(telemetry_url: str, name: str, expected: float, **labels: str) -> bool:
+    return await metric(telemetry_url, name, **labels) == expected
+
+
 async def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll an async or plain ``predicate`` until it returns something truthy; returns that value."""
     deadline = time.monotonic() + timeout

@@ -468,6 +468,19 @@ def test_secret_in_large_tool_input(redactor: Redactor) -> None:
     assert redactor.counts == {"generic_secret": 1}
 
 
+def test_long_values_are_redacted_whole(redactor: Redactor) -> None:
+    value = "".join(f"{i:04x}Zq81mX0p" for i in range(700))
+    assert len(value) > 8000
+    out = redactor.redact_str(f"export API_TOKEN={value} && run")
+    assert out == "export API_TOKEN=[REDACTED:generic_secret] && run"
+
+
+def test_redaction_that_changes_context_is_settled_in_one_call(redactor: Redactor) -> None:
+    text = "Authorization: Basic AccountKey=AccountKey="
+    once = redactor.redact_str(text)
+    assert redactor.redact_str(once) == once
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Properties
 

@@ -1,0 +1,195 @@
+"""Audit records as Datadog log entries (``POST /api/v2/logs``), and how batches are cut to the intake's limits.
+
+One record becomes one entry:
+
+- ``ddsource: claude-code``, ``service`` and ``hostname`` from the configuration;
+- ``ddtags``: the configured tags, then ``kind``, ``tool``, ``decision``, ``model`` and ``organization`` when the
+  record has them (values sanitised: Datadog tags cannot hold commas and are best kept to ``[A-Za-z0-9_.:/-]``);
+- ``status`` (the log level) from :func:`status_of`;
+- ``message``: the whole audit record as compact JSON, *after* the destination's field policy;
+- ``timestamp`` (epoch milliseconds of the event, which Datadog's date remapper reads) and ``claude_code.time`` (the
+  same instant as text; Datadog ingests entries older than 18 hours without their own time, the attribute keeps it);
+- facet-ready attributes: Datadog's standard ``usr.id`` / ``usr.email`` (after the policy: a hash by default) and
+  ``evt.name`` / ``evt.outcome``, and ``claude_code``: the policed record without ``attributes``, ``resource``,
+  ``body`` and ``schema_version`` (that raw wire data stays in ``message``), so ``@claude_code.tool.decision``,
+  ``@claude_code.session.id`` etc. can be facets.
+
+Limits (spec: 5 MB per request, 1 MB per entry, 1000 entries per array): batches are split into consecutive groups
+of at most :data:`MAX_ENTRIES` entries and :data:`MAX_PAYLOAD_BYTES` bytes of JSON array. An entry above
+:data:`MAX_ENTRY_BYTES` is **truncated with a marker** rather than dead-lettered: the facet attributes stay intact
+(large values are removed from ``claude_code``), ``message`` is cut and ends with ``…[truncated by ccbridge]``,
+``ccbridge.truncated`` is ``true`` and ``ccbridge.message_bytes`` holds the original size. The full record stays in
+the bridge's own store (and any system-of-record destination); Datadog would silently truncate it anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from exporters.base import DeliveryRecord
+from exporters.fieldpolicy import FieldPolicy
+
+DDSOURCE = "claude-code"
+MAX_ENTRIES = 1000
+MAX_PAYLOAD_BYTES = 5_000_000
+MAX_ENTRY_BYTES = 1_000_000
+TRUNCATION_MARKER = "…[truncated by ccbridge]"
+LARGE_ATTRIBUTE_BYTES = 1024
+_TAG_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.:/\-]+")
+_MAX_TAG_VALUE = 200
+_HIDDEN_FROM_FACETS = ("attributes", "resource", "schema_version", "body")
+
+
+def status_of(record: dict[str, Any]) -> str:
+    """The Datadog log level of a record.
+
+    ``error`` for ``api_error``; ``warning`` for a rejected ``tool_decision`` and for a ``tool_result`` /
+    ``file_change`` with ``tool.success`` false; ``info`` for everything else.
+    """
+    kind = record.get("kind")
+    tool = record.get("tool") or {}
+    if kind == "api_error":
+        return "error"
+    if kind == "tool_decision" and tool.get("decision") == "reject":
+        return "warning"
+    if kind in ("tool_result", "file_change") and tool.get("success") is False:
+        return "warning"
+    return "info"
+
+
+def tag_value(value: Any) -> str:
+    """A value made safe for a Datadog tag: no commas or spaces, at most 200 characters."""
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return _TAG_VALUE_BAD.sub("_", text).strip("_")[:_MAX_TAG_VALUE]
+
+
+def record_tags(record: dict[str, Any]) -> list[str]:
+    """Tags derived from a record: ``kind``, ``tool``, ``decision``, ``model``, ``organization`` when present."""
+    tool = record.get("tool") or {}
+    org = record.get("organization") or {}
+    pairs = (
+        ("kind", record.get("kind")),
+        ("tool", tool.get("name")),
+        ("decision", tool.get("decision")),
+        ("model", record.get("model")),
+        ("organization", org.get("id") if isinstance(org, dict) else None),
+    )
+    out = []
+    for key, value in pairs:
+        if value is None or value == "":
+            continue
+        text = tag_value(value)
+        if text:
+            out.append(f"{key}:{text}")
+    return out
+
+
+def _outcome(record: dict[str, Any]) -> str | None:
+    kind = record.get("kind")
+    if kind in ("tool_result", "file_change"):
+        success = (record.get("tool") or {}).get("success")
+        return None if success is None else ("success" if success else "failure")
+    if kind == "api_request":
+        return "success"
+    if kind == "api_error":
+        return "failure"
+    return None
+
+
+class LogEncoder:
+    """Turns delivery records into encoded log entries (compact JSON bytes, each within the per-entry limit)."""
+
+    def __init__(self, policy: FieldPolicy, *, service: str, hostname: str, tags: Sequence[str]) -> None:
+        self.policy = policy
+        self.service = service
+        self.hostname = hostname
+        self.tags = list(tags)
+
+    def entry(self, dr: DeliveryRecord) -> dict[str, Any]:
+        """The log entry of one record, as a dict."""
+        raw = dr.record
+        rec = self.policy.apply(raw)
+        entry: dict[str, Any] = {
+            "ddsource": DDSOURCE,
+            "service": self.service,
+            "hostname": self.hostname,
+            "ddtags": ",".join(self.tags + record_tags(rec)),
+            "status": status_of(raw),
+            "message": orjson.dumps(rec).decode(),
+            "timestamp": dr.time_ms,
+        }
+        evt: dict[str, Any] = {"name": rec.get("event") or f"claude_code.{rec.get('kind', 'event')}"}
+        outcome = _outcome(raw)
+        if outcome is not None:
+            evt["outcome"] = outcome
+        entry["evt"] = evt
+        user = rec.get("user")
+        if isinstance(user, dict):
+            usr = {k: user[k] for k in ("id", "email") if k in user}
+            if usr:
+                entry["usr"] = usr
+        facets = {k: v for k, v in rec.items() if k not in _HIDDEN_FROM_FACETS}
+        entry["claude_code"] = facets
+        return entry
+
+    def encode(self, dr: DeliveryRecord) -> bytes:
+        """One entry as compact JSON, truncated (with a marker) to at most :data:`MAX_ENTRY_BYTES`."""
+        entry = self.entry(dr)
+        data = orjson.dumps(entry)
+        if len(data) <= MAX_ENTRY_BYTES:
+            return data
+        return truncate_entry(entry, len(data))
+
+
+def truncate_entry(entry: dict[str, Any], size: int) -> bytes:
+    """``entry`` shrunk below :data:`MAX_ENTRY_BYTES`: large facet values removed, ``message`` cut with a marker."""
+    message: str = entry["message"]
+    entry["ccbridge"] = {"truncated": True, "message_bytes": len(message.encode())}
+    facets = entry.get("claude_code")
+    if isinstance(facets, dict):
+        entry["claude_code"] = _without_large_values(facets)
+    data = orjson.dumps(entry)
+    keep = len(message)
+    while len(data) > MAX_ENTRY_BYTES and keep > 0:
+        keep = max(0, keep - (len(data) - MAX_ENTRY_BYTES) - len(TRUNCATION_MARKER) * 4)
+        entry["message"] = message[:keep] + TRUNCATION_MARKER
+        data = orjson.dumps(entry)
+    return data
+
+
+def _without_large_values(node: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out[key] = _without_large_values(value)
+        elif len(orjson.dumps(value)) <= LARGE_ATTRIBUTE_BYTES:
+            out[key] = value
+    return out
+
+
+def split_entries(entries: Iterable[tuple[DeliveryRecord, bytes]]) -> list[list[tuple[DeliveryRecord, bytes]]]:
+    """Consecutive groups of at most :data:`MAX_ENTRIES` entries whose JSON array is at most
+    :data:`MAX_PAYLOAD_BYTES` bytes (``[`` + entries joined by ``,`` + ``]``)."""
+    groups: list[list[tuple[DeliveryRecord, bytes]]] = []
+    current: list[tuple[DeliveryRecord, bytes]] = []
+    size = 2
+    for item in entries:
+        extra = len(item[1]) + (1 if current else 0)
+        if current and (len(current) >= MAX_ENTRIES or size + extra > MAX_PAYLOAD_BYTES):
+            groups.append(current)
+            current, size = [], 2
+            extra = len(item[1])
+        current.append(item)
+        size += extra
+    if current:
+        groups.append(current)
+    return groups
+
+
+def json_array(entries: Sequence[bytes]) -> bytes:
+    """The request body: a JSON array of already-encoded entries."""
+    return b"[" + b",".join(entries) + b"]"

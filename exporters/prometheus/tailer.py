@@ -1,0 +1,253 @@
+"""Feeds the accumulator by tailing every store shard read-only (``metric_points`` and ``records``).
+
+Runs in the primary worker. Each shard has an in-memory cursor per table that starts at the shard's end when the
+tailer starts: exported counters restart at zero after a bridge restart (Prometheus treats the drop as a counter
+reset, so ``rate()``/``increase()`` stay right). Before that, a *warm-up* reads the metric points of the last
+``series_expiration`` without counting them, so cumulative streams resume from their last value instead of being
+counted in full again. A shard that appears later (a worker started after the tailer) is read from its beginning.
+
+Every poll (``poll_interval``) reads up to ``poll_batch`` new rows per table and shard in a worker thread
+(:func:`asyncio.to_thread`); it keeps polling without pause while a shard has more. Metric points of one poll are
+applied in time order across shards, so a stream whose points landed in two shards is not seen out of order. A read
+error is logged, counted and retried on the next poll; it never stops ingestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.store.sqlite import connect, shard_paths
+from exporters.prometheus.accumulator import EVENT_KINDS, Accumulator
+
+log = logging.getLogger(__name__)
+
+WARMUP_MAX_ROWS = 2_000_000
+EXPIRE_EVERY_S = 10.0
+_RECORD_KINDS = tuple(sorted(EVENT_KINDS))
+
+
+@dataclass
+class _Shard:
+    path: Path
+    conn: sqlite3.Connection | None = None
+    cursors: dict[str, int] = field(default_factory=lambda: {"metric_points": 0, "records": 0})
+    positioned: bool = True
+
+
+class StoreTailer:
+    """Reads new rows from every shard under ``data_dir`` into an :class:`Accumulator`."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        accumulator: Accumulator,
+        *,
+        poll_interval: float = 1.0,
+        poll_batch: int = 5000,
+        warmup: bool = True,
+    ) -> None:
+        if poll_batch < 1:
+            raise ValueError("poll_batch must be >= 1")
+        self.data_dir = Path(data_dir)
+        self.accumulator = accumulator
+        self.poll_interval = poll_interval
+        self.poll_batch = poll_batch
+        self.warmup = warmup
+        self.shards: dict[Path, _Shard] = {}
+        self.errors = 0
+        self.last_success = 0.0
+        self.rows_read = {"metric_points": 0, "records": 0}
+        self._last_expire = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._busy = asyncio.Lock()
+        self._logged: set[str] = set()
+
+    def stats(self) -> dict[str, float]:
+        return {"errors": float(self.errors), "last_success": self.last_success}
+
+    # -----------------------------------------------------------------------------------------------------------
+    # lifecycle
+
+    async def start(self) -> None:
+        """Position the cursors at the end of every existing shard (after the warm-up), then poll periodically."""
+        async with self._busy:
+            await asyncio.to_thread(self.initialize)
+        self._task = asyncio.create_task(self._run(), name="prometheus-tailer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        async with self._busy:
+            await asyncio.to_thread(self.close)
+
+    async def poll(self) -> int:
+        """One poll now (tests and the periodic task): rows read. Never runs two at once."""
+        async with self._busy:
+            return await asyncio.to_thread(self.poll_once)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                n = await self.poll()
+            except Exception as exc:  # a bug must not kill the loop; the next poll tries again
+                self.errors += 1
+                log.error("prometheus tailer poll failed: %s", exc)
+                n = 0
+            if n < self.poll_batch:
+                await asyncio.sleep(self.poll_interval)
+            else:
+                await asyncio.sleep(0)
+
+    def close(self) -> None:
+        for shard in self.shards.values():
+            self._close_shard(shard)
+
+    # -----------------------------------------------------------------------------------------------------------
+    # reading (worker thread; one at a time)
+
+    def initialize(self) -> None:
+        """Cursors at the end of every shard present now; warm-up of cumulative/delta stream state."""
+        cutoff_ms = int((time.time() - self.accumulator.expiration) * 1000)
+        warm: list[dict[str, Any]] = []
+        for path in shard_paths(self.data_dir):
+            shard = _Shard(path, positioned=False)
+            self.shards[path] = shard
+            conn = self._conn(shard)
+            if conn is None:
+                continue
+            try:
+                self._position(shard, conn)
+                if self.warmup:
+                    rows = conn.execute(
+                        "SELECT body FROM metric_points WHERE time_ms >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+                        (cutoff_ms, shard.cursors["metric_points"], WARMUP_MAX_ROWS),
+                    ).fetchall()
+                    warm.extend(_loads(b) for (b,) in reversed(rows))
+            except sqlite3.Error as exc:
+                if "no such table" in str(exc):
+                    shard.positioned = True  # created this instant: nothing stored before the tailer started
+                self._failed(shard, exc)
+        warm.sort(key=_point_time)
+        for p in warm:
+            self.accumulator.add_point(p, count=False)
+        if warm:
+            log.info("prometheus exporter: warm-up re-learned %d recent metric points", len(warm))
+
+    def poll_once(self) -> int:
+        """Read and apply new rows of every shard; returns the largest batch read from one table of one shard."""
+        for path in shard_paths(self.data_dir):
+            if path not in self.shards:
+                self.shards[path] = _Shard(path)  # appeared after start: every row is new
+        points: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        largest = 0
+        ok = True
+        for shard in self.shards.values():
+            conn = self._conn(shard)
+            if conn is None:
+                ok = False
+                continue
+            try:
+                if not shard.positioned:
+                    self._position(shard, conn)
+                largest = max(largest, self._read_points(shard, conn, points))
+                largest = max(largest, self._read_records(shard, conn, records))
+            except sqlite3.Error as exc:
+                self._failed(shard, exc)
+                ok = False
+        points.sort(key=_point_time)
+        for p in points:
+            self.accumulator.add_point(p)
+        for r in records:
+            self.accumulator.add_record(r)
+        now = time.monotonic()
+        if now - self._last_expire >= min(EXPIRE_EVERY_S, self.accumulator.expiration / 10):
+            self._last_expire = now
+            self.accumulator.expire()
+        if ok:
+            self.last_success = time.time()
+        return largest
+
+    @staticmethod
+    def _position(shard: _Shard, conn: sqlite3.Connection) -> None:
+        """Cursors at the shard's current end (what was stored before the tailer started is not counted)."""
+        for table in shard.cursors:
+            row = conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()
+            shard.cursors[table] = int(row[0])
+        shard.positioned = True
+
+    def _read_points(self, shard: _Shard, conn: sqlite3.Connection, out: list[dict[str, Any]]) -> int:
+        rows = conn.execute(
+            "SELECT seq, body FROM metric_points WHERE seq > ? ORDER BY seq LIMIT ?",
+            (shard.cursors["metric_points"], self.poll_batch),
+        ).fetchall()
+        if rows:
+            out.extend(_loads(body) for _, body in rows)
+            shard.cursors["metric_points"] = int(rows[-1][0])
+            self.rows_read["metric_points"] += len(rows)
+        return len(rows)
+
+    def _read_records(self, shard: _Shard, conn: sqlite3.Connection, out: list[dict[str, Any]]) -> int:
+        rows = conn.execute(
+            "SELECT seq, kind, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+            (shard.cursors["records"], self.poll_batch),
+        ).fetchall()
+        if rows:
+            out.extend(_loads(body) for _, kind, body in rows if kind in EVENT_KINDS)
+            shard.cursors["records"] = int(rows[-1][0])
+            self.rows_read["records"] += len(rows)
+        return len(rows)
+
+    def _conn(self, shard: _Shard) -> sqlite3.Connection | None:
+        if shard.conn is None:
+            try:
+                shard.conn = connect(shard.path, readonly=True)
+            except sqlite3.Error as exc:
+                self._failed(shard, exc)
+                return None
+        return shard.conn
+
+    def _failed(self, shard: _Shard, exc: sqlite3.Error) -> None:
+        """A shard that is not readable yet (being created) or failing: count, log once per message, reopen later.
+
+        A shard that existed at start but could not be positioned then is positioned at its end once readable, so
+        a transient error never makes its whole history count again.
+        """
+        self.errors += 1
+        message = str(exc)
+        if message not in self._logged:
+            self._logged.add(message)
+            log.warning("prometheus exporter cannot read %s (retrying each poll): %s", shard.path.name, message)
+        self._close_shard(shard)
+
+    @staticmethod
+    def _close_shard(shard: _Shard) -> None:
+        if shard.conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                shard.conn.close()
+            shard.conn = None
+
+
+def _loads(body: Any) -> dict[str, Any]:
+    try:
+        value = orjson.loads(bytes(body) if isinstance(body, memoryview) else body)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _point_time(p: dict[str, Any]) -> int:
+    t = p.get("time_unix_nano")
+    return t if isinstance(t, int) else 0

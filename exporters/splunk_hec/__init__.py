@@ -1,0 +1,447 @@
+"""The ``splunk_hec`` destination: audit records to a Splunk HTTP Event Collector (``exporters.splunk_hec[/<name>]``).
+
+Requests are ``POST {endpoint}/services/collector/event`` with ``Authorization: Splunk <token>``, a body of
+concatenated JSON envelopes (see :mod:`exporters.splunk_hec.events`), gzip-compressed by default, and an
+``X-Splunk-Request-Channel`` header on every request.
+
+**Channel.** A random GUID generated when the exporter is created and kept for the process lifetime (one per
+destination and process; the shards of a process share it). Acknowledgement ids only mean something to the client
+that posted the request, and after a restart everything unconfirmed is re-sent from the cursor anyway, so nothing is
+gained by reusing a channel across restarts; a channel derived from host and destination would be shared by the
+worker processes of one bridge (each would then compete for Splunk's per-channel limits). Splunk forgets idle
+channels by itself. The header is sent even with ``ack: false``, so a token that has acknowledgement switched on
+still works (its ``ackId`` is then ignored) instead of failing with HEC code 10.
+
+**Indexer acknowledgement** (``ack: true``): a push succeeds only once Splunk reports its ``ackId`` indexed (polled
+by :class:`~exporters.splunk_hec.acks.AckPoller`, one poll for all outstanding ids). No acknowledgement within
+``ack_timeout`` -> ``Retry``: the request is sent again, so its events can be indexed twice (inherent to HEC
+acknowledgement; each event carries the record ``id`` for de-duplication in searches). If the token has
+acknowledgement disabled, a 200 without ``ackId`` is taken as delivered and a warning is logged once.
+
+**Answers.**
+
+- 2xx: delivered (codes 24/25, "approaching capacity", too).
+- 400 with ``invalid-event-number`` N: events before N are indexed and never re-sent, event N goes to dead letters,
+  the rest is re-sent (``Partial``).
+- 401/403 and token codes 1-4, 21, 22: ``Permanent``, logged at error level, counted in
+  ``ccbridge_exporter_auth_failures_total{destination}`` and reported by :meth:`SplunkHecExporter.health` (so on
+  ``/readyz``) until a request with the token succeeds again.
+- 413: the request is split in halves and each sent again; a single event refused as too large is ``Permanent``.
+- 408, 429, 5xx (busy code 9, queues full 18-20, shutting down 23, queue at capacity 26/27) and transport errors:
+  ``Retry``, honouring ``Retry-After``.
+- any other 4xx: ``Permanent``.
+
+Progress within one payload is kept in ``payload.meta["done"]`` (events already confirmed, e.g. the first half of a
+split request), so a ``Retry`` re-sends only what is not yet confirmed.
+
+**Health.** ``GET {endpoint}/services/collector/health`` at start and every ``health_check_interval``, plus a token
+probe (``POST /services/collector/ack`` with no ids: 200 or code 14 "ACK is disabled" prove the token valid, 401/403
+do not), feed :meth:`SplunkHecExporter.health`, e.g. ``splunk health: queues full (code 18)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
+from collector.delivery.settings import DestinationSettings
+from exporters.base import DeliveryRecord, Exporter, Payload
+from exporters.fieldpolicy import Action, FieldPolicy
+from exporters.httpclient import HttpAnswer, new_session, post
+from exporters.splunk_hec.acks import AckPoller, AckQueryError, AckState
+from exporters.splunk_hec.config import COLLECTOR_PATH, RoutingRule, SplunkHecConfig
+from exporters.splunk_hec.events import EventEncoder, compile_rules, split_envelopes
+
+__all__ = ["SPLUNK_DEFAULT_POLICY", "HecReply", "RoutingRule", "SplunkHecConfig", "SplunkHecExporter"]
+
+log = logging.getLogger(__name__)
+
+SPLUNK_DEFAULT_POLICY: dict[str, Action] = {}
+"""Splunk is the system of record: the field policy keeps everything unless configured."""
+
+AUTH_CODES = frozenset({1, 2, 3, 4, 21, 22})
+HEALTH_TEXT = {
+    18: "queues full",
+    19: "ack service unavailable",
+    20: "queues full, ack service unavailable",
+    23: "server is shutting down",
+}
+GZIP_LEVEL = 5
+HEALTH_TIMEOUT = 10.0
+LOG_EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class HecReply:
+    """The parts of a HEC answer body that matter (``{"text", "code", "ackId", "invalid-event-number"}``)."""
+
+    code: int | None = None
+    text: str = ""
+    ack_id: int | None = None
+    invalid_event: int | None = None
+    acks: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, body: str) -> HecReply:
+        try:
+            doc = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            return cls(text=" ".join(body.split())[:200])
+
+        def integer(key: str) -> int | None:
+            value = doc.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        text = doc.get("text")
+        acks = doc.get("acks")
+        return cls(
+            code=integer("code"),
+            text=text[:200] if isinstance(text, str) else "",
+            ack_id=integer("ackId"),
+            invalid_event=integer("invalid-event-number"),
+            acks=acks if isinstance(acks, dict) else None,
+        )
+
+    def describe(self, status: int) -> str:
+        out = f"HTTP {status}"
+        if self.code is not None:
+            out += f", HEC code {self.code}"
+        if self.text:
+            out += f": {self.text}"
+        return out
+
+
+class _Throttle:
+    """Lets a message through at most once per ``interval`` seconds and counts what it held back."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = -interval
+        self.held = 0
+
+    def ready(self) -> int | None:
+        """None to stay quiet, else how many messages were held back since the last one let through."""
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
+
+
+class SplunkHecExporter(Exporter):
+    """Splunk HEC ``/event`` with optional indexer acknowledgement (see the module docstring)."""
+
+    type_name: ClassVar[str] = "splunk_hec"
+    config_class: ClassVar[type[DestinationSettings]] = SplunkHecConfig
+
+    def __init__(self, name: str, config: SplunkHecConfig) -> None:
+        super().__init__(name, config)
+        self.cfg = config
+        self.host = config.host or socket.gethostname()
+        self.channel = str(uuid.uuid4())
+        base = config.base_url + COLLECTOR_PATH
+        self.event_url = base + "/event"
+        self.ack_url = f"{base}/ack?channel={self.channel}"
+        self.health_url = base + "/health"
+        self.encoder = EventEncoder(
+            host=self.host,
+            source=config.source,
+            sourcetype=config.sourcetype,
+            index=config.index,
+            rules=compile_rules(config.routing),
+            policy=FieldPolicy.build(SPLUNK_DEFAULT_POLICY, config),
+        )
+        self.acks = AckPoller(
+            self._query_acks, interval=float(config.ack_poll_interval), timeout=float(config.ack_timeout), name=name
+        )
+        self.session: aiohttp.ClientSession | None = None
+        self.auth_failures = 0
+        self._auth_metric: Any = None
+        self._auth_problem: str | None = None
+        self._health_problem: str | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self._auth_log = _Throttle(LOG_EVERY)
+        self._index_log = _Throttle(LOG_EVERY)
+        self._split_log = _Throttle(LOG_EVERY)
+        self._warned_no_ack = False
+
+    def __repr__(self) -> str:
+        return f"SplunkHecExporter({self.name!r}, endpoint={self.cfg.endpoint!r}, ack={self.cfg.ack})"
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    def bind_metrics(self, metrics: Any) -> None:
+        """Count token refusals in the process's self-metrics (``ccbridge_exporter_auth_failures_total``)."""
+        counter = getattr(metrics, "exporter_auth_failures", None)
+        self._auth_metric = counter.labels(self.name) if counter is not None else None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None or self.session.closed:
+            limit = max(8, self.cfg.concurrency * 4)
+            self.session = new_session(self.cfg.tls, self.cfg.timeout, limit=limit)
+        return self.session
+
+    async def start(self) -> None:
+        """Open the session and start health checks (in the background: an unreachable Splunk must not delay
+        the bridge's start)."""
+        self._session()
+        if self._health_task is None:
+            self._health_task = asyncio.create_task(self._health_loop(), name=f"splunk-health-{self.name}")
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._health_task
+            self._health_task = None
+        await self.acks.close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def health(self) -> str | None:
+        """A refused token first, then the last health check's finding; None when Splunk looks usable."""
+        return self._auth_problem or self._health_problem
+
+    # -- encoding --------------------------------------------------------------------------------------------------
+
+    def _body(self, events: Sequence[bytes]) -> bytes:
+        data = b"\n".join(events) + b"\n"
+        return gzip.compress(data, compresslevel=GZIP_LEVEL) if self.cfg.compression == "gzip" else data
+
+    def _headers(self, *, compressed: bool) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Splunk {self.cfg.token.get()}",
+            "X-Splunk-Request-Channel": self.channel,
+            "Content-Type": "application/json",
+        }
+        if compressed:
+            headers["Content-Encoding"] = "gzip"
+        return headers
+
+    def encode(self, records: Sequence[DeliveryRecord]) -> list[Payload]:
+        envelopes = [self.encoder.envelope(r) for r in records]
+        content = {"Content-Type": "application/json"}
+        if self.cfg.compression == "gzip":
+            content["Content-Encoding"] = "gzip"
+        out = []
+        sizes = [len(e.data) for e in envelopes]
+        for lo, hi in split_envelopes(sizes, self.cfg.max_request_bytes, self.cfg.max_request_events):
+            events = [e.data for e in envelopes[lo:hi]]
+            meta = {"events": events, "indexes": [e.index for e in envelopes[lo:hi]], "done": 0}
+            out.append(Payload(list(records[lo:hi]), self._body(events), dict(content), meta))
+        return out
+
+    # -- sending ---------------------------------------------------------------------------------------------------
+
+    async def push(self, payload: Payload) -> Outcome:
+        events: list[bytes] = payload.meta["events"]
+        done: int = payload.meta.get("done", 0)
+        confirmed, outcome = await self._send_range(payload, done, len(events), payload.data if done == 0 else None)
+        done += confirmed
+        if outcome is None:
+            return Success("indexed (acknowledged)" if self.cfg.ack else "accepted")
+        if isinstance(outcome, Partial):
+            return Partial(done, outcome.reason, outcome.status)
+        if isinstance(outcome, Permanent) and done > 0:
+            return Partial(done, outcome.reason, outcome.status)
+        payload.meta["done"] = done
+        return outcome
+
+    async def _send_range(self, payload: Payload, lo: int, hi: int, data: bytes | None) -> tuple[int, Outcome | None]:
+        """Send events ``[lo, hi)`` of ``payload``: how many (from ``lo``) are confirmed, and the outcome for the
+        rest (None when all are). A 413 splits the range in halves."""
+        events: list[bytes] = payload.meta["events"][lo:hi]
+        body = data if data is not None else self._body(events)
+        result = await self._post_events(body, payload.meta["indexes"][lo:hi])
+        if result is not None:
+            return result
+        size = sum(len(e) + 1 for e in events)
+        if hi - lo == 1:
+            reason = (
+                f"event of {size} bytes refused as too large (HTTP 413); raise the HEC max_content_length "
+                "(limits.conf [http_input]) or reduce what the record carries (field policy)"
+            )
+            return 0, Permanent(reason, 413)
+        if (held := self._split_log.ready()) is not None:
+            log.warning(
+                "%s: Splunk refused a request of %d events / %d bytes as too large (HTTP 413); sending it in halves. "
+                "Lower max_request_bytes below the server's limit.%s",
+                self.name,
+                hi - lo,
+                size,
+                f" ({held} more since the last message)" if held else "",
+            )
+        mid = (lo + hi) // 2
+        first, outcome = await self._send_range(payload, lo, mid, None)
+        if outcome is not None:
+            return first, outcome
+        second, outcome = await self._send_range(payload, mid, hi, None)
+        return first + second, outcome
+
+    async def _post_events(self, body: bytes, indexes: Sequence[str]) -> tuple[int, Outcome | None] | None:
+        """One ``/event`` request: (confirmed, outcome) as in :meth:`_send_range`, or None for a 413."""
+        count = len(indexes)
+        answer = await post(self._session(), self.event_url, body, self._headers(compressed=self._compressed))
+        if not isinstance(answer, HttpAnswer):
+            return 0, answer
+        status = answer.status
+        reply = HecReply.parse(answer.body)
+        if 200 <= status < 300:
+            self._auth_ok()
+            if not self.cfg.ack:
+                return count, None
+            if reply.ack_id is None:
+                if not self._warned_no_ack:
+                    self._warned_no_ack = True
+                    log.warning(
+                        "%s: ack is on but Splunk returned no ackId: the HEC token has indexer acknowledgement "
+                        "disabled, so delivery is confirmed on receipt only (enable it on the token)",
+                        self.name,
+                    )
+                return count, None
+            result = await self.acks.wait(reply.ack_id)
+            if result.state is AckState.ACKED:
+                return count, None
+            return 0, Retry(f"{result.reason}; re-sending the request (its events may be indexed twice)")
+        reason = reply.describe(status)
+        if status in (401, 403) or reply.code in AUTH_CODES:
+            self._auth_failed(reason)
+            return 0, Permanent(f"Splunk refused the HEC token ({reason})", status)
+        if status == 413:
+            return None
+        bad = reply.invalid_event
+        if status == 400 and bad is not None and 0 <= bad < count:
+            detail = f"Splunk refused this event ({reason}; invalid-event-number {bad})"
+            if reply.code == 7:
+                detail = (
+                    f"Splunk refused index {indexes[bad] or '(token default)'!r} for this event: "
+                    f"the HEC token may not write there ({reason})"
+                )
+                if (held := self._index_log.ready()) is not None:
+                    log.error("%s: %s%s", self.name, detail, f" ({held} more since the last message)" if held else "")
+            return bad, Partial(bad, detail, status)
+        if status in (408, 429) or status >= 500:
+            return 0, Retry(reason, answer.retry_after, status)
+        return 0, Permanent(reason, status)
+
+    @property
+    def _compressed(self) -> bool:
+        return self.cfg.compression == "gzip"
+
+    # -- token state ------------------------------------------------------------------------------------------------
+
+    def _auth_failed(self, reason: str) -> None:
+        self.auth_failures += 1
+        if self._auth_metric is not None:
+            self._auth_metric.inc()
+        self._auth_problem = f"Splunk refused the HEC token: {reason}"
+        if (held := self._auth_log.ready()) is not None:
+            log.error(
+                "%s: Splunk refused the HEC token (%s); records go to dead letters until the token is fixed "
+                "(then: ccbridge dlq replay --destination %s)%s",
+                self.name,
+                reason,
+                self.name,
+                f" ({held} more refusals since the last message)" if held else "",
+            )
+
+    def _auth_ok(self) -> None:
+        if self._auth_problem is not None:
+            self._auth_problem = None
+            log.info("%s: Splunk accepts the HEC token again", self.name)
+
+    # -- acknowledgement ---------------------------------------------------------------------------------------------
+
+    async def _query_acks(self, ids: list[int]) -> dict[int, bool]:
+        body = orjson.dumps({"acks": ids})
+        answer = await post(self._session(), self.ack_url, body, self._headers(compressed=False))
+        if not isinstance(answer, HttpAnswer):
+            raise AckQueryError(answer.reason)
+        reply = HecReply.parse(answer.body)
+        status = answer.status
+        if status == 200 and reply.acks is not None:
+            out = {}
+            for key, value in reply.acks.items():
+                with contextlib.suppress(ValueError):
+                    out[int(key)] = value is True
+            return out
+        reason = f"acknowledgement poll: {reply.describe(status)}"
+        if status in (401, 403) or reply.code in AUTH_CODES:
+            self._auth_failed(reason)
+            raise AckQueryError(reason, fatal=True)
+        if status == 400:
+            raise AckQueryError(reason, fatal=True)
+        raise AckQueryError(reason)
+
+    # -- health ------------------------------------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.check_health()
+            except Exception:
+                log.exception("%s: health check failed unexpectedly", self.name)
+            if self.cfg.health_check_interval <= 0:
+                return
+            await asyncio.sleep(float(self.cfg.health_check_interval))
+
+    async def check_health(self) -> str | None:
+        """Ask ``/services/collector/health`` and probe the token; returns (and keeps) what :meth:`health` says."""
+        problem: str | None
+        try:
+            timeout = aiohttp.ClientTimeout(total=min(float(self.cfg.timeout), HEALTH_TIMEOUT))
+            async with self._session().get(self.health_url, timeout=timeout) as resp:
+                status, text = resp.status, await resp.text(errors="replace")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            problem = f"splunk health: unreachable ({type(exc).__name__}: {exc})"
+        else:
+            reply = HecReply.parse(text)
+            if 200 <= status < 300:
+                problem = None
+            elif reply.code is not None:
+                problem = f"splunk health: {HEALTH_TEXT.get(reply.code, reply.text or 'unhealthy')} (code {reply.code})"
+            else:
+                problem = f"splunk health: HTTP {status}" + (f" {reply.text}" if reply.text else "")
+        if problem != self._health_problem:
+            if problem is None:
+                log.info("%s: Splunk HEC is healthy again", self.name)
+            else:
+                log.warning("%s: %s", self.name, problem)
+        self._health_problem = problem
+        if problem is None or not problem.startswith("splunk health: unreachable"):
+            await self._probe_token()
+        return self.health()
+
+    async def _probe_token(self) -> None:
+        """``/ack`` with no ids: 200 (acknowledgement on) or 400 code 14 (off) prove the token valid."""
+        answer = await post(self._session(), self.ack_url, b'{"acks":[]}', self._headers(compressed=False))
+        if not isinstance(answer, HttpAnswer):
+            return
+        reply = HecReply.parse(answer.body)
+        if answer.status in (401, 403) or reply.code in AUTH_CODES:
+            self._auth_failed(f"token check: {reply.describe(answer.status)}")
+        elif answer.status == 200 or reply.code == 14:
+            self._auth_ok()
+            if reply.code == 14 and self.cfg.ack and not self._warned_no_ack:
+                self._warned_no_ack = True
+                log.warning(
+                    "%s: ack is on but the HEC token has indexer acknowledgement disabled; delivery is confirmed "
+                    "on receipt only (enable acknowledgement on the token)",
+                    self.name,
+                )
