@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ccbridge-installed
 
-.PHONY: install run test lint system-deps bench clean
+.PHONY: install run test lint system-deps check-deploy bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install system-deps lint
+# Dockerfile, image install, alert rules, Grafana dashboard and Helm chart (scripts/check-deploy; under a minute).
+check-deploy: install system-deps
+	$(BIN)/python scripts/check-deploy
+
+test: install system-deps lint check-deploy
 	$(BIN)/python -m pytest -q
 
 bench: install

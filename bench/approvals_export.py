@@ -133,7 +133,16 @@ def generate_store(
 
 def _row(rec: dict[str, Any], t_ms: int) -> tuple[str, int, str, str | None, str | None, str | None, int, bytes]:
     user = rec["user"]
-    return (rec["id"], t_ms, rec["kind"], user["email"], user["id"], rec["session"]["id"], t_ms + 400, orjson.dumps(rec))
+    return (
+        rec["id"],
+        t_ms,
+        rec["kind"],
+        user["email"],
+        user["id"],
+        rec["session"]["id"],
+        t_ms + 400,
+        orjson.dumps(rec),
+    )
 
 
 def export_window() -> tuple[str, str]:
@@ -155,13 +164,17 @@ def measure_child(data_dir: Path) -> dict[str, Any]:
         summary = err.read().strip()
     if proc.returncode != 0:
         raise SystemExit(f"export failed ({proc.returncode}): {summary}")
-    return {"export_seconds": round(elapsed, 2), "export_max_rss_mib": round(usage.ru_maxrss / 1024, 1), "summary": summary}
+    return {
+        "export_seconds": round(elapsed, 2),
+        "export_max_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "summary": summary,
+    }
 
 
 def measure_tracemalloc(data_dir: Path) -> dict[str, float]:
     from collector.compliance.approvals import ApprovalFilter, JoinStats, store_rows
 
-    since, until = export_window()
+    _, until = export_window()
     flt = ApprovalFilter(BASE_MS - 1000, int(datetime.fromisoformat(until[:-1] + "+00:00").timestamp() * 1000))
     stats = JoinStats()
     tracemalloc.start()

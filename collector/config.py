@@ -335,18 +335,23 @@ def validate_tree(obj: object, path: str = "") -> None:
             validate_tree(child, sub)
 
 
-def load_text(text: str, environ: typing.Mapping[str, str] | None = None, source: str = "<config>") -> Config:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    expanded = _expand(raw if raw is not None else {}, "", os.environ if environ is None else environ)
+def load_tree(tree: object, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Build and validate a :class:`Config` from a parsed tree (``${env:...}`` expanded), as every loader does."""
+    expanded = _expand(tree if tree is not None else {}, "", os.environ if environ is None else environ)
     cfg = build(Config, expanded)
     from exporters import build_configs
 
     cfg = dataclasses.replace(cfg, exporters=build_configs(cfg.exporters or {}))
     validate_tree(cfg)
     return cfg
+
+
+def load_text(text: str, environ: typing.Mapping[str, str] | None = None, source: str = "<config>") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return load_tree(raw, environ)
 
 
 def load(path: str | Path | None, environ: typing.Mapping[str, str] | None = None) -> Config:

@@ -49,18 +49,36 @@ class FieldPolicyConfig:
             raise ConfigError(f"{path}.hash_salt: required when a field policy hashes (set a random secret)")
 
 
+_HASH_CACHE: dict[tuple[str, str], str] = {}
+_HASH_CACHE_MAX = 50_000
+
+
 def hash_value(value: Any, salt: str) -> str:
+    """``sha256:<hex>`` of salt and value; values repeat (the same people), so results are cached (bounded)."""
     text = value if isinstance(value, str) else repr(value)
-    return "sha256:" + hashlib.sha256(salt.encode() + b"\x00" + text.encode()).hexdigest()
+    key = (salt, text)
+    found = _HASH_CACHE.get(key)
+    if found is None:
+        found = "sha256:" + hashlib.sha256(salt.encode() + b"\x00" + text.encode()).hexdigest()
+        if len(_HASH_CACHE) >= _HASH_CACHE_MAX:
+            _HASH_CACHE.clear()
+        _HASH_CACHE[key] = found
+    return found
 
 
-def _apply(node: dict[str, Any], parts: list[str], action: Action, salt: str) -> bool:
-    """Apply ``action`` at ``parts`` under ``node`` (copy-on-write is the caller's job). True if it changed."""
-    for cut in range(len(parts), 0, -1):
-        key = ".".join(parts[:cut])
+Splits = tuple[tuple[str, "Splits"], ...]
+
+
+def _splits(parts: tuple[str, ...]) -> Splits:
+    """Every way to read ``parts`` as a key (longest first) followed by the rest of the path, precomputed."""
+    return tuple((".".join(parts[:cut]), _splits(parts[cut:])) for cut in range(len(parts), 0, -1))
+
+
+def _apply(node: dict[str, Any], splits: Splits, action: Action, salt: str) -> bool:
+    """Apply ``action`` at the path described by ``splits`` under ``node`` (copy-on-write). True if it changed."""
+    for key, rest in splits:
         if key not in node:
             continue
-        rest = parts[cut:]
         if not rest:
             if action == "drop":
                 del node[key]
@@ -83,7 +101,7 @@ class FieldPolicy:
     def __init__(self, actions: dict[str, Action], salt: str = "") -> None:
         self.actions = {k: v for k, v in actions.items() if v != "keep"}
         self.salt = salt
-        self._paths = [(k.split("."), v) for k, v in self.actions.items()]
+        self._paths = [(_splits(tuple(k.split("."))), v) for k, v in self.actions.items()]
 
     @classmethod
     def build(cls, defaults: dict[str, Action], cfg: FieldPolicyConfig) -> FieldPolicy:
@@ -99,6 +117,6 @@ class FieldPolicy:
         if not self._paths:
             return record
         out = dict(record)
-        for parts, action in self._paths:
-            _apply(out, parts, action, self.salt)
+        for splits, action in self._paths:
+            _apply(out, splits, action, self.salt)
         return out

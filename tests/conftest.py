@@ -68,7 +68,7 @@ import orjson
 import pytest
 import yaml
 
-from collector.config import Config, build, validate_tree
+from collector.config import Config, load_tree
 from collector.service import Service
 from collector.store.sqlite import RecordQuery, connect, iter_records, shard_paths
 
@@ -122,9 +122,7 @@ def bridge_config_dict(
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from a config tree, exactly as the YAML loader does."""
-    cfg = build(Config, tree)
-    validate_tree(cfg)
-    return cfg
+    return load_tree(tree)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -285,7 +285,9 @@ def _session_key(s: str | None) -> tuple[int, str]:
 class StoreSource:
     """Decision/result records of a data directory, grouped by session, merged over shards, in bounded memory."""
 
-    def __init__(self, data_dir: str | Path, flt: ApprovalFilter, result_grace_ms: int = DEFAULT_RESULT_GRACE_MS):
+    def __init__(
+        self, data_dir: str | Path, flt: ApprovalFilter, result_grace_ms: int = DEFAULT_RESULT_GRACE_MS
+    ) -> None:
         self.data_dir = data_dir
         self.flt = flt
         self.result_until_ms = flt.until_ms + result_grace_ms

@@ -109,7 +109,10 @@ def cmd_approvals_export(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if stats.evicted:
-        print(f"note: {stats.evicted} row(s) were written before their session ended (very large sessions)", file=sys.stderr)
+        print(
+            f"note: {stats.evicted} row(s) were written before their session ended (very large sessions)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -121,7 +121,9 @@ def _lines(stream: Any) -> Iterator[bytes]:
     yield from buffered
 
 
-def splunk_records(target: SplunkTarget, flt: ApprovalFilter, result_grace_ms: int) -> Iterator[tuple[int, dict[str, Any]]]:
+def splunk_records(
+    target: SplunkTarget, flt: ApprovalFilter, result_grace_ms: int
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(time_ms, record)`` of the decisions and results, in the order Splunk sorted them (session, time)."""
     from splunklib import binding
 
@@ -135,6 +137,8 @@ def splunk_records(target: SplunkTarget, flt: ApprovalFilter, result_grace_ms: i
             latest_time=_epoch(flt.until_ms + result_grace_ms),
         )
     except binding.HTTPError as exc:
+        if exc.status == 401:
+            raise SplunkError(f"Splunk at {target.url} refused the credentials (401 {exc.reason})") from None
         detail = exc.body.decode("utf-8", "replace")[:500] if isinstance(exc.body, bytes) else ""
         raise SplunkError(f"Splunk refused the search ({exc.status} {exc.reason}): {_message_of(detail)}") from None
     except (OSError, ssl.SSLError) as exc:

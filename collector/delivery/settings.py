@@ -57,6 +57,7 @@ class DestinationSettings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     backlog: BacklogSettings = field(default_factory=BacklogSettings)
+    schema: Literal["ccbridge", "ocsf"] = "ccbridge"
 
     def validate(self, path: str) -> None:
         if not 1 <= self.concurrency <= 64:

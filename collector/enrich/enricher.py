@@ -16,7 +16,8 @@ lookups only; everything that touches the disk runs in a background task:
 
 Learned mappings are kept in memory and written to the ``identity_map`` table of ``analytics.db`` every
 :data:`FLUSH_INTERVAL_S` seconds (and at stop), so a restart and the other workers know them too. Summaries and
-mappings are re-read every ``refresh_interval`` and whenever :meth:`request_refresh` is called (after each sync).
+mappings are re-read every ``refresh_interval`` and whenever :meth:`request_refresh` is called (after each sync);
+the summaries only when a day was written since the last read.
 A worker keeps the mappings it learned itself over those read from the file (another worker's newer mapping of
 the same id reaches it after its own restart). Re-reading builds new dictionaries and swaps them in on the event
 loop, so :meth:`enrich` never sees a half-built table.
@@ -97,6 +98,7 @@ class Enricher:
         self._by_user_id: dict[str, str] = {}
         self._pending: dict[tuple[str, str], str] = {}
         self._store: UsageStore | None = None
+        self._marker: tuple[object, ...] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -151,13 +153,21 @@ class Enricher:
             self._store = UsageStore.open(self.data_dir)
         return self._store
 
-    def _read(self) -> tuple[list[UserDailySummary], dict[tuple[str, str], str]]:
+    def _read(self) -> tuple[list[UserDailySummary] | None, dict[tuple[str, str], str]]:
+        """Summaries (``None`` when no day was written since the last read) and stored mappings."""
         store = self._open()
-        return store.latest_user_summaries(), store.identities()
+        marker = store.data_marker()
+        summaries = None
+        if marker != self._marker:
+            summaries = store.latest_user_summaries()
+            self._marker = marker
+        return summaries, store.identities()
 
-    def install(self, summaries: Iterable[UserDailySummary], identities: dict[tuple[str, str], str]) -> None:
-        """Swap in new summaries and merge stored mappings under the ones learned in this process."""
-        self._usage = usage_table(summaries)
+    def install(self, summaries: Iterable[UserDailySummary] | None, identities: dict[tuple[str, str], str]) -> None:
+        """Swap in new summaries (``None``: keep the current ones) and merge stored mappings under the ones
+        learned in this process."""
+        if summaries is not None:
+            self._usage = usage_table(summaries)
         by_account: dict[str, str] = {}
         by_user_id: dict[str, str] = {}
         for (kind, value), email in identities.items():

@@ -154,6 +154,24 @@ class UserDailySummary:
         return self.edit_accepted / total if total else None
 
 
+@dataclass(frozen=True, slots=True)
+class ActorDay:
+    """One actor's scalar figures on one day, summed over terminals and customer types (no per-tool or per-model
+    detail; :meth:`UsageStore.rows` has those). ``cost_cents`` is in US cents."""
+
+    day: date
+    actor_type: str
+    actor_id: str
+    sessions: int = 0
+    lines_added: int = 0
+    lines_removed: int = 0
+    commits: int = 0
+    pull_requests: int = 0
+    edit_accepted: int = 0
+    edit_rejected: int = 0
+    cost_cents: Decimal = Decimal(0)
+
+
 def is_final(day: date, fetched_at: datetime) -> bool:
     """Whether a fetch started at ``fetched_at`` saw ``day`` complete (``FINAL_AFTER`` past its end)."""
     day_end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
@@ -352,6 +370,33 @@ class UsageStore:
             args.append(actor_id)
         sql += " ORDER BY date, actor_type, actor_id, terminal_type, customer_type"
         return [parse_record(orjson.loads(raw), date.fromisoformat(d)) for d, raw in self._query(sql, args)]
+
+    def actor_days(self, since: date, until: date) -> list[ActorDay]:
+        """Per ``(date, actor)`` sums of the stored scalar columns for ``since..until``, without parsing ``raw``."""
+        rows = self._query(
+            "SELECT date, actor_type, actor_id, num_sessions, lines_added, lines_removed, commits, pull_requests, "
+            "edit_accepted, edit_rejected, cost_cents FROM usage_daily WHERE date >= ? AND date <= ? "
+            "ORDER BY date, actor_type, actor_id",
+            (since.isoformat(), until.isoformat()),
+        )
+        out: list[ActorDay] = []
+        key: tuple[str, str, str] | None = None
+        sums: list[int] = []
+        cents = Decimal(0)
+        for day, actor_type, actor_id, *counts, cost in rows:
+            if (day, actor_type, actor_id) != key:
+                if key is not None:
+                    out.append(ActorDay(date.fromisoformat(key[0]), key[1], key[2], *sums, cost_cents=cents))
+                key, sums, cents = (day, actor_type, actor_id), [0] * len(counts), Decimal(0)
+            sums = [a + b for a, b in zip(sums, counts, strict=True)]
+            cents += Decimal(cost)
+        if key is not None:
+            out.append(ActorDay(date.fromisoformat(key[0]), key[1], key[2], *sums, cost_cents=cents))
+        return out
+
+    def data_marker(self) -> tuple[object, ...]:
+        """A value that changes whenever a day's fetch is written (to skip re-reading unchanged data)."""
+        return tuple(self._query("SELECT MAX(fetched_at), COUNT(*), SUM(rows) FROM sync_state")[0])
 
     def latest_user_summaries(self, as_of: date | None = None) -> list[UserDailySummary]:
         """For each user email, the totals of the latest day with data (on or before ``as_of``)."""

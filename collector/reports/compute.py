@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from collector.enrich.analytics_client import DailyUsage
 from collector.reports.anomaly import RateCheck, find_anomalies
@@ -218,16 +218,41 @@ def org_totals(actors: Iterable[ActorTotals]) -> ActorTotals:
     return total
 
 
-def daily_edit_decisions(rows: Iterable[DailyUsage], *, actor_id: str | None = None) -> dict[date, tuple[int, int]]:
-    """``{day: (accepted, rejected)}`` over the edit tools, for every actor or one user (``actor_id``)."""
-    series: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+class EditDecisions(Protocol):
+    """What :func:`decision_series` needs of a row (:class:`DailyUsage` and ``ActorDay`` both have it)."""
+
+    @property
+    def day(self) -> date: ...
+    @property
+    def actor_type(self) -> str: ...
+    @property
+    def actor_id(self) -> str: ...
+    @property
+    def edit_accepted(self) -> int: ...
+    @property
+    def edit_rejected(self) -> int: ...
+
+
+Series = dict[date, tuple[int, int]]
+
+
+def decision_series(rows: Iterable[EditDecisions]) -> tuple[Series, dict[str, Series]]:
+    """``{day: (accepted, rejected)}`` over the edit tools: for every actor together, and per user e-mail."""
+    org: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+    users: dict[str, dict[date, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for row in rows:
-        if actor_id is not None and (row.actor_type != USER_ACTOR or row.actor_id != actor_id):
-            continue
-        counts = series[row.day]
-        counts[0] += row.edit_accepted
-        counts[1] += row.edit_rejected
-    return {day: (a, r) for day, (a, r) in series.items()}
+        accepted, rejected = row.edit_accepted, row.edit_rejected
+        counts = org[row.day]
+        counts[0] += accepted
+        counts[1] += rejected
+        if row.actor_type == USER_ACTOR:
+            mine = users[row.actor_id][row.day]
+            mine[0] += accepted
+            mine[1] += rejected
+    return (
+        {d: (a, r) for d, (a, r) in org.items()},
+        {user: {d: (a, r) for d, (a, r) in days.items()} for user, days in users.items()},
+    )
 
 
 def classify_tier(
@@ -251,13 +276,6 @@ def classify_tier(
 
 def tier_of(actor: ActorTotals, weeks: float, tiers: TiersConfig) -> str:
     return classify_tier(actor.sessions / weeks, actor.lines_added / weeks, actor.edit.acceptance_rate, tiers)
-
-
-def tier_counts(users: Iterable[ActorTotals], weeks: float, tiers: TiersConfig) -> dict[str, int]:
-    counts = dict.fromkeys(TIERS, 0)
-    for user in users:
-        counts[tier_of(user, weeks, tiers)] += 1
-    return counts
 
 
 # -- number formatting for the JSON form ------------------------------------------------------------------
@@ -385,9 +403,10 @@ def build_usage_report(
         user_docs.append(doc)
 
     days = period.each_day()
-    anomalies = [_check_dict(c, "org", None) for c in find_anomalies(daily_edit_decisions(rows), days, cfg.anomaly)]
+    org_series, user_series = decision_series(rows)
+    anomalies = [_check_dict(c, "org", None) for c in find_anomalies(org_series, days, cfg.anomaly)]
     for user in users:
-        series = daily_edit_decisions(rows, actor_id=user.actor_id)
+        series = user_series.get(user.actor_id, {})
         anomalies += [_check_dict(c, "user", user.actor_id) for c in find_anomalies(series, days, cfg.anomaly)]
     anomalies.sort(key=lambda a: (a["date"], a["scope"] != "org", a.get("user", "")))
 

@@ -34,21 +34,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector.enrich.analytics_client import DailyUsage
-from collector.enrich.usage_store import UsageStore
+from collector.enrich.usage_store import ActorDay, UsageStore
 from collector.reports.anomaly import RateCheck, check_day, rejection_rate
-from collector.reports.compute import (
-    USER_ACTOR,
-    daily_edit_decisions,
-    org_totals,
-    tier_counts,
-    totals_by_actor,
-)
+from collector.reports.compute import TIERS, USER_ACTOR, classify_tier, decision_series
 from collector.reports.config import ReportsConfig
 
 TIER_WINDOW_DAYS = 7
@@ -74,13 +68,13 @@ class GaugeSnapshot:
 
 
 def compute_snapshot(
-    rows: Sequence[DailyUsage], day: date | None, cfg: ReportsConfig, *, fetched_at: float | None = None
+    rows: Sequence[ActorDay], day: date | None, cfg: ReportsConfig, *, fetched_at: float | None = None
 ) -> GaugeSnapshot:
     """The gauges' figures for latest day ``day`` from ``rows`` covering at least its baseline and tier window."""
     if day is None:
         return GaugeSnapshot()
     window = cfg.anomaly.window_days
-    org_series = daily_edit_decisions(rows)
+    org_series, user_series = decision_series(rows)
     org_check = check_day(org_series, day, cfg.anomaly)
     accepted = rejected = 0
     for back in range(1, window + 1):
@@ -88,25 +82,35 @@ def compute_snapshot(
         accepted += a
         rejected += r
     latest = [r for r in rows if r.day == day]
-    totals = org_totals(totals_by_actor(latest).values())
     tier_since = day - timedelta(days=TIER_WINDOW_DAYS - 1)
-    tier_rows = [r for r in rows if tier_since <= r.day <= day and r.actor_type == USER_ACTOR]
-    users = totals_by_actor(tier_rows).values()
+    week: dict[str, list[int]] = {}
+    for r in rows:
+        if r.actor_type == USER_ACTOR and tier_since <= r.day <= day:
+            sums = week.setdefault(r.actor_id, [0, 0, 0, 0])
+            sums[0] += r.sessions
+            sums[1] += r.lines_added
+            sums[2] += r.edit_accepted
+            sums[3] += r.edit_rejected
+    weeks = TIER_WINDOW_DAYS / 7
+    tiers = dict.fromkeys(TIERS, 0)
+    for sessions, lines, acc, rej in week.values():
+        rate = acc / (acc + rej) if acc + rej else None
+        tiers[classify_tier(sessions / weeks, lines / weeks, rate, cfg.tiers)] += 1
     per_user: list[tuple[str, RateCheck]] = []
     if cfg.metrics.per_user:
         emails = sorted({r.actor_id for r in latest if r.actor_type == USER_ACTOR})
-        per_user = [(e, check_day(daily_edit_decisions(rows, actor_id=e), day, cfg.anomaly)) for e in emails]
+        per_user = [(e, check_day(user_series.get(e, {}), day, cfg.anomaly)) for e in emails]
     return GaugeSnapshot(
         day=day,
         fetched_at=fetched_at,
         org=org_check,
         baseline_rate=rejection_rate(accepted, rejected),
         users=tuple(per_user),
-        cost_usd=float(totals.cost_usd),
-        commits=totals.commits,
-        pull_requests=totals.pull_requests,
-        sessions=totals.sessions,
-        tiers=tuple(tier_counts(users, TIER_WINDOW_DAYS / 7, cfg.tiers).items()),
+        cost_usd=float(sum((r.cost_cents for r in latest), Decimal(0)) / 100),
+        commits=sum(r.commits for r in latest),
+        pull_requests=sum(r.pull_requests for r in latest),
+        sessions=sum(r.sessions for r in latest),
+        tiers=tuple(tiers.items()),
     )
 
 
@@ -184,6 +188,7 @@ class AnalyticsGauges(Collector):
         self.refresh_interval = refresh_interval
         self._families: list[Metric] = families(GaugeSnapshot(), cfg)
         self.snapshot = GaugeSnapshot()
+        self._marker: tuple[object, ...] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -205,17 +210,23 @@ class AnalyticsGauges(Collector):
         extra.append(self)
 
     def refresh_now(self) -> GaugeSnapshot:
-        """Recompute from the store (blocking; run it in a thread from async code)."""
-        day = self._store.latest_day(as_of=datetime.now(UTC).date())
+        """Recompute from the store (blocking; run it in a thread from async code). Nothing is recomputed while
+        no day was written and the UTC date is the same as at the last refresh."""
+        today = datetime.now(UTC).date()
+        marker = (today, self._store.data_marker())
+        if marker == self._marker:
+            return self.snapshot
+        day = self._store.latest_day(as_of=today)
         if day is None:
             snapshot = GaugeSnapshot()
         else:
             since = day - timedelta(days=max(self._cfg.anomaly.window_days, TIER_WINDOW_DAYS - 1))
             state = self._store.day_state(day)
             fetched = state.fetched_at.timestamp() if state is not None else None
-            snapshot = compute_snapshot(self._store.rows(since, day), day, self._cfg, fetched_at=fetched)
+            snapshot = compute_snapshot(self._store.actor_days(since, day), day, self._cfg, fetched_at=fetched)
         self.snapshot = snapshot
         self._families = families(snapshot, self._cfg)
+        self._marker = marker
         self.refreshes += 1
         return snapshot
 

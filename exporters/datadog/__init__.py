@@ -82,6 +82,8 @@ class DatadogExporterConfig(DestinationSettings, FieldPolicyConfig):
 
     def validate(self, path: str) -> None:
         DestinationSettings.validate(self, path)
+        if getattr(self, "schema", "ccbridge") != "ccbridge":
+            raise ConfigError(f"{path}.schema: the datadog destination sends ccbridge audit records only")
         for key in self.fields:
             if not key or key.startswith(".") or key.endswith("."):
                 raise ConfigError(f"{path}.fields: invalid field path {key!r}")
@@ -109,8 +111,8 @@ class DatadogExporterConfig(DestinationSettings, FieldPolicyConfig):
                 parts = urlsplit(url)
                 if parts.scheme not in ("http", "https") or not parts.netloc:
                     raise ConfigError(f"{path}.{key}: must be an http:// or https:// URL (got {url!r})")
-        if not 1 <= self.metrics_interval <= 3600 or self.metrics_interval != int(self.metrics_interval):
-            raise ConfigError(f"{path}.metrics_interval: must be a whole number of seconds between 1s and 1h")
+        if not 1 <= self.metrics_interval <= 300 or self.metrics_interval != int(self.metrics_interval):
+            raise ConfigError(f"{path}.metrics_interval: must be a whole number of seconds between 1s and 5m")
         for i, attr in enumerate(self.metrics_tag_attributes):
             if attr in FORBIDDEN_TAG_ATTRIBUTES:
                 raise ConfigError(

@@ -79,17 +79,14 @@ def series_errors(body: str) -> list[str]:
 
 
 def server_delay(answer: HttpAnswer) -> float | None:
-    """``Retry-After`` if given, else (on 429) ``X-RateLimit-Reset`` seconds; capped like every server delay."""
+    """``Retry-After`` if given, else (on 429) ``X-RateLimit-Reset`` (whole seconds until the rate-limit window
+    resets); capped like every server delay. Anything else in the header is ignored."""
     if answer.retry_after is not None:
         return answer.retry_after
     if answer.status == 429:
         reset = answer.headers.get("x-ratelimit-reset", "").strip()
-        try:
-            seconds = float(reset)
-        except ValueError:
-            return None
-        if seconds >= 0:
-            return min(seconds, MAX_SERVER_DELAY)
+        if reset.isascii() and reset.isdigit():
+            return min(float(reset), MAX_SERVER_DELAY)
     return None
 
 

@@ -16,14 +16,16 @@ One record becomes one entry:
 
 Limits (spec: 5 MB per request, 1 MB per entry, 1000 entries per array): batches are split into consecutive groups
 of at most :data:`MAX_ENTRIES` entries and :data:`MAX_PAYLOAD_BYTES` bytes of JSON array. An entry above
-:data:`MAX_ENTRY_BYTES` is **truncated with a marker** rather than dead-lettered: the facet attributes stay intact
-(large values are removed from ``claude_code``), ``message`` is cut and ends with ``…[truncated by ccbridge]``,
-``ccbridge.truncated`` is ``true`` and ``ccbridge.message_bytes`` holds the original size. The full record stays in
-the bridge's own store (and any system-of-record destination); Datadog would silently truncate it anyway.
+:data:`MAX_ENTRY_BYTES` is **truncated with a marker** rather than dead-lettered: tags, status and the small facet
+attributes stay (large values are removed from ``claude_code``, the whole object as a last resort), ``message`` is
+cut and ends with ``…[truncated by ccbridge]``, ``ccbridge.truncated`` is ``true`` and ``ccbridge.message_bytes``
+holds the original size. The full record stays in the bridge's own store (and any system-of-record destination);
+Datadog would silently truncate it anyway.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -36,7 +38,7 @@ from exporters.fieldpolicy import FieldPolicy
 DDSOURCE = "claude-code"
 MAX_ENTRIES = 1000
 MAX_PAYLOAD_BYTES = 5_000_000
-MAX_ENTRY_BYTES = 1_000_000
+MAX_ENTRY_BYTES = 1_000_000 - 1024  # the spec's 1 MB per log, read as 10^6 bytes, less a margin
 TRUNCATION_MARKER = "…[truncated by ccbridge]"
 LARGE_ATTRIBUTE_BYTES = 1024
 _TAG_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.:/\-]+")
@@ -63,7 +65,17 @@ def status_of(record: dict[str, Any]) -> str:
 
 def tag_value(value: Any) -> str:
     """A value made safe for a Datadog tag: no commas or spaces, at most 200 characters."""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    if isinstance(value, str | int | float):  # bools too: typed=True keeps True apart from 1
+        return _tag_text(value)
+    return _clean(orjson.dumps(value).decode())
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _tag_text(value: str | int | float) -> str:
+    return _clean(value if isinstance(value, str) else orjson.dumps(value).decode())
+
+
+def _clean(text: str) -> str:
     return _TAG_VALUE_BAD.sub("_", text).strip("_")[:_MAX_TAG_VALUE]
 
 
@@ -142,11 +154,12 @@ class LogEncoder:
         data = orjson.dumps(entry)
         if len(data) <= MAX_ENTRY_BYTES:
             return data
-        return truncate_entry(entry, len(data))
+        return truncate_entry(entry)
 
 
-def truncate_entry(entry: dict[str, Any], size: int) -> bytes:
-    """``entry`` shrunk below :data:`MAX_ENTRY_BYTES`: large facet values removed, ``message`` cut with a marker."""
+def truncate_entry(entry: dict[str, Any]) -> bytes:
+    """``entry`` shrunk below :data:`MAX_ENTRY_BYTES`: large facet values removed, ``message`` cut with a marker
+    (and, should the facets alone still be too large, the ``claude_code`` facets left out)."""
     message: str = entry["message"]
     entry["ccbridge"] = {"truncated": True, "message_bytes": len(message.encode())}
     facets = entry.get("claude_code")
@@ -157,6 +170,9 @@ def truncate_entry(entry: dict[str, Any], size: int) -> bytes:
     while len(data) > MAX_ENTRY_BYTES and keep > 0:
         keep = max(0, keep - (len(data) - MAX_ENTRY_BYTES) - len(TRUNCATION_MARKER) * 4)
         entry["message"] = message[:keep] + TRUNCATION_MARKER
+        data = orjson.dumps(entry)
+    if len(data) > MAX_ENTRY_BYTES:
+        entry.pop("claude_code", None)
         data = orjson.dumps(entry)
     return data
 

@@ -25,8 +25,8 @@ a bucket is always submitted with its full total: when late data changes a bucke
 total replaces the old one rather than adding to it.
 
 The metrics API only takes points from the last hour (:data:`MAX_AGE_SECONDS` leaves a margin): increments with an
-older event time are not aggregated, and buckets that could not be sent before they became that old are dropped;
-both are counted (reason ``too_old``). Timestamps in the future are clamped to now.
+older bucket are not aggregated, and buckets that could not be sent before they became that old are dropped; both
+are counted (reason ``too_old``). Event times more than a minute in the future are taken as now.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -75,8 +75,7 @@ TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
 _METRIC_NAME_BAD = re.compile(r"[^A-Za-z0-9_.]+")
 
 
-@dataclass(frozen=True)
-class Increment:
+class Increment(NamedTuple):
     """One contribution to a count: ``value`` added to ``metric`` with ``tags`` at ``time_s`` (epoch seconds).
 
     ``item`` marks the one increment per record or data point that stands for it in skip accounting (a record
@@ -120,7 +119,10 @@ def record_increments(record: dict[str, Any], time_s: float) -> list[Increment]:
     if kind in BRIDGE_KINDS or str(record.get("event", "")).startswith("ccbridge."):
         return []
     out = [Increment("claude_code.audit.records", _tags([("kind", kind)]), time_s, 1.0)]
-    extra: list[Increment] = []
+
+    def more(metric: str, tags: tuple[str, ...], value: float = 1.0, unit: str | None = None) -> None:
+        out.append(Increment(metric, tags, time_s, value, unit, False))
+
     tool = record.get("tool") or {}
     model = record.get("model")
     if kind == "tool_decision":
@@ -132,30 +134,28 @@ def record_increments(record: dict[str, Any], time_s: float) -> list[Increment]:
                 ("approval_mode", tool.get("approval_mode")),
             ]
         )
-        extra.append(Increment("claude_code.audit.tool_decisions", tags, time_s, 1.0))
+        more("claude_code.audit.tool_decisions", tags)
     elif kind == "tool_result":
-        tags = _tags([("tool", tool.get("name")), ("success", tool.get("success"))])
-        extra.append(Increment("claude_code.audit.tool_results", tags, time_s, 1.0))
+        more("claude_code.audit.tool_results", _tags([("tool", tool.get("name")), ("success", tool.get("success"))]))
     elif kind == "file_change":
         file = record.get("file") or {}
         tags = _tags([("tool", tool.get("name")), ("operation", file.get("operation"))])
-        extra.append(Increment("claude_code.audit.file_changes", tags, time_s, 1.0))
+        more("claude_code.audit.file_changes", tags)
     elif kind == "api_request":
-        extra.append(Increment("claude_code.audit.api_requests", _tags([("model", model)]), time_s, 1.0))
+        model_tags = _tags([("model", model)])
+        more("claude_code.audit.api_requests", model_tags)
         cost = _number(record.get("cost_usd"))
         if cost is not None:
-            extra.append(Increment("claude_code.audit.cost_usd", _tags([("model", model)]), time_s, cost, "dollar"))
+            more("claude_code.audit.cost_usd", model_tags, cost, "dollar")
         tokens = record.get("tokens") or {}
         for token_type in TOKEN_TYPES:
             count = _number(tokens.get(token_type))
             if count:
-                tags = _tags([("model", model), ("type", token_type)])
-                extra.append(Increment("claude_code.audit.tokens", tags, time_s, count, "token"))
+                more("claude_code.audit.tokens", (*model_tags, f"type:{token_type}"), count, "token")
     elif kind == "api_error":
         api = record.get("api") or {}
-        tags = _tags([("model", model), ("status_code", api.get("status_code"))])
-        extra.append(Increment("claude_code.audit.api_errors", tags, time_s, 1.0))
-    return out + [replace(inc, item=False) for inc in extra]
+        more("claude_code.audit.api_errors", _tags([("model", model), ("status_code", api.get("status_code"))]))
+    return out
 
 
 def metric_name(name: str) -> str:
@@ -230,13 +230,13 @@ class Aggregator:
     dirty: set[tuple[SeriesKey, int]] = field(default_factory=set)
 
     def add(self, inc: Increment, now: float, *, mark_dirty: bool = True) -> bool:
-        """Add an increment; False (nothing added) when its event time is older than ``max_age``."""
+        """Add an increment; False (nothing added) when its bucket starts more than ``max_age`` ago."""
         t = inc.time_s
-        if t < now - self.max_age:
-            return False
         if t > now + FUTURE_SLACK_SECONDS:
             t = now
         bucket = int(t // self.interval) * self.interval
+        if bucket < now - self.max_age:
+            return False
         key = (inc.metric, inc.tags)
         slot = self.buckets.setdefault(key, {}).setdefault(bucket, _Bucket())
         slot.total += inc.value
@@ -254,7 +254,7 @@ class Aggregator:
         lost = 0
         for key in list(self.buckets):
             slots = self.buckets[key]
-            for bucket in [b for b in slots if b + self.interval <= cutoff]:
+            for bucket in [b for b in slots if b < cutoff]:
                 if (key, bucket) in self.dirty:
                     self.dirty.discard((key, bucket))
                     lost += slots[bucket].items

@@ -21,6 +21,7 @@ from collector.delivery.outcome import Outcome
 from collector.delivery.settings import DestinationSettings
 from exporters.base import DeliveryRecord, Exporter, Payload
 from exporters.httpclient import TLSClientConfig, default_outcome, new_session, post
+from exporters.ocsf import ocsf_body
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ class HttpExporter(Exporter):
     def encode(self, records: Sequence[DeliveryRecord]) -> list[Payload]:
         cfg = self.cfg
         out = []
+        originals = {id(r): r for r in records}
+        if cfg.schema == "ocsf":
+            shown = [DeliveryRecord(r.seq, r.id, ocsf_body(r.record), r.time_ms) for r in records]
+            originals = {id(s): r for s, r in zip(shown, records, strict=True)}
+            records = shown
         for group in split_by_size(records, cfg.max_request_bytes):
             if cfg.format == "ndjson":
                 data = b"\n".join(r.body for r in group) + b"\n"
@@ -90,7 +96,7 @@ class HttpExporter(Exporter):
             if cfg.compression == "gzip":
                 data = gzip.compress(data, compresslevel=5)
                 headers["Content-Encoding"] = "gzip"
-            out.append(Payload(group, data, headers))
+            out.append(Payload([originals[id(r)] for r in group], data, headers))
         return out
 
     async def push(self, payload: Payload) -> Outcome:

@@ -114,7 +114,7 @@ TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
 IGNORED_OUTCOMES = frozenset({"not_claude_code", "invalid", "unsupported", "name_conflict", "out_of_order"})
 
 
-@dataclass
+@dataclass(eq=False)
 class Series:
     """One exported series: value, creation time (wall clock) and last update (monotonic clock)."""
 
@@ -125,7 +125,7 @@ class Series:
     contrib: dict[bytes, float] | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class Family:
     """One exported metric: name, type, help, unit, declared label names, and its series by label key."""
 
@@ -139,7 +139,7 @@ class Family:
     regular: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Stream:
     last_t: int
     start: int

@@ -2,9 +2,11 @@
 
 Runs in the primary worker. Each shard has an in-memory cursor per table that starts at the shard's end when the
 tailer starts: exported counters restart at zero after a bridge restart (Prometheus treats the drop as a counter
-reset, so ``rate()``/``increase()`` stay right). Before that, a *warm-up* reads the metric points of the last
-``series_expiration`` without counting them, so cumulative streams resume from their last value instead of being
-counted in full again. A shard that appears later (a worker started after the tailer) is read from its beginning.
+reset, so ``rate()``/``increase()`` stay right). The first poll starts with a *warm-up*: it reads the cumulative
+metric points of the last ``series_expiration`` stored before the start without counting them, so cumulative streams
+resume from their last value instead of being counted in full again (positioning is instant; the warm-up runs in the
+background and never delays start-up). A shard that appears later (a worker started after the tailer) is read from
+its beginning.
 
 Every poll (``poll_interval``) reads up to ``poll_batch`` new rows per table and shard in a worker thread
 (:func:`asyncio.to_thread`); it keeps polling without pause while a shard has more. Metric points of one poll are
@@ -30,7 +32,8 @@ from exporters.prometheus.accumulator import EVENT_KINDS, Accumulator
 
 log = logging.getLogger(__name__)
 
-WARMUP_MAX_ROWS = 2_000_000
+WARMUP_MAX_ROWS = 500_000
+_CUMULATIVE = b'"temporality":"cumulative"'
 EXPIRE_EVERY_S = 10.0
 _RECORD_KINDS = tuple(sorted(EVENT_KINDS))
 
@@ -70,6 +73,7 @@ class StoreTailer:
         self._task: asyncio.Task[None] | None = None
         self._busy = asyncio.Lock()
         self._logged: set[str] = set()
+        self._warm_plan: list[tuple[_Shard, int]] = []
 
     def stats(self) -> dict[str, float]:
         return {"errors": float(self.errors), "last_success": self.last_success}
@@ -78,7 +82,7 @@ class StoreTailer:
     # lifecycle
 
     async def start(self) -> None:
-        """Position the cursors at the end of every existing shard (after the warm-up), then poll periodically."""
+        """Position the cursors at the end of every existing shard, then poll periodically (warm-up first)."""
         async with self._busy:
             await asyncio.to_thread(self.initialize)
         self._task = asyncio.create_task(self._run(), name="prometheus-tailer")
@@ -118,9 +122,7 @@ class StoreTailer:
     # reading (worker thread; one at a time)
 
     def initialize(self) -> None:
-        """Cursors at the end of every shard present now; warm-up of cumulative/delta stream state."""
-        cutoff_ms = int((time.time() - self.accumulator.expiration) * 1000)
-        warm: list[dict[str, Any]] = []
+        """Cursors at the end of every shard present now (fast); the warm-up runs at the start of the first poll."""
         for path in shard_paths(self.data_dir):
             shard = _Shard(path, positioned=False)
             self.shards[path] = shard
@@ -129,24 +131,46 @@ class StoreTailer:
                 continue
             try:
                 self._position(shard, conn)
-                if self.warmup:
-                    rows = conn.execute(
-                        "SELECT body FROM metric_points WHERE time_ms >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
-                        (cutoff_ms, shard.cursors["metric_points"], WARMUP_MAX_ROWS),
-                    ).fetchall()
-                    warm.extend(_loads(b) for (b,) in reversed(rows))
             except sqlite3.Error as exc:
                 if "no such table" in str(exc):
                     shard.positioned = True  # created this instant: nothing stored before the tailer started
                 self._failed(shard, exc)
+                continue
+            if self.warmup:
+                self._warm_plan.append((shard, shard.cursors["metric_points"]))
+
+    def _warm_up(self) -> None:
+        """Re-learn cumulative streams from the last ``series_expiration`` of stored points, without counting them.
+
+        Only cumulative points are read (filtered in SQL): delta streams need no history to be counted right.
+        """
+        cutoff_ms = int((time.time() - self.accumulator.expiration) * 1000)
+        plan, self._warm_plan = self._warm_plan, []
+        warm: list[dict[str, Any]] = []
+        for shard, end in plan:
+            conn = self._conn(shard)
+            if conn is None:
+                continue
+            try:
+                rows = conn.execute(
+                    "SELECT body FROM metric_points WHERE time_ms >= ? AND seq <= ? AND instr(body, ?) > 0 "
+                    "ORDER BY seq DESC LIMIT ?",
+                    (cutoff_ms, end, _CUMULATIVE, WARMUP_MAX_ROWS),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                self._failed(shard, exc)
+                continue
+            warm.extend(_loads(b) for (b,) in reversed(rows))
         warm.sort(key=_point_time)
         for p in warm:
             self.accumulator.add_point(p, count=False)
         if warm:
-            log.info("prometheus exporter: warm-up re-learned %d recent metric points", len(warm))
+            log.info("prometheus exporter: warm-up re-learned %d recent cumulative metric points", len(warm))
 
     def poll_once(self) -> int:
         """Read and apply new rows of every shard; returns the largest batch read from one table of one shard."""
+        if self._warm_plan:
+            self._warm_up()
         for path in shard_paths(self.data_dir):
             if path not in self.shards:
                 self.shards[path] = _Shard(path)  # appeared after start: every row is new
@@ -220,17 +244,21 @@ class StoreTailer:
         return shard.conn
 
     def _failed(self, shard: _Shard, exc: sqlite3.Error) -> None:
-        """A shard that is not readable yet (being created) or failing: count, log once per message, reopen later.
+        """A shard that is not readable yet or failing: reopen it on the next poll.
 
-        A shard that existed at start but could not be positioned then is positioned at its end once readable, so
-        a transient error never makes its whole history count again.
+        A shard a worker is creating this instant (file there, tables not yet) is not an error. Anything else is
+        counted and logged once per message. A shard that existed at start but could not be positioned then is
+        positioned at its end once readable, so a transient error never makes its whole history count again.
         """
-        self.errors += 1
         message = str(exc)
+        self._close_shard(shard)
+        if message.startswith("no such table"):
+            log.debug("prometheus exporter: %s is being created", shard.path.name)
+            return
+        self.errors += 1
         if message not in self._logged:
             self._logged.add(message)
             log.warning("prometheus exporter cannot read %s (retrying each poll): %s", shard.path.name, message)
-        self._close_shard(shard)
 
     @staticmethod
     def _close_shard(shard: _Shard) -> None:

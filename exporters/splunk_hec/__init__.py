@@ -36,7 +36,8 @@ split request), so a ``Retry`` re-sends only what is not yet confirmed.
 
 **Health.** ``GET {endpoint}/services/collector/health`` at start and every ``health_check_interval``, plus a token
 probe (``POST /services/collector/ack`` with no ids: 200 or code 14 "ACK is disabled" prove the token valid, 401/403
-do not), feed :meth:`SplunkHecExporter.health`, e.g. ``splunk health: queues full (code 18)``.
+do not), feed :meth:`SplunkHecExporter.health`, e.g. ``splunk health: queues full (code 18)``. A health path that
+answers 404 (a proxy forwarding only ``/event``) is not a problem; "unreachable" is cleared by any accepted request.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -81,6 +82,7 @@ HEALTH_TEXT = {
 GZIP_LEVEL = 5
 HEALTH_TIMEOUT = 10.0
 LOG_EVERY = 60.0
+UNREACHABLE = "splunk health: unreachable"
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,15 @@ class _Throttle:
         return held
 
 
+def _event_body(config: SplunkHecConfig) -> Callable[[dict[str, Any]], bytes] | None:
+    """The OCSF mapper for ``schema: ocsf``; None sends the audit record itself."""
+    if getattr(config, "schema", "ccbridge") != "ocsf":
+        return None
+    from exporters.ocsf import ocsf_body
+
+    return ocsf_body
+
+
 class SplunkHecExporter(Exporter):
     """Splunk HEC ``/event`` with optional indexer acknowledgement (see the module docstring)."""
 
@@ -165,6 +176,7 @@ class SplunkHecExporter(Exporter):
             index=config.index,
             rules=compile_rules(config.routing),
             policy=FieldPolicy.build(SPLUNK_DEFAULT_POLICY, config),
+            event_body=_event_body(config),
         )
         self.acks = AckPoller(
             self._query_acks, interval=float(config.ack_poll_interval), timeout=float(config.ack_timeout), name=name
@@ -179,6 +191,7 @@ class SplunkHecExporter(Exporter):
         self._index_log = _Throttle(LOG_EVERY)
         self._split_log = _Throttle(LOG_EVERY)
         self._warned_no_ack = False
+        self._warned_no_health = False
 
     def __repr__(self) -> str:
         return f"SplunkHecExporter({self.name!r}, endpoint={self.cfg.endpoint!r}, ack={self.cfg.ack})"
@@ -304,6 +317,8 @@ class SplunkHecExporter(Exporter):
         reply = HecReply.parse(answer.body)
         if 200 <= status < 300:
             self._auth_ok()
+            if self._health_problem is not None and self._health_problem.startswith(UNREACHABLE):
+                self._health_problem = None  # it answered after all
             if not self.cfg.ack:
                 return count, None
             if reply.ack_id is None:
@@ -409,11 +424,20 @@ class SplunkHecExporter(Exporter):
             async with self._session().get(self.health_url, timeout=timeout) as resp:
                 status, text = resp.status, await resp.text(errors="replace")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            problem = f"splunk health: unreachable ({type(exc).__name__}: {exc})"
+            problem = f"{UNREACHABLE} ({type(exc).__name__}: {exc})"
         else:
             reply = HecReply.parse(text)
             if 200 <= status < 300:
                 problem = None
+            elif status == 404:
+                problem = None
+                if not self._warned_no_health:
+                    self._warned_no_health = True
+                    log.warning(
+                        "%s: %s answers 404 (a proxy that only forwards /event?); health checks cover the token only",
+                        self.name,
+                        self.health_url,
+                    )
             elif reply.code is not None:
                 problem = f"splunk health: {HEALTH_TEXT.get(reply.code, reply.text or 'unhealthy')} (code {reply.code})"
             else:
@@ -424,7 +448,7 @@ class SplunkHecExporter(Exporter):
             else:
                 log.warning("%s: %s", self.name, problem)
         self._health_problem = problem
-        if problem is None or not problem.startswith("splunk health: unreachable"):
+        if problem is None or not problem.startswith(UNREACHABLE):
             await self._probe_token()
         return self.health()
 

@@ -12,6 +12,9 @@ derived from the record *after* the field policy, so a dropped or hashed field n
 values are omitted. They carry a ``cc_`` prefix so they never collide with the fields Splunk extracts from the JSON
 ``event`` at search time (a shared name would show every value twice).
 
+With ``schema: ocsf`` the ``event`` is the record (after the policy) mapped to OCSF by :mod:`exporters.ocsf`; the
+indexed fields still come from the audit record.
+
 ``index`` is the first matching routing rule's index, else the configured ``index``, else omitted (the token's
 default index). Requests are concatenated envelopes separated by newlines (no array), split so that none holds more
 than ``max_request_events`` envelopes or ``max_request_bytes`` bytes before compression; a single envelope larger
@@ -20,7 +23,7 @@ than the limit is sent alone (the server decides; a 413 then dead-letters it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -158,13 +161,14 @@ class EventEncoder:
         index: str,
         rules: Sequence[CompiledRule],
         policy: FieldPolicy,
+        event_body: Callable[[dict[str, Any]], bytes] | None = None,
     ) -> None:
         self.default_index = index
         self.rules = list(rules)
         self.policy = policy
-        base = {"host": host, "source": source, "sourcetype": sourcetype}
+        self.event_body = event_body
+        self._base = {"host": host, "source": source, "sourcetype": sourcetype}
         self._meta_by_index: dict[str, bytes] = {}
-        self._base = base
 
     def _meta(self, index: str) -> bytes:
         """``"host":..,"source":..,"sourcetype":..[,"index":..]`` (cached per index)."""
@@ -198,10 +202,12 @@ class EventEncoder:
     def envelope(self, rec: DeliveryRecord) -> Envelope:
         record = rec.record
         index = self.route(record)
-        if self.policy.is_noop:
-            shown, body = record, rec.body
+        shown = record if self.policy.is_noop else self.policy.apply(record)
+        if self.event_body is not None:
+            body = self.event_body(shown)
+        elif shown is record:
+            body = rec.body
         else:
-            shown = self.policy.apply(record)
             body = orjson.dumps(shown)
         data = b"".join(
             (

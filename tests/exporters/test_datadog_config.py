@@ -3,6 +3,7 @@ overrides, defaults, and every invalid value refused with its dotted path (the A
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -147,7 +148,7 @@ exporters:
         ({"metrics_endpoint": "localhost:8080"}, "datadog/x.metrics_endpoint"),
         ({"metrics_interval": 0}, "datadog/x.metrics_interval"),
         ({"metrics_interval": "1500ms"}, "datadog/x.metrics_interval: must be a whole number of seconds"),
-        ({"metrics_interval": "2h"}, "datadog/x.metrics_interval"),
+        ({"metrics_interval": "6m"}, "datadog/x.metrics_interval: must be a whole number of seconds between 1s and 5m"),
         ({"metrics_tag_attributes": ["user.email"]}, "datadog/x.metrics_tag_attributes[0]: 'user.email'"),
         ({"metrics_tag_attributes": ["session.id"]}, "unbounded tag cardinality"),
         ({"compression": "zstd"}, "datadog/x.compression: must be one of gzip, none"),
@@ -161,6 +162,13 @@ exporters:
 )
 def test_bad_values_are_refused_naming_the_key(section, expected):
     assert expected in refused(**section)
+
+
+def test_a_schema_other_than_ccbridge_is_refused():
+    if "schema" not in {f.name for f in dataclasses.fields(DatadogExporterConfig)}:
+        pytest.skip("no common schema key")
+    assert "datadog/x.schema: the datadog destination sends ccbridge audit records only" in refused(schema="ocsf")
+    assert build(schema="ccbridge").api_key.get() == KEY
 
 
 def test_the_api_key_never_shows():

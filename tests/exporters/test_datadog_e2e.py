@@ -26,6 +26,7 @@ from collector.config import load_text
 from collector.delivery.state import state_path
 from collector.demo import batches
 from collector.service import Service
+from collector.store.sqlite import shard_path
 from tests.conftest import LOOPBACK, Bridge, bridge_config_dict, free_port
 from tests.contract.make_golden import (
     FIXTURES,
@@ -358,3 +359,38 @@ async def test_a_restart_sends_no_metric_twice(start, fake, tmp_path):
     assert [r.path for r in again_sent] in ([], ["/api/v2/logs"])
     assert all(e.attributes["claude_code"]["kind"] == "chain_head" for e in fake.logs[len(first_logs) :])
     assert len({e.attributes["claude_code"]["id"] for e in fake.logs}) == len(fake.logs)
+
+
+@pytest.mark.slow
+async def test_two_worker_processes_each_deliver_their_shard(spawn_bridge, fake, tmp_path):
+    """``ccbridge run`` with two workers: each binds its own shard, logs arrive once, series add up over workers."""
+    proc = await asyncio.to_thread(
+        spawn_bridge, overrides={"server": {"workers": 2}, "exporters": {DEST: section(fake)}}
+    )
+    gen = batches(20, users=4, seed=11)
+    deadline = time.monotonic() + 30
+    while not all(shard_records(proc.data_dir, i) for i in (0, 1)):  # until both workers got some
+        assert time.monotonic() < deadline, "the second worker never received a request"
+        # a new connection each time, so the kernel spreads them over both workers
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            body = next(gen).SerializeToString()
+            headers = {"Content-Type": "application/x-protobuf"}
+            async with s.post(proc.http_url + "/v1/logs", data=body, headers=headers) as resp:
+                assert resp.status == 200
+    stored = [r for r in proc.records() if r["kind"] != "chain_head"]
+    logs = await fake.wait_for_logs(len(stored), timeout=30)
+    assert {e.attributes["claude_code"]["id"] for e in logs} >= {r["id"] for r in stored}
+    await eventually(lambda: total(fake, "claude_code.audit.records") == len(stored), timeout=30)
+    workers = {t for p in fake.points for t in p.tags if t.startswith("ccbridge_worker:")}
+    assert workers == {"ccbridge_worker:0", "ccbridge_worker:1"}
+
+
+def shard_records(data_dir: Path, shard: int) -> int:
+    path = shard_path(data_dir, shard)
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM records WHERE kind != 'chain_head'").fetchone()[0])
+        except sqlite3.OperationalError:  # created but not yet initialised
+            return 0

@@ -16,10 +16,13 @@ from prometheus_client import CollectorRegistry
 
 import exporters
 from collector.delivery.outcome import Partial, Permanent, Retry, Success
+from collector.delivery.retry import parse_retry_after
 from collector.telemetry.selfmetrics import SelfMetrics
 from exporters.base import DeliveryRecord, Payload
 from exporters.datadog import DatadogExporter
+from exporters.datadog.intake import server_delay
 from exporters.datadog.logs import MAX_ENTRY_BYTES, TRUNCATION_MARKER, status_of, tag_value
+from exporters.httpclient import HttpAnswer
 from tests.fakes.datadog import DatadogFake
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -388,3 +391,31 @@ async def test_400_is_permanent_with_the_apis_error_text(fake, exporter):
     assert isinstance(outcome, Permanent) and outcome.status == 400
     assert "log entry 0: message is required" in outcome.reason
     assert exporter.health() is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "delay"),
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"x-ratelimit-reset": "12"}, 12.0),
+        ({"retry-after": "2", "x-ratelimit-reset": "12"}, 2.0),
+        ({"x-ratelimit-reset": "999999"}, 3600.0),
+        ({"x-ratelimit-reset": "inf"}, None),
+        ({"x-ratelimit-reset": "-5"}, None),
+        ({"x-ratelimit-reset": "²"}, None),
+        ({}, None),
+    ],
+)
+def test_server_delay_of_a_429(headers, delay):
+    answer = HttpAnswer(429, "{}", headers, parse_retry_after(headers.get("retry-after")))
+    assert server_delay(answer) == delay
+
+
+def test_an_entry_with_huge_facets_still_fits():
+    many = {f"k{i:06d}": "v" * 20 for i in range(60_000)}  # many small values: each below the large-value cut
+    (payload,) = make_exporter().encode([delivery(record(6, kind="event", extra=many))])
+    raw = gzip.decompress(payload.data)
+    assert len(raw) <= MAX_ENTRY_BYTES + 2
+    (entry,) = orjson.loads(raw)
+    assert entry["ccbridge"]["truncated"] is True and "claude_code" not in entry
+    assert entry["ddsource"] == "claude-code" and entry["ddtags"] == "kind:event"

@@ -464,6 +464,7 @@ async def test_counts_that_could_not_be_sent_within_the_window_are_counted_as_to
 
 
 async def test_the_run_loop_submits_and_stops(tmp_path, fake):
+    fake.clock = time.time  # this test runs on the real clock
     r = Rig(tmp_path / "loop", fake, Clock(time.time()), metrics_interval=1)
     try:
         decision(r, time.time())
@@ -484,3 +485,11 @@ def test_without_send_metrics_or_a_store_there_is_no_tailer(tmp_path):
     exp = exporters.create("datadog", exporters.build_configs({"datadog": {"api_key": KEY}})["datadog"])
     assert isinstance(exp, DatadogExporter)
     assert exp._new_tailer() is None
+
+
+def test_the_age_limit_applies_to_the_bucket_start_not_the_event_time():
+    agg = Aggregator(300)
+    now = 1_795_650_000.0  # a multiple of 300 plus 0: buckets start at now - 3300, now - 3600, ...
+    assert agg.add(Increment("m", (), now - MAX_AGE_SECONDS, 1.0), now)  # its bucket starts exactly at the limit
+    assert not agg.add(Increment("m", (), now - MAX_AGE_SECONDS - 1, 1.0), now)  # bucket starts 5 min earlier
+    assert agg.pending()[0]["points"] == [{"timestamp": int(now - MAX_AGE_SECONDS), "value": 1.0}]

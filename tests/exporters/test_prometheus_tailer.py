@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,8 @@ class Stores:
             self.open[i] = AuditStore(self.data_dir, shard=i, synchronous="normal").open()
         return self.open[i]
 
-    def add(self, i: int, points: list[dict[str, Any]] = (), records: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
-        metrics = [
-            (p["time_unix_nano"] // 1_000_000, metric_point_key(p), p["name"], orjson.dumps(p)) for p in points
-        ]
+    def add(self, i: int, points: Sequence[dict[str, Any]] = (), records: Sequence[dict[str, Any]] = ()) -> None:
+        metrics = [(p["time_unix_nano"] // 1_000_000, metric_point_key(p), p["name"], orjson.dumps(p)) for p in points]
         rows = [record_row(r, T0, int(time.time() * 1000)) for r in records]
         self.shard(i).append_sync(records=rows, metrics=metrics)
 
@@ -190,6 +190,22 @@ def test_unreadable_shard_is_counted_retried_and_positioned_at_its_end(stores: S
     stores.add(3, [], [api_request("after")])
     t.poll_once()
     assert acc.value(REQUESTS, model="m") == 2.0
+    t.close()
+
+
+def test_a_shard_being_created_at_start_is_not_an_error_and_is_read_from_its_start(stores: Stores) -> None:
+    stores.add(0, [], [])
+    path = shard_path(stores.data_dir, 1)
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # the file exists, its tables do not yet
+        conn.execute("PRAGMA user_version = 1")
+    t, acc = tailer(stores)
+    t.initialize()
+    t.poll_once()
+    assert t.errors == 0
+    stores.add(1, [point(2.0, T0, T0 + 60 * S)], [api_request("first")])
+    t.poll_once()
+    assert acc.value(COST, model="m", query_source="main") == 2.0
+    assert acc.value(REQUESTS, model="m") == 1.0
     t.close()
 
 

@@ -22,7 +22,7 @@ import pytest
 import exporters
 from collector import cli
 from collector.delivery.engine import DestinationWorker
-from tests.conftest import CLAUDE_CODE_FIXTURES, Bridge
+from tests.conftest import CLAUDE_CODE_FIXTURES, Bridge, stored_bodies
 from tests.contract.make_golden import recorded_requests, replay
 from tests.fakes.splunk_hec import SplunkHecFake, TokenPolicy
 
@@ -58,6 +58,15 @@ async def send_run(b: Bridge, run: str) -> None:
         assert getattr(result, "status", 200) == 200, result
 
 
+def ack_polls(fake: SplunkHecFake) -> list[Any]:
+    """Acknowledgement queries that asked about at least one id (not the token probe)."""
+    return [
+        r
+        for r in fake.requests
+        if r.path == "/services/collector/ack" and r.status == 200 and orjson.loads(r.decoded_body or b"{}")["acks"]
+    ]
+
+
 def worker(b: Bridge) -> DestinationWorker:
     assert b.service.delivery is not None
     (w,) = [w for w in b.service.delivery.workers if w.name == DEST]
@@ -65,8 +74,6 @@ def worker(b: Bridge) -> DestinationWorker:
 
 
 def stored_in_seq_order(b: Bridge) -> list[dict[str, Any]]:
-    from tests.conftest import stored_bodies
-
     return stored_bodies(b.data_dir, "records")
 
 
@@ -127,7 +134,10 @@ async def test_records_leave_only_when_acknowledged(bridge_factory, ack_fake):
     stored = stored_in_seq_order(b)
     assert len(stored) >= 19
     await until(lambda: len(ack_fake.events) == len(stored), what="all events posted")
-    await asyncio.sleep(0.3)  # several ack polls answered "false"
+    polls = len(ack_polls(ack_fake))
+    await until(lambda: len(ack_polls(ack_fake)) >= polls + 3, what="more acknowledgement polls answered false")
+    assert all(orjson.loads(r.response_body or b"{}")["acks"] for r in ack_polls(ack_fake)[polls:])
+    assert not any(v for r in ack_polls(ack_fake) for v in orjson.loads(r.response_body or b"{}")["acks"].values())
     w = worker(b)
     assert w.cursor == 0  # indexed by Splunk, but not acknowledged: nothing is confirmed yet
     assert await metric(b, "ccbridge_exporter_sent_records_total") == 0

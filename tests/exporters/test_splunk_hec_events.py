@@ -265,3 +265,21 @@ def test_split_property(sizes, limit, max_events):
         assert total <= limit or hi - lo == 1  # only a lone oversize envelope may exceed the limit
     for (lo, hi), (nlo, _) in itertools.pairwise(ranges):  # greedy
         assert hi - lo == max_events or sum(n + 1 for n in sizes[lo:hi]) + sizes[nlo] + 1 > limit
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# schema: ocsf
+
+
+def test_schema_ocsf_sends_the_ocsf_event_and_keeps_the_indexed_fields():
+    ocsf = pytest.importorskip("exporters.ocsf")
+    exp = make(schema="ocsf", sourcetype="claude:code:ocsf", fields={"tool.command": "drop"})
+    r = drec(0)
+    (env,) = envelopes(exp, [r])
+    record = audit(0)
+    del record["tool"]["command"]  # the policy applies before the mapping
+    assert env["event"] == orjson.loads(ocsf.ocsf_body(record))
+    assert "class_uid" in env["event"]
+    assert env["sourcetype"] == "claude:code:ocsf"
+    assert env["fields"]["cc_decision"] == "reject"
+    assert env["time"] == pytest.approx(T0_EPOCH + 0.512)

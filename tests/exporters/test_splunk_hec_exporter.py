@@ -527,6 +527,23 @@ async def test_health_check_of_an_unreachable_endpoint(make):
     assert problem is not None and problem.startswith("splunk health: unreachable")
 
 
+async def test_a_health_path_hidden_by_a_proxy_is_not_a_problem(fake, make, caplog):
+    exp = make(fake.url + "/not-forwarded")
+    with caplog.at_level(logging.WARNING, logger="exporters.splunk_hec"):
+        assert await exp.check_health() is None
+        assert await exp.check_health() is None
+    assert len([r for r in caplog.records if "404" in r.getMessage()]) == 1
+
+
+async def test_unreachable_is_cleared_by_an_accepted_request(fake, make):
+    exp = make(fake.url, timeout="300ms")
+    fake.delay_next(2, endpoint="health")
+    problem = await exp.check_health()
+    assert problem is not None and problem.startswith("splunk health: unreachable")
+    assert await push_all(exp, recs(1)) == [Success("accepted")]
+    assert exp.health() is None
+
+
 async def test_health_check_finds_a_bad_token_before_any_data_is_sent(fake, make):
     exp = make(fake.url)
     fake.revoke_token(TOKEN)

@@ -19,7 +19,8 @@ Enforced, in this order (each failure answers with the spec's error body
    cursor (page >= 2) requests.
 
 Data is deterministic for ``users`` user actors (+ ``api_keys`` API-key actors) x ``days`` days ending at
-``fake.today`` (older and future days answer an empty page), from ``seed``. Today and yesterday are partial: every
+``fake.today`` (older and future days answer an empty page), from ``seed``; user ``i`` is ``emails[i]`` when given,
+else ``userNNNN@example.com``. Today and yesterday are partial: every
 new walk (a request without ``page``) of those days sees a later snapshot with more activity (today also more
 actors); pages within one walk stay consistent because the cursor carries the snapshot. Every request is logged in
 ``fake.requests`` (the key itself is not kept, only which kind it was).
@@ -151,6 +152,7 @@ class AnalyticsApiFake:
     seed: int = 1
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
     api_keys: int = 0
+    emails: tuple[str, ...] = ()
     multi_terminal_every: int = 0
     date_format: Literal["rfc3339", "date"] = "rfc3339"
     admin_keys: tuple[str, ...] = (FAKE_ADMIN_KEY,)
@@ -222,7 +224,10 @@ class AnalyticsApiFake:
     # -- data ---------------------------------------------------------------------------------------------
 
     def _actors(self) -> list[tuple[str, str, int]]:
-        actors = [("user_actor", f"user{i:04d}@example.com", i) for i in range(self.users)]
+        actors = [
+            ("user_actor", self.emails[i] if i < len(self.emails) else f"user{i:04d}@example.com", i)
+            for i in range(self.users)
+        ]
         actors += [("api_actor", f"ci-key-{j:02d}", self.users + j) for j in range(self.api_keys)]
         return actors
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import random
 import time
 import uuid
@@ -341,8 +342,14 @@ def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
     """``ccbridge ARGV`` through :func:`collector.cli.main` (blocking; call via ``asyncio.to_thread`` from async code),
     with its stdout and stderr captured."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(list(argv))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(argv))
+    finally:  # some commands (dlq replay) set up process-wide logging; give the test process its own back
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import logging
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -311,6 +312,39 @@ async def test_pacing_limits_the_request_rate(fake):
         await client.fetch_day(fake.today - timedelta(days=3))
     times = [r.at for r in fake.requests]
     assert len(times) == 5 and times[-1] - times[0] >= 4 * 0.05 * 0.9
+
+
+async def test_pacing_applies_within_a_walk_and_days_run_concurrently(fake):
+    days = [fake.today - timedelta(days=n) for n in range(3, 7)]  # settled days: 48 records = 5 pages of 10
+    async with AnalyticsClient(make_config(fake, page_limit=10, max_requests_per_second=10.0)) as client:
+        started = time.monotonic()
+        fetched = await asyncio.gather(*(client.fetch_day(d) for d in days))
+        elapsed = time.monotonic() - started
+    assert [f.pages for f in fetched] == [5, 5, 5, 5]
+    by_day: dict[date, list[float]] = {}
+    for r in fake.requests:
+        by_day.setdefault(r.day, []).append(r.at)
+    for times in by_day.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.1 * 0.9  # at most 10 requests/s within one walk
+    firsts = [times[0] for times in by_day.values()]
+    assert max(firsts) - min(firsts) < 0.09  # walks of different days do not wait for each other
+    assert elapsed < 4 * 0.1 * 4  # 20 requests paced client-wide would need >= 1.9 s
+
+
+async def test_retry_after_pauses_every_walk(fake):
+    day_a, day_b = fake.today - timedelta(days=3), fake.today - timedelta(days=4)
+    fake.inject(429, times=1, retry_after="1", day=day_a)
+    async with AnalyticsClient(make_config(fake), retry=FAST) as client:
+        walk_a = asyncio.create_task(client.fetch_day(day_a))
+        deadline = time.monotonic() + 5
+        while not any(r.status == 429 for r in fake.requests) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        limited_at = next(r.at for r in fake.requests if r.status == 429)
+        await client.fetch_day(day_b)
+        await walk_a
+    first_b = next(r.at for r in fake.requests if r.day == day_b)
+    assert first_b - limited_at >= 0.95  # day B waited for day A's retry-after
 
 
 async def test_shutdown_interrupts_a_retry_wait(fake):

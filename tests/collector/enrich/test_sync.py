@@ -269,6 +269,23 @@ async def test_scheduler_logs_failures_and_keeps_running(store, caplog):
         assert "spend cap" in caplog.text and FAKE_ADMIN_KEY not in caplog.text
 
 
+async def test_scheduler_reports_each_cycle_and_survives_a_failing_callback(store, caplog):
+    async with AnalyticsApiFake(users=2, days=10) as fake:
+        config = make_config(fake)
+        seen = []
+
+        def on_cycle(result):
+            seen.append(result)
+            raise RuntimeError("callback broke")
+
+        async with AnalyticsClient(config, retry=FAST) as client:
+            scheduler = UsageSyncScheduler(client, store, config, clock=noon(fake.today), on_cycle=on_cycle)
+            first = await scheduler.run_once()
+            second = await scheduler.run_once()
+        assert seen == [first, second] and first.ok and second.ok
+        assert "on_cycle callback failed" in caplog.text
+
+
 async def test_scheduler_stop_interrupts_a_long_retry_after(store):
     async with AnalyticsApiFake(users=2, days=10) as fake:
         fake.inject(429, times=None, retry_after="30")

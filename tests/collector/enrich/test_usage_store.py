@@ -12,7 +12,14 @@ import orjson
 import pytest
 
 from collector.enrich.analytics_client import DailyUsage, parse_record, parse_usage_page
-from collector.enrich.usage_store import DB_FILENAME, FINAL_AFTER, UsageStore, UsageStoreError, is_final
+from collector.enrich.usage_store import (
+    _SCHEMA,
+    DB_FILENAME,
+    FINAL_AFTER,
+    UsageStore,
+    UsageStoreError,
+    is_final,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "analytics-api"
 DAY = date(2025, 9, 8)
@@ -46,11 +53,11 @@ def test_own_file_in_wal_mode(tmp_path, store):
     conn = sqlite3.connect(store.path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         conn.close()
-    assert tables == {"usage_daily", "sync_state"}
+    assert tables == {"usage_daily", "sync_state", "identity_map"}
 
 
 def test_round_trip_keeps_the_raw_record(store):
@@ -188,3 +195,71 @@ def test_closed_store_refuses_use(tmp_path):
     store.close()
     with pytest.raises(UsageStoreError, match="closed"):
         store.known_days()
+
+
+def test_identity_map_upserts_latest_email(store):
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+    assert (
+        store.save_identities(
+            [("user_id", "u1", "a@example.com"), ("account_uuid", "acc", "a@example.com")], seen_at=first
+        )
+        == 2
+    )
+    store.save_identities([("user_id", "u1", "b@example.com")], seen_at=first + timedelta(days=1))
+    assert store.identities() == {("user_id", "u1"): "b@example.com", ("account_uuid", "acc"): "a@example.com"}
+    row = (
+        sqlite3.connect(store.path)
+        .execute("SELECT first_seen, last_seen FROM identity_map WHERE value='u1'")
+        .fetchone()
+    )
+    assert row[0].startswith("2026-03-01") and row[1].startswith("2026-03-02")
+    assert store.save_identities([], seen_at=first) == 0
+    with pytest.raises(ValueError, match="unknown identity kind"):
+        store.save_identities([("email", "x", "y")], seen_at=first)
+
+
+def test_schema_1_file_is_upgraded_in_place(tmp_path):
+    path = tmp_path / DB_FILENAME
+    conn = sqlite3.connect(path)
+    v1 = _SCHEMA[: _SCHEMA.index("CREATE TABLE IF NOT EXISTS identity_map")]
+    conn.executescript(f"PRAGMA journal_mode=WAL;{v1}PRAGMA user_version=1;")
+    conn.execute("INSERT INTO sync_state VALUES ('2026-03-01', 'x', 'x', 1, 0, 1)")
+    conn.commit()
+    conn.close()
+    with UsageStore(path) as store:
+        assert store.identities() == {} and store.first_day() == date(2026, 3, 1)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_latest_day(store):
+    assert store.latest_day() is None
+    store.write_day(DAY, fixture_records(), pages=2, fetched_at=LATE)
+    store.write_day(DAY + timedelta(days=3), [], pages=1, fetched_at=LATE + timedelta(days=3))
+    assert store.latest_day() == DAY + timedelta(days=3)
+    assert store.latest_day(as_of=DAY + timedelta(days=2)) == DAY
+    assert store.latest_day(as_of=DAY - timedelta(days=1)) is None
+
+
+def test_actor_days_sum_terminals_without_parsing_raw(store):
+    records = fixture_records()
+    store.write_day(DAY, records, pages=2, fetched_at=LATE)
+    days = {(d.actor_type, d.actor_id): d for d in store.actor_days(DAY, DAY)}
+    for (actor_type, actor_id), got in days.items():
+        mine = [r for r in records if (r.actor_type, r.actor_id) == (actor_type, actor_id)]
+        assert got.sessions == sum(r.num_sessions for r in mine)
+        assert (got.edit_accepted, got.edit_rejected) == (
+            sum(r.edit_accepted for r in mine),
+            sum(r.edit_rejected for r in mine),
+        )
+        assert got.cost_cents == sum((r.cost_cents for r in mine), Decimal(0))
+    assert len(days) == len({(r.actor_type, r.actor_id) for r in records})
+    assert store.actor_days(DAY + timedelta(days=1), DAY + timedelta(days=2)) == []
+
+
+def test_data_marker_changes_when_a_day_is_written(store):
+    empty = store.data_marker()
+    store.write_day(DAY, fixture_records(), pages=2, fetched_at=LATE)
+    first = store.data_marker()
+    assert first != empty and store.data_marker() == first
+    store.write_day(DAY, fixture_records(), pages=2, fetched_at=LATE + timedelta(hours=1))
+    assert store.data_marker() != first
