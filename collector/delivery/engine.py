@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -97,9 +98,12 @@ class ShardReader:
         return int(row[0] or 0)
 
     def oldest_received_after(self, seq: int) -> int | None:
-        row = (
-            self.conn().execute("SELECT received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
-        )
+        with self._lock:
+            row = (
+                self.conn()
+                .execute("SELECT received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
+                .fetchone()
+            )
         return int(row[0]) if row else None
 
     def average_size(self, sample: int = 200) -> float:
@@ -168,14 +172,9 @@ class DestinationWorker:
         next_seq = self.cursor
         try:
             while not self.stop.is_set():
-                while len(inflight) < self.concurrency and not self.stop.is_set():
-                    dropped_to = await self._drop_if_needed(next_seq)
-                    if dropped_to is not None:
-                        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                        done.set_result(None)
-                        inflight.append((dropped_to, done))  # type: ignore[arg-type]
-                        next_seq = dropped_to
-                        continue
+                if self._drop_target > 0:
+                    next_seq = await self._drop_oldest(inflight)
+                while len(inflight) < self.concurrency and not self.stop.is_set() and not self._drop_target:
                     records = await self._next_batch(next_seq, wait=not inflight)
                     if not records:
                         break
@@ -184,7 +183,9 @@ class DestinationWorker:
                     next_seq = records[-1].seq
                 if not inflight:
                     continue
-                await asyncio.wait([t for _, t in inflight], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [t for _, t in inflight], timeout=STATS_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                )
                 self._advance(inflight)
         finally:
             if inflight:
@@ -223,7 +224,7 @@ class DestinationWorker:
         With ``wait`` False (other batches are in flight) a batch that is neither full nor due is not formed yet.
         """
         b = self.batch
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self._drop_target:
             records, oldest_ms = await asyncio.to_thread(self.reader.read_after, after, b.max_records, b.max_bytes)
             if records:
                 full = len(records) >= b.max_records or sum(len(r.body) for r in records) >= b.max_bytes * 0.9
@@ -347,20 +348,36 @@ class DestinationWorker:
         self.backlog = status
         return status
 
-    async def _drop_if_needed(self, after: int) -> int | None:
-        """Under ``drop_oldest``, move the oldest undelivered records to dead letters; returns the new position."""
+    async def _drop_oldest(self, inflight: collections.deque[tuple[int, asyncio.Task[None]]]) -> int:
+        """Under ``drop_oldest``: move the oldest undelivered records to dead letters; returns the new position.
+
+        The oldest undelivered records are usually the ones in flight (a dead destination keeps them retrying), so
+        in-flight batches are cancelled first; batches already confirmed at the head of the window still count as
+        delivered. A batch cancelled while its request was on the wire may have reached the destination too.
+        """
         n = self._drop_target
-        if n <= 0:
-            return None
         self._drop_target = 0
-        records, _ = await asyncio.to_thread(self.reader.read_after, after, n, 1 << 62)
-        if not records:
-            return None
-        reason = f"dropped (backlog limit, policy drop_oldest): {self.backlog.over_limit}"
-        await self._dead_letter(records, reason, None, 0)
-        self.m_dropped.inc(len(records))
-        log.warning("%s: dropped %d oldest undelivered records to dead letters: %s", self.name, len(records), reason)
-        return records[-1].seq
+        for _, t in inflight:
+            t.cancel()
+        await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+        while inflight:
+            seq, task = inflight[0]
+            if task.cancelled() or task.exception() is not None:
+                break
+            inflight.popleft()
+            self.cursor = seq
+        inflight.clear()
+        records, _ = await asyncio.to_thread(self.reader.read_after, self.cursor, n, 1 << 62)
+        if records:
+            reason = f"dropped (backlog limit, policy drop_oldest): {self.backlog.over_limit}"
+            await self._dead_letter(records, reason, None, 0)
+            self.m_dropped.inc(len(records))
+            log.warning(
+                "%s: dropped %d oldest undelivered records to dead letters: %s", self.name, len(records), reason
+            )
+            self.cursor = records[-1].seq
+        self.state.set_cursor(self.name, self.cursor)
+        return self.cursor
 
 
 class DeliveryEngine:
@@ -444,7 +461,7 @@ class DeliveryEngine:
             s.close()
 
     async def _stats_loop(self) -> None:
-        last_retention = 0.0
+        last_retention = -math.inf
         while not self.stop_event.is_set():
             try:
                 await asyncio.to_thread(self.refresh)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import email.utils
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -40,19 +41,20 @@ class RetrySettings:
             raise ConfigError(f"{path}.jitter: must be in [0, 1)")
 
 
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,6})?")
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent or invalid."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent or invalid.
+
+    Only ASCII decimal seconds are accepted (no signs, exponents, ``inf`` or other scripts' digits); the result is
+    capped at one hour so a hostile header cannot stall delivery.
+    """
     if not value:
         return None
     v = value.strip()
-    if v.isdigit():
+    if _DELTA_SECONDS.fullmatch(v):
         return min(float(v), MAX_SERVER_DELAY)
-    try:
-        secs = float(v)
-        if secs >= 0:
-            return min(secs, MAX_SERVER_DELAY)
-    except ValueError:
-        pass
     try:
         dt = email.utils.parsedate_to_datetime(v)
     except (TypeError, ValueError, IndexError):

@@ -3,7 +3,7 @@
 Keys:
 
 ``enabled``
-    ``true``/``false`` switches enrichment on or off. Unset (``null``, the default) means: on whenever
+    ``true``/``false`` switches enrichment on or off; ``auto`` (the default) means: on whenever
     ``enrichment.analytics_api.enabled`` is on. With enrichment on, every audit record of a known user carries
     ``usage`` (that user's latest day from ``<data_dir>/analytics.db``), and records that lack ``user.email`` get it
     backfilled from earlier records of the same ``user.account_uuid`` or ``user.id``. Switching it on without the
@@ -19,6 +19,7 @@ Keys:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from collector.configtypes import ConfigError, Duration
 
@@ -28,14 +29,18 @@ MAX_REFRESH_SECONDS = 3600.0
 
 @dataclass(frozen=True)
 class UsageEnrichmentConfig:
-    enabled: bool | None = None
+    enabled: Literal["auto", True, False] = "auto"
     refresh_interval: Duration = Duration(60.0)
     identity_backfill: bool = True
 
     def validate(self, path: str) -> None:
+        if not isinstance(self.enabled, bool) and self.enabled != "auto":
+            raise ConfigError(f"{path}.enabled: expected true, false or auto; got {self.enabled!r}")
         if not MIN_REFRESH_SECONDS <= self.refresh_interval <= MAX_REFRESH_SECONDS:
             raise ConfigError(f"{path}.refresh_interval: must be between 1s and 1h")
 
     def active(self, analytics_api_enabled: bool) -> bool:
-        """Whether enrichment runs: ``enabled`` when set, else whenever the Analytics API sync is enabled."""
-        return analytics_api_enabled if self.enabled is None else self.enabled
+        """Whether enrichment runs: ``enabled`` when true or false, with ``auto`` whenever the sync is enabled."""
+        if self.enabled == "auto":
+            return analytics_api_enabled
+        return bool(self.enabled)

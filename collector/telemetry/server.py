@@ -6,6 +6,7 @@ listening, a destination's health check failing), so a load balancer stops sendi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -58,9 +59,8 @@ class TelemetryServer:
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:
-        registry = scrape_registry(self.registry)
         encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(registry)
+        body = await asyncio.to_thread(lambda: encoder(scrape_registry(self.registry)))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.Request) -> web.Response:

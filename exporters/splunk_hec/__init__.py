@@ -310,7 +310,7 @@ class SplunkHecExporter(Exporter):
     async def _post_events(self, body: bytes, indexes: Sequence[str]) -> tuple[int, Outcome | None] | None:
         """One ``/event`` request: (confirmed, outcome) as in :meth:`_send_range`, or None for a 413."""
         count = len(indexes)
-        answer = await post(self._session(), self.event_url, body, self._headers(compressed=self._compressed))
+        answer = await self._post(self.event_url, body, compressed=self._compressed)
         if not isinstance(answer, HttpAnswer):
             return 0, answer
         status = answer.status
@@ -355,6 +355,14 @@ class SplunkHecExporter(Exporter):
             return 0, Retry(reason, answer.retry_after, status)
         return 0, Permanent(reason, status)
 
+    async def _post(self, url: str, body: bytes, *, compressed: bool) -> HttpAnswer | Outcome:
+        """:func:`exporters.httpclient.post`, which must not raise; if it does anyway (an answer it cannot read),
+        the request counts as unanswered (``Retry``)."""
+        try:
+            return await post(self._session(), url, body, self._headers(compressed=compressed))
+        except (ValueError, UnicodeError, aiohttp.ClientError, OSError) as exc:
+            return Retry(f"unreadable answer: {type(exc).__name__}: {exc}")
+
     @property
     def _compressed(self) -> bool:
         return self.cfg.compression == "gzip"
@@ -385,7 +393,7 @@ class SplunkHecExporter(Exporter):
 
     async def _query_acks(self, ids: list[int]) -> dict[int, bool]:
         body = orjson.dumps({"acks": ids})
-        answer = await post(self._session(), self.ack_url, body, self._headers(compressed=False))
+        answer = await self._post(self.ack_url, body, compressed=False)
         if not isinstance(answer, HttpAnswer):
             raise AckQueryError(answer.reason)
         reply = HecReply.parse(answer.body)
@@ -454,7 +462,7 @@ class SplunkHecExporter(Exporter):
 
     async def _probe_token(self) -> None:
         """``/ack`` with no ids: 200 (acknowledgement on) or 400 code 14 (off) prove the token valid."""
-        answer = await post(self._session(), self.ack_url, b'{"acks":[]}', self._headers(compressed=False))
+        answer = await self._post(self.ack_url, b'{"acks":[]}', compressed=False)
         if not isinstance(answer, HttpAnswer):
             return
         reply = HecReply.parse(answer.body)

@@ -466,3 +466,43 @@ def test_analytics_sync_runs_only_on_ordinal_zero(tmp_path: Path) -> None:
         "audit-bridge-1": "leader=false args=run --config /etc/ccbridge/config.yaml",
         "audit-bridge-10": "leader=false args=run --config /etc/ccbridge/config.yaml",
     }
+
+
+def test_config_file_outside_every_mount_fails_and_an_extra_mount_fixes_it() -> None:
+    exporter = {"url": "https://siem.example.com", "tls": {"ca_file": "/etc/ccbridge-ca/siem/ca.pem"}}
+    values: dict[str, Any] = {"config": {"exporters": {"http/siem": exporter}}}
+    problems = cd.validate_manifests(cd.render_chart(values))
+    assert problems == [
+        "config.yaml exporters.http/siem.tls.ca_file: /etc/ccbridge-ca/siem/ca.pem is not under any volume mount"
+        " of the container"
+    ]
+    values["extraVolumes"] = [{"name": "siem-ca", "configMap": {"name": "siem-ca"}}]
+    values["extraVolumeMounts"] = [{"name": "siem-ca", "mountPath": "/etc/ccbridge-ca/siem", "readOnly": True}]
+    assert cd.validate_manifests(cd.render_chart(values)) == []
+
+
+def test_receiver_tokens_and_tls_come_from_secrets_mounted_as_directories() -> None:
+    values = {
+        "receiverAuth": {"tokensSecret": {"name": "otlp-tokens", "key": "tokens.txt"}},
+        "tls": {"secretName": "otlp-tls", "clientCaKey": "ca.crt"},
+    }
+    by_kind = _render(values)
+    config = yaml.safe_load(next(m for m in by_kind["ConfigMap"])["data"]["config.yaml"])
+    assert config["receivers"]["auth"] == {"tokens_file": "/run/secrets/ccbridge/receiver-tokens/tokens"}
+    for transport in ("grpc", "http"):
+        assert config["receivers"]["otlp"][transport]["tls"] == {
+            "cert_file": "/run/secrets/ccbridge/receiver-tls/tls.crt",
+            "key_file": "/run/secrets/ccbridge/receiver-tls/tls.key",
+            "client_ca_file": "/run/secrets/ccbridge/receiver-tls/client-ca.crt",
+        }
+    pod = by_kind["StatefulSet"][0]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert "subPath" not in mounts["receiver-tokens"], "a subPath mount would never see a rotated Secret"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["receiver-tokens"]["secret"]["items"] == [{"key": "tokens.txt", "path": "tokens"}]
+    assert {"key": "ca.crt", "path": "client-ca.crt"} in volumes["receiver-tls"]["secret"]["items"]
+    assert cd.validate_manifests(cd.render_chart(values)) == []
+    with pytest.raises(cd.CheckFailed, match=r"receivers.auth.tokens_file \(receiverAuth.tokensSecret is set\)"):
+        cd.render_chart({**values, "config": {"receivers": {"auth": {"tokens_file": "/x"}}}})
+    with pytest.raises(cd.CheckFailed, match=r"telemetry.tls"):
+        cd.render_chart({"config": {"telemetry": {"tls": {"cert_file": "/x"}}}})

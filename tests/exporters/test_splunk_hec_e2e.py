@@ -19,7 +19,6 @@ import aiohttp
 import orjson
 import pytest
 
-import exporters
 from collector import cli
 from collector.delivery.engine import DestinationWorker
 from tests.conftest import CLAUDE_CODE_FIXTURES, Bridge, stored_bodies
@@ -48,8 +47,7 @@ def destination(url: str, **extra: Any) -> dict[str, Any]:
 
 
 async def start(bridge_factory: BridgeFactory, url: str, **extra: Any) -> Bridge:
-    built = exporters.build_configs({DEST: destination(url, **extra)})
-    return await bridge_factory(overrides={"exporters": built})
+    return await bridge_factory(overrides={"exporters": {DEST: destination(url, **extra)}})
 
 
 async def send_run(b: Bridge, run: str) -> None:

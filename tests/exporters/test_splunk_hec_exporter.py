@@ -658,3 +658,15 @@ async def test_tls_without_trusting_the_server_is_retry_and_unhealthy(tls_fake, 
 async def test_tls_insecure_skip_verify(tls_fake, make):
     exp = make(tls_fake.url, tls={"insecure_skip_verify": True})
     assert await push_all(exp, recs(1)) == [Success("accepted")]
+
+
+async def test_an_answer_the_http_client_cannot_read_is_retry_not_an_exception(fake, make, monkeypatch):
+    import exporters.splunk_hec as module
+
+    async def broken_post(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("could not convert string to float: '²'")  # e.g. a Retry-After the parser chokes on
+
+    monkeypatch.setattr(module, "post", broken_post)
+    exp = make(fake.url)
+    outcome = (await push_all(exp, recs(1)))[0]
+    assert isinstance(outcome, Retry) and "unreadable answer" in outcome.reason

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, settings
 
 from collector.pipeline import record_row
 from collector.processing.decode import LogEvent
-from collector.processing.normalize import event_time_ns, normalize_log
+from collector.processing.normalize import KIND_BY_EVENT, event_name_of, event_time_ns, normalize_log, to_str
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schemas" / "audit_record.v1.json").read_text())
@@ -93,6 +93,42 @@ def check_records(records: list[dict[str, Any]]) -> None:
         errors = sorted(VALIDATOR.iter_errors(rec), key=lambda e: list(e.path))
         assert not errors, f"record does not validate: {errors[0].message} at {list(errors[0].path)}"
         orjson.dumps(rec)
+
+
+def _ints_out_of_range(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return not -(2**63) <= v <= 2**64 - 1
+    if depth > 50:
+        return False
+    if isinstance(v, dict):
+        return any(_ints_out_of_range(x, depth + 1) for x in v.values())
+    if isinstance(v, list):
+        return any(_ints_out_of_range(x, depth + 1) for x in v)
+    return False
+
+
+def known_bug(events: list[LogEvent]) -> str | None:
+    """The reported, not yet fixed, bug an input would hit (such examples are skipped with ``assume``), or None.
+
+    Each entry has a strict-xfail regression test in ``test_fuzz_known_bugs.py``; when its owner fixes it, that
+    test passes unexpectedly and fails the run: then delete the entry here, so the fuzzers cover it again.
+    """
+    for ev in events:
+        if _ints_out_of_range(ev.attributes) or _ints_out_of_range(ev.resource) or _ints_out_of_range(ev.body):
+            return "integer attribute beyond 64 bits"
+        for key in ("prompt.id", "terminal.type"):
+            v = ev.attributes.get(key)
+            if isinstance(v, list | dict) and v:
+                return f"{key} that is a list or map"
+        kind = KIND_BY_EVENT.get(event_name_of(ev))
+        key = {"tool_decision": "decision", "tool_result": "decision_type"}.get(kind or "")
+        if key is not None:
+            decision = to_str(ev.attributes.get(key))
+            if decision and decision.lower() not in ("accept", "reject", "allow", "deny"):
+                return "a decision other than accept/reject/allow/deny"
+    return None
 
 
 def normalize_all(events: list[LogEvent]) -> list[dict[str, Any]]:

@@ -71,10 +71,14 @@ own (they are tied to container ports, probes, the volume mount and the analytic
       (list "server.workers" (hasKey (dig "server" (dict) $user) "workers"))
       (list "enrichment.analytics_api.enabled" (hasKey (dig "enrichment" "analytics_api" (dict) $user) "enabled"))
       (list "enrichment.analytics_api.admin_api_key" (hasKey (dig "enrichment" "analytics_api" (dict) $user) "admin_api_key"))
+      (list "telemetry.tls (probes and the ServiceMonitor use plain HTTP)" (hasKey (dig "telemetry" (dict) $user) "tls"))
+      (list "receivers.auth.tokens_file (receiverAuth.tokensSecret is set)" (and .Values.receiverAuth.tokensSecret.name (hasKey (dig "receivers" "auth" (dict) $user) "tokens_file")))
+      (list "receivers.otlp.grpc.tls (tls.secretName is set)" (and .Values.tls.secretName (hasKey (dig "receivers" "otlp" "grpc" (dict) $user) "tls")))
+      (list "receivers.otlp.http.tls (tls.secretName is set)" (and .Values.tls.secretName (hasKey (dig "receivers" "otlp" "http" (dict) $user) "tls")))
 -}}
 {{- range $owned -}}
 {{- if index . 1 -}}
-{{- fail (printf "config.%s is set by the chart; use the chart values instead (see values.yaml: workers, analytics.*, service.ports)" (index . 0)) -}}
+{{- fail (printf "config.%s is set by the chart; use the chart values instead (see values.yaml: workers, analytics, receiverAuth, tls, service.ports)" (index . 0)) -}}
 {{- end -}}
 {{- end -}}
 {{- $base := dict
@@ -85,6 +89,17 @@ own (they are tied to container ports, probes, the volume mount and the analytic
       "telemetry" (dict "endpoint" "0.0.0.0:9464" "log_format" "json")
       "server" (dict "workers" (int .Values.workers))
 -}}
+{{- if .Values.tls.secretName -}}
+{{- $tls := dict "cert_file" "/run/secrets/ccbridge/receiver-tls/tls.crt" "key_file" "/run/secrets/ccbridge/receiver-tls/tls.key" -}}
+{{- if .Values.tls.clientCaKey -}}
+{{- $_ := set $tls "client_ca_file" "/run/secrets/ccbridge/receiver-tls/client-ca.crt" -}}
+{{- end -}}
+{{- $_ := set $base.receivers.otlp.grpc "tls" $tls -}}
+{{- $_ := set $base.receivers.otlp.http "tls" (deepCopy $tls) -}}
+{{- end -}}
+{{- if .Values.receiverAuth.tokensSecret.name -}}
+{{- $_ := set $base.receivers "auth" (dict "tokens_file" "/run/secrets/ccbridge/receiver-tokens/tokens") -}}
+{{- end -}}
 {{- $cfg := mergeOverwrite $base $user -}}
 {{- if .Values.analytics.enabled -}}
 {{- $api := mergeOverwrite (deepCopy (default (dict) .Values.analytics.settings)) (dict

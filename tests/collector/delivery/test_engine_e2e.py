@@ -370,12 +370,6 @@ async def check_drop_oldest_accounting(b: Bridge, config: Path, sink: HttpSink, 
     assert set(newest) <= sink.ids()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with backlog.policy drop_oldest and the destination down, nothing is ever dropped: the worker only "
-    "looks at the drop target when its in-flight window has room, and the batch in flight retries until "
-    "retry.max_elapsed_time (default 300 s), so the backlog grows far past max_records",
-)
 async def test_drop_oldest_while_the_destination_is_down_drops_and_never_refuses(bridges, sink):
     await sink.stop()
     dest = http_destination(sink.url, backlog={"max_records": 100, "policy": "drop_oldest"})

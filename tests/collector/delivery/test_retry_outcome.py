@@ -78,20 +78,10 @@ def test_retry_after_absent_or_invalid_is_none(value):
     assert parse_retry_after(value, now=NOW) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_retry_after('²') raises ValueError (str.isdigit() is true for superscript digits but float() "
-    "refuses them) instead of returning None; through exporters/httpclient.post the exception escapes push()",
-)
 def test_retry_after_with_a_unicode_digit_that_float_refuses_is_invalid_not_an_exception():
     assert parse_retry_after("²", now=NOW) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_retry_after('inf') returns 3600.0 (float('inf') capped), so a garbage header makes the engine "
-    "wait the maximum hour; delta-seconds are digits only and invalid values should give None",
-)
 def test_retry_after_infinity_is_invalid():
     assert parse_retry_after("inf", now=NOW) is None
 

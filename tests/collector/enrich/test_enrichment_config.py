@@ -9,15 +9,18 @@ from collector.config import ConfigError, load_text
 
 def test_defaults():
     cfg = load_text("")
-    assert cfg.enrichment.usage.enabled is None and cfg.enrichment.usage.refresh_interval == 60.0
+    assert cfg.enrichment.usage.enabled == "auto" and cfg.enrichment.usage.refresh_interval == 60.0
     assert cfg.enrichment.usage.active(False) is False and cfg.enrichment.usage.active(True) is True
     assert cfg.reports.anomaly.window_days == 7 and cfg.reports.metrics.per_user is False
     assert cfg.reports.tiers.autonomous.min_acceptance_rate == 0.8
 
 
-@pytest.mark.parametrize("value", ["null", "true", "false", "'true'"])
-def test_enabled_accepts_unset_and_booleans(value):
-    load_text(f"enrichment:\n  usage:\n    enabled: {value}\n")
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("true", True), ("false", False)])
+def test_enabled_accepts_auto_and_booleans(value, expected):
+    usage = load_text(f"enrichment:\n  usage:\n    enabled: {value}\n").enrichment.usage
+    assert usage.enabled == expected and usage.enabled is not None
+    assert usage.active(False) is (expected is True)
+    assert usage.active(True) is (expected != False)  # noqa: E712
 
 
 @pytest.mark.parametrize(
@@ -26,6 +29,8 @@ def test_enabled_accepts_unset_and_booleans(value):
         ("enrichment: {usage: {refresh_interval: 0s}}", "enrichment.usage.refresh_interval"),
         ("enrichment: {usage: {refresh_interval: 2h}}", "enrichment.usage.refresh_interval"),
         ("enrichment: {usage: {enabled: maybe}}", "enrichment.usage.enabled"),
+        ("enrichment: {usage: {enabled: null}}", "enrichment.usage.enabled"),
+        ("enrichment: {usage: {enabled: 1}}", "enrichment.usage.enabled"),
         ("enrichment: {usage: {refresh: 1m}}", "enrichment.usage.refresh"),
         ("reports: {tiers: {autonomous: {min_acceptance_rate: 1.5}}}", "reports.tiers.autonomous.min_acceptance_rate"),
         (
