@@ -80,8 +80,9 @@ def wait_ready(url: str, timeout: float = 20.0) -> None:
 
 
 class Bridge:
-    def __init__(self, workers: int, exporters: dict[str, dict] | None = None) -> None:
+    def __init__(self, workers: int, exporters: dict[str, dict] | None = None, data_dir: Path | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ccbridge-bench-"))
+        self.data = data_dir or self.dir / "data"
         self.http_port, self.grpc_port, self.tel_port = free_port(), free_port(), free_port()
         cfg = {
             "receivers": {
@@ -91,7 +92,7 @@ class Bridge:
                 }
             },
             "telemetry": {"endpoint": f"127.0.0.1:{self.tel_port}", "log_level": "warning"},
-            "storage": {"directory": str(self.dir / "data"), "synchronous": "full"},
+            "storage": {"directory": str(self.data), "synchronous": "full"},
             "server": {"workers": workers},
             "exporters": exporters or {},
         }
@@ -213,12 +214,103 @@ def run_e2e(workers: int, duration: float, rate: float = 0) -> dict:
     }
 
 
+def _start_fake(module: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [PY, "-m", module, "--port", "0", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().decode().strip()
+    return proc, url
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def run_destinations(workers: int, records: int) -> dict:
+    """Drain a preloaded store into Splunk HEC (acks on), Datadog and Prometheus at once; records/s per destination.
+
+    Records are first ingested through the OTLP receivers with no destination configured; then the bridge is
+    restarted on the same store with the three destinations, which deliver the whole backlog concurrently.
+    """
+    hec, hec_url = _start_fake("tests.fakes.splunk_hec", "--token", "bench-token", "--ack")
+    dd, dd_url = _start_fake("tests.fakes.datadog", "--api-key", "bench-key")
+    try:
+        loader = Bridge(workers)
+        data = loader.dir / "data"
+        keep = Path(tempfile.mkdtemp(prefix="ccbridge-bench-store-"))
+        try:
+            per_second = 20000
+            res = loadgen(loader, "http", 512, 8, max(1.0, records / per_second))
+            accepted = res["records"]
+            loader.proc.terminate()
+            loader.proc.wait(30)
+            shutil.copytree(data, keep / "data")
+        finally:
+            loader.stop()
+        exps = {
+            "splunk_hec": {
+                "endpoint": hec_url,
+                "token": "bench-token",
+                "ack": True,
+                "ack_poll_interval": "100ms",
+                "batch": {"max_records": 1000, "timeout": "200ms"},
+                "concurrency": 4,
+            },
+            "datadog": {
+                "api_key": "bench-key",
+                "logs_endpoint": dd_url,
+                "metrics_endpoint": dd_url,
+                "batch": {"max_records": 1000, "timeout": "200ms"},
+                "concurrency": 4,
+            },
+            "prometheus": {},
+        }
+        bridge = Bridge(workers, exps, data_dir=keep / "data")
+        try:
+            c0, t0 = cpu_seconds(bridge.pids()), time.time()
+            done_at: dict[str, float] = {}
+            deadline = t0 + 600
+            while time.time() < deadline and len(done_at) < 3:
+                now = time.time()
+                if "splunk_hec" not in done_at and _get_json(hec_url + "/__fake__/stats")["events"] >= accepted:
+                    done_at["splunk_hec"] = now
+                if "datadog" not in done_at and _get_json(dd_url + "/__fake__/stats")["logs"] >= accepted:
+                    done_at["datadog"] = now
+                if (
+                    "prometheus" not in done_at
+                    and bridge.metric("ccbridge_prometheus_counted_records_total") >= accepted
+                ):
+                    done_at["prometheus"] = now
+                time.sleep(0.2)
+            c1 = cpu_seconds(bridge.pids())
+        finally:
+            peak = bridge.stop()
+    finally:
+        for p in (hec, dd):
+            p.terminate()
+            p.wait()
+    elapsed = {k: round(v - t0, 2) for k, v in done_at.items()}
+    all_done = max(done_at.values()) - t0 if len(done_at) == 3 else float("nan")
+    return {
+        "scenario": "destinations_drain",
+        "records": accepted,
+        "seconds_until_delivered": elapsed,
+        "records_per_s_per_destination": {k: round(accepted / v, 1) for k, v in elapsed.items() if v},
+        "records_per_s_all_three": round(accepted / all_done, 1) if all_done == all_done else None,
+        "bridge_cpu_cores": round((c1 - c0) / max(all_done, 1e-9), 2) if all_done == all_done else None,
+        "peak_rss_mb_per_process": {k: round(v, 1) for k, v in peak.items()},
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--duration", type=float, default=15)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--only", nargs="*")
+    p.add_argument("--records", type=int, default=200_000, help="backlog size of the destinations scenario")
     args = p.parse_args()
     machine = {
         "cpus": os.cpu_count(),
@@ -235,13 +327,15 @@ def main() -> None:
         "workers": args.workers,
     }
     results: dict[str, list[dict]] = {}
-    names = args.only or [*SCENARIOS, "e2e", "e2e_at_5k"]
+    names = args.only or [*SCENARIOS, "e2e", "e2e_at_5k", "destinations"]
     for name in names:
         for i in range(args.repeat):
             if name == "e2e":
                 r = run_e2e(args.workers, args.duration)
             elif name == "e2e_at_5k":
                 r = run_e2e(args.workers, args.duration, rate=5000)
+            elif name == "destinations":
+                r = run_destinations(args.workers, args.records)
             else:
                 r = run_ingest(name, SCENARIOS[name], args.workers, args.duration)
             print(f"{name} #{i + 1}: {json.dumps(r)}", flush=True)
@@ -260,7 +354,12 @@ def main() -> None:
             vals = [v for v in vals if isinstance(v, int | float)]
             return statistics.median(vals) if vals else float("nan")
 
-        rps = med("end_to_end_records_per_s") if name.startswith("e2e") else med("records_per_s")
+        if name == "destinations":
+            rps = med("records_per_s_all_three")
+        elif name.startswith("e2e"):
+            rps = med("end_to_end_records_per_s")
+        else:
+            rps = med("records_per_s")
         rss = max(max(r["peak_rss_mb_per_process"].values()) for r in runs)
         print(
             f"| {name} | {rps:,.0f} | {med('requests_per_s'):,.0f} | {med('latency_ms_p50')} | {med('latency_ms_p99')} "

@@ -945,6 +945,7 @@ class DatadogFake:
         if request.method == "POST" and request.body_exists:
             args = json.loads(await request.read() or b"{}")
         readers: dict[str, Callable[[], Any]] = {
+            "stats": lambda: {"logs": len(self.logs), "points": len(self.points), "requests": len(self.requests)},
             "logs": lambda: [entry.as_dict() for entry in self.logs],
             "points": lambda: [point.as_dict() for point in self.points],
             "dropped_points": lambda: [dataclasses.asdict(item) for item in self.dropped_points],

@@ -1097,6 +1097,7 @@ class SplunkHecFake:
             args = json.loads(await request.read() or b"{}")
         readers: dict[str, Callable[[], Any]] = {
             "events": lambda: [event.as_dict() for event in self.events],
+            "stats": lambda: {"events": len(self.events), "requests": len(self.requests)},
             "dropped": lambda: [dataclasses.asdict(item) for item in self.dropped_events],
             "requests": lambda: [item.summary() for item in self.requests],
             "acks": lambda: [list(pair) for pair in self.pending_acks()],

@@ -114,13 +114,46 @@ int_like = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
 )
 CLAUDE_KEYS = [
-    "session.id", "event.sequence", "event.name", "event.timestamp", "prompt.id", "user.id", "user.email",
-    "user.account_uuid", "organization.id", "terminal.type", "app.version", "tool_name", "tool_use_id", "decision",
-    "source", "decision_type", "decision_source", "success", "duration_ms", "tool_parameters", "tool_input",
-    "tool_input_size_bytes", "model", "cost_usd", "cost_usd_micros", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_creation_tokens", "request_id", "status_code", "attempt", "error", "prompt",
-    "prompt_length", "permission_mode", "enduser.id", "user.groups", "ttft_ms",
-]  # fmt: skip
+    "session.id",
+    "event.sequence",
+    "event.name",
+    "event.timestamp",
+    "prompt.id",
+    "user.id",
+    "user.email",
+    "user.account_uuid",
+    "organization.id",
+    "terminal.type",
+    "app.version",
+    "tool_name",
+    "tool_use_id",
+    "decision",
+    "source",
+    "decision_type",
+    "decision_source",
+    "success",
+    "duration_ms",
+    "tool_parameters",
+    "tool_input",
+    "tool_input_size_bytes",
+    "model",
+    "cost_usd",
+    "cost_usd_micros",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "request_id",
+    "status_code",
+    "attempt",
+    "error",
+    "prompt",
+    "prompt_length",
+    "permission_mode",
+    "enduser.id",
+    "user.groups",
+    "ttft_ms",
+]
 keys = st.one_of(st.sampled_from(CLAUDE_KEYS), st.text(max_size=12))
 
 
@@ -128,7 +161,9 @@ def any_value(depth: int = 0) -> st.SearchStrategy[Any]:
     leaves = st.one_of(
         st.builds(lambda s: {"stringValue": s}, text),
         st.builds(lambda i: {"intValue": i}, int_like),
-        st.builds(lambda f: {"doubleValue": f}, st.one_of(st.floats(), st.sampled_from(["NaN", "Infinity", "1.5", "x"]))),
+        st.builds(
+            lambda f: {"doubleValue": f}, st.one_of(st.floats(), st.sampled_from(["NaN", "Infinity", "1.5", "x"]))
+        ),
         st.builds(lambda b: {"boolValue": b}, st.one_of(st.booleans(), st.sampled_from(["true", 1]))),
         st.builds(lambda b: {"bytesValue": base64.b64encode(b).decode()}, st.binary(max_size=32)),
         st.sampled_from([{}, {"bytesValue": "!!"}, {"stringValue": "a", "intValue": 1}, {"otherValue": 1}, None, 7]),
@@ -159,8 +194,10 @@ def json_value_for(key: str) -> st.SearchStrategy[Any]:
 attributes = st.lists(key_value(), max_size=12)
 claude_attributes = st.lists(
     st.sampled_from(CLAUDE_KEYS).flatmap(
-        lambda k: st.builds(lambda v: {"key": k, "value": {"stringValue": v}}, json_value_for(k))
-        | st.builds(lambda v: {"key": k, "value": {"intValue": v}}, int_like)
+        lambda k: (
+            st.builds(lambda v: {"key": k, "value": {"stringValue": v}}, json_value_for(k))
+            | st.builds(lambda v: {"key": k, "value": {"intValue": v}}, int_like)
+        )
     ),
     max_size=16,
 )
@@ -175,15 +212,32 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 log_record = st.builds(
     lambda t, o, body, en, attrs, cattrs, tid, sid, sev: _drop_none(
-        {"timeUnixNano": t, "observedTimeUnixNano": o, "body": body, "eventName": en,
-         "attributes": attrs + cattrs, "traceId": tid, "spanId": sid, "severityNumber": sev}  # fmt: skip
+        {
+            "timeUnixNano": t,
+            "observedTimeUnixNano": o,
+            "body": body,
+            "eventName": en,
+            "attributes": attrs + cattrs,
+            "traceId": tid,
+            "spanId": sid,
+            "severityNumber": sev,
+        }
     ),
     times,
     times,
     st.one_of(
         st.sampled_from(
-            [{"stringValue": f"claude_code.{n}"} for n in ("tool_decision", "tool_result", "api_request", "api_error",
-                                                             "user_prompt", "assistant_response")]  # fmt: skip
+            [
+                {"stringValue": f"claude_code.{n}"}
+                for n in (
+                    "tool_decision",
+                    "tool_result",
+                    "api_request",
+                    "api_error",
+                    "user_prompt",
+                    "assistant_response",
+                )
+            ]
         ),
         any_value(),
     ),
@@ -203,7 +257,9 @@ logs_doc = st.builds(
     st.lists(log_record, max_size=6),
 )
 number_point = st.builds(
-    lambda attrs, t, st_, value: _drop_none({"attributes": attrs, "timeUnixNano": t, "startTimeUnixNano": st_, **value}),
+    lambda attrs, t, st_, value: _drop_none(
+        {"attributes": attrs, "timeUnixNano": t, "startTimeUnixNano": st_, **value}
+    ),
     attributes,
     times,
     times,
@@ -232,8 +288,18 @@ metrics_doc = st.builds(
 )
 span = st.builds(
     lambda tid, sid, pid, name, kind, s, e, attrs, status, events: _drop_none(
-        {"traceId": tid, "spanId": sid, "parentSpanId": pid, "name": name, "kind": kind, "startTimeUnixNano": s,
-         "endTimeUnixNano": e, "attributes": attrs, "status": status, "events": events}  # fmt: skip
+        {
+            "traceId": tid,
+            "spanId": sid,
+            "parentSpanId": pid,
+            "name": name,
+            "kind": kind,
+            "startTimeUnixNano": s,
+            "endTimeUnixNano": e,
+            "attributes": attrs,
+            "status": status,
+            "events": events,
+        }
     ),
     hex_id,
     span_hex,
@@ -244,7 +310,9 @@ span = st.builds(
     times,
     st.one_of(attributes, claude_attributes),
     st.one_of(st.none(), st.builds(lambda c, m: {"code": c, "message": m}, st.integers(-1, 3), text)),
-    st.lists(st.builds(lambda n, t, a: {"name": n, "timeUnixNano": t, "attributes": a}, text, times, attributes), max_size=2),
+    st.lists(
+        st.builds(lambda n, t, a: {"name": n, "timeUnixNano": t, "attributes": a}, text, times, attributes), max_size=2
+    ),
 )
 traces_doc = st.builds(
     lambda res, spans: {"resourceSpans": [{"resource": {"attributes": res}, "scopeSpans": [{"spans": spans}]}]},
@@ -283,9 +351,11 @@ def test_generated_otlp_json_documents(signal: str, data: st.DataObject) -> None
 def test_deeply_nested_values_are_refused_not_crashed(depth: int, kind: str) -> None:
     value: dict[str, Any] = {"stringValue": "leaf"}
     for _ in range(depth):
-        value = {"arrayValue": {"values": [value]}} if kind == "arrayValue" else {
-            "kvlistValue": {"values": [{"key": "k", "value": value}]}
-        }
+        value = (
+            {"arrayValue": {"values": [value]}}
+            if kind == "arrayValue"
+            else {"kvlistValue": {"values": [{"key": "k", "value": value}]}}
+        )
     doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"attributes": [{"key": "a", "value": value}]}]}]}]}
     body = json.dumps(doc).encode()
     with guarded(len(body)):

@@ -27,12 +27,23 @@ scalar = st.one_of(
         lambda d: __import__("orjson").dumps(d).decode()
     ),
 )
-value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+value = st.recursive(
+    scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 attrs = st.dictionaries(st.one_of(st.sampled_from(CLAUDE_KEYS), st.text(max_size=10)), value, max_size=14)
 event_names = st.one_of(
     st.sampled_from(
-        ["claude_code.tool_decision", "claude_code.tool_result", "claude_code.api_request", "claude_code.api_error",
-         "claude_code.user_prompt", "tool_result", ""]  # fmt: skip
+        [
+            "claude_code.tool_decision",
+            "claude_code.tool_result",
+            "claude_code.api_request",
+            "claude_code.api_error",
+            "claude_code.user_prompt",
+            "tool_result",
+            "",
+        ]
     ),
     st.text(max_size=20),
 )
