@@ -104,7 +104,7 @@ class ApprovalFilter:
 
 @dataclass
 class JoinStats:
-    """What an export did: rows written, by outcome, and rows written before their session ended (evicted)."""
+    """What an export did: rows written, by outcome, sessions with rows, rows written before their session ended."""
 
     rows: int = 0
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
@@ -258,7 +258,7 @@ def join(
     """Rows for ``sessions``: each a session id and its decision/result records ``(time_ms, record)`` in time order."""
     st = stats if stats is not None else JoinStats()
     for session, records in sessions:
-        st.sessions += 1
+        before = st.rows
         j = SessionJoin(session, flt, st, max_pending)
         for time_ms, rec in records:
             for row in j.feed(time_ms, rec):
@@ -267,6 +267,8 @@ def join(
         for row in j.finish(spans):
             _count(st, row)
             yield row
+        if st.rows > before:
+            st.sessions += 1
 
 
 def _count(st: JoinStats, row: Row) -> None:

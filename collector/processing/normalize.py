@@ -287,6 +287,8 @@ def normalize_log(
     sequence = attrs.get("event.sequence")
     if sequence.__class__ is not int:
         sequence = to_int(sequence)
+    if sequence is not None and sequence < 0:
+        sequence = None
 
     rec: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

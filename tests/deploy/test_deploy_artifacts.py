@@ -506,3 +506,15 @@ def test_receiver_tokens_and_tls_come_from_secrets_mounted_as_directories() -> N
         cd.render_chart({**values, "config": {"receivers": {"auth": {"tokens_file": "/x"}}}})
     with pytest.raises(cd.CheckFailed, match=r"telemetry.tls"):
         cd.render_chart({"config": {"telemetry": {"tls": {"cert_file": "/x"}}}})
+
+
+def test_receiver_tokens_can_also_come_from_secret_environment_variables() -> None:
+    tokens = [{"token": "${env:TEAM_A_TOKEN}", "identity": "team-a"}, {"token": "${env:CI_TOKEN}", "identity": "ci"}]
+    values: dict[str, Any] = {"config": {"receivers": {"auth": {"tokens": tokens}}}}
+    problems = cd.validate_manifests(cd.render_chart(values))
+    assert any("does not set TEAM_A_TOKEN" in p for p in problems), problems
+    values["secretEnv"] = [
+        {"name": "TEAM_A_TOKEN", "secretName": "otlp-tokens", "key": "team-a"},
+        {"name": "CI_TOKEN", "secretName": "otlp-tokens", "key": "ci"},
+    ]
+    assert cd.validate_manifests(cd.render_chart(values)) == []

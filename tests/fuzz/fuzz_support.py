@@ -95,7 +95,8 @@ def check_records(records: list[dict[str, Any]]) -> None:
         orjson.dumps(rec)
 
 
-def _ints_out_of_range(v: Any, depth: int = 0) -> bool:
+def ints_out_of_range(v: Any, depth: int = 0) -> bool:
+    """True if ``v`` holds an integer orjson cannot serialize (outside -2**63 .. 2**64-1)."""
     if isinstance(v, bool):
         return False
     if isinstance(v, int):
@@ -103,9 +104,9 @@ def _ints_out_of_range(v: Any, depth: int = 0) -> bool:
     if depth > 50:
         return False
     if isinstance(v, dict):
-        return any(_ints_out_of_range(x, depth + 1) for x in v.values())
+        return any(ints_out_of_range(x, depth + 1) for x in v.values())
     if isinstance(v, list):
-        return any(_ints_out_of_range(x, depth + 1) for x in v)
+        return any(ints_out_of_range(x, depth + 1) for x in v)
     return False
 
 
@@ -116,7 +117,7 @@ def known_bug(events: list[LogEvent]) -> str | None:
     test passes unexpectedly and fails the run: then delete the entry here, so the fuzzers cover it again.
     """
     for ev in events:
-        if _ints_out_of_range(ev.attributes) or _ints_out_of_range(ev.resource) or _ints_out_of_range(ev.body):
+        if ints_out_of_range(ev.attributes) or ints_out_of_range(ev.resource) or ints_out_of_range(ev.body):
             return "integer attribute beyond 64 bits"
         for key in ("prompt.id", "terminal.type"):
             v = ev.attributes.get(key)

@@ -94,6 +94,8 @@ async def test_rows_equal_the_hand_built_rows_of_the_recorded_sessions(
         code, out, err = export(capsys, bridge.data_dir, *args)
         assert code == 0, (args, err)
         assert without_chain(jsonl(out)) == expected, args
+        sessions = len({r["session_id"] for r in expected})
+        assert f"exported {len(expected)} decision(s) from {sessions} session(s)" in err, args
 
     # a narrower period: only the deny run's decisions (21:58:03.653 and .817), the rm's bound exclusive
     code = cli.main(
@@ -246,7 +248,7 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_export_of_200k_decisions_stays_in_bounded_memory(tmp_path: Path) -> None:
     """200k decisions in 2000 sessions: the Python heap peak of the export is a few MiB, not the ~300 MiB the rows
-    would take if held (bench/approvals_export.py measures 1M: see docs/operations.md)."""
+    would take if held (bench/approvals_export.py measures 1M: see the README's compliance section)."""
     counts = generate_store(tmp_path, 200_000, per_session=100, lean=True)
     assert counts == {"decisions": 200_000, "results": 180_000, "rejects": 20_000, "sessions": 2000}
     stats = JoinStats()

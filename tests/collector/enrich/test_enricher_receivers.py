@@ -133,7 +133,16 @@ async def test_usage_and_backfill_through_the_receivers(bridge_factory):
         assert all("enduser_id" not in r["user"] for r in second)
         assert enricher.backfilled == len(second)
 
-        metrics = await asyncio.to_thread(scrape, bridge.telemetry_url)
+        metrics: dict[str, Any] = {}
+
+        async def gauges_ready() -> bool:
+            metrics.update(await asyncio.to_thread(scrape, bridge.telemetry_url))
+            return "claude_code_analytics_cost_usd" in metrics
+
+        deadline = time.monotonic() + 20
+        while not await gauges_ready():
+            assert time.monotonic() < deadline, "analytics gauges never appeared on /metrics"
+            await asyncio.sleep(0.05)
         totals = latest_day_totals(bridge.data_dir)
         anomaly = metrics["claude_code_tool_rejection_rate_anomaly"].samples
         assert [(s.labels, s.value in (0.0, 1.0)) for s in anomaly] == [({"scope": "org"}, True)]
