@@ -357,19 +357,28 @@ def _j_uint(obj: dict[str, Any], key: str, path: str) -> int:
     raise DecodeError(f"{path}.{key} must be an integer (number or decimal string)")
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _j_int64(v: Any, path: str) -> int:
+    """An OTLP int64 from a JSON number or decimal string; values outside the int64 range are refused."""
     if isinstance(v, bool):
         raise DecodeError(f"{path} must be an integer")
+    out: int | None = None
     if isinstance(v, int):
-        return v
-    if isinstance(v, str):
+        out = v
+    elif isinstance(v, str):
         try:
-            return int(v)
+            out = int(v)
         except ValueError:
-            pass
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    raise DecodeError(f"{path} must be an integer (number or decimal string)")
+            out = None
+    elif isinstance(v, float) and v.is_integer():
+        out = int(v)
+    if out is None:
+        raise DecodeError(f"{path} must be an integer (number or decimal string)")
+    if not _INT64_MIN <= out <= _INT64_MAX:
+        raise DecodeError(f"{path} is outside the 64-bit integer range")
+    return out
 
 
 def _j_double(v: Any, path: str) -> float:

@@ -306,7 +306,9 @@ def normalize_log(
     prompt: dict[str, Any] = {}
     prompt_id = attrs.get("prompt.id")
     if prompt_id:
-        prompt["id"] = prompt_id if prompt_id.__class__ is str else to_str(prompt_id)
+        prompt_id = prompt_id if prompt_id.__class__ is str else to_str(prompt_id)
+        if prompt_id:
+            prompt["id"] = prompt_id
 
     user = _identity(attrs, resource)
     if user:
@@ -316,15 +318,18 @@ def normalize_log(
         rec["organization"] = {"id": org}
     terminal = attrs.get("terminal.type")
     if terminal:
-        rec["terminal"] = {"type": terminal if terminal.__class__ is str else to_str(terminal)}
+        terminal = terminal if terminal.__class__ is str else to_str(terminal)
+        if terminal:
+            rec["terminal"] = {"type": terminal}
     version = _pick(attrs, resource, "app.version") or _pick(attrs, resource, "service.version")
     entrypoint = attrs.get("app.entrypoint")
     if version or entrypoint:
         app: dict[str, Any] = {}
         if version:
             app["version"] = version
+        entrypoint = to_str(entrypoint) if entrypoint else None
         if entrypoint:
-            app["entrypoint"] = to_str(entrypoint)
+            app["entrypoint"] = entrypoint
         rec["app"] = app
 
     file_op: str | None = None
@@ -349,8 +354,9 @@ def normalize_log(
             _put(tool, "error_type", to_str(attrs.get("error_type")))
             _put(tool, "input_size_bytes", to_int(attrs.get("tool_input_size_bytes")))
             _put(tool, "result_size_bytes", to_int(attrs.get("tool_result_size_bytes")))
-        if raw_decision:
-            tool["decision"] = _DECISIONS.get(raw_decision.lower(), raw_decision)
+        decision = _DECISIONS.get(raw_decision.lower()) if raw_decision else None
+        if decision:
+            tool["decision"] = decision
         if decision_source:
             tool["decision_source"] = decision_source
             mode = APPROVAL_MODE_BY_SOURCE.get(decision_source)
