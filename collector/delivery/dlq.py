@@ -64,46 +64,59 @@ class ReplayResult:
     skipped_destinations: tuple[str, ...] = ()
 
 
+async def _send(exp: Exporter, records: Sequence[DeliveryRecord]) -> tuple[list[DeliveryRecord], int]:
+    """Push ``records`` with the destination's retry policy; the records it confirmed, and how many still fail."""
+    confirmed: list[DeliveryRecord] = []
+    failed = 0
+    for payload in exp.encode(records):
+        backoff = Backoff(exp.settings.retry)
+        while True:
+            outcome = await exp.push(payload)
+            if isinstance(outcome, Success):
+                confirmed.extend(payload.records)
+                break
+            if isinstance(outcome, Partial):
+                ok = max(0, min(outcome.accepted, len(payload.records)))
+                confirmed.extend(payload.records[:ok])
+                if ok < len(payload.records):
+                    failed += 1
+                    log.warning(
+                        "replay to %s: record %s refused again: %s", exp.name, payload.records[ok].id, outcome.reason
+                    )
+                rest = list(payload.records[ok + 1 :])
+                if rest:
+                    more, more_failed = await _send(exp, rest)
+                    confirmed.extend(more)
+                    failed += more_failed
+                break
+            if isinstance(outcome, Permanent):
+                failed += len(payload.records)
+                log.warning(
+                    "replay to %s: %d records refused again: %s", exp.name, len(payload.records), outcome.reason
+                )
+                break
+            assert isinstance(outcome, Retry)
+            delay = backoff.next_delay(outcome.delay)
+            if backoff.expired(delay):
+                failed += len(payload.records)
+                log.warning("replay to %s: giving up on %d records: %s", exp.name, len(payload.records), outcome.reason)
+                break
+            await asyncio.sleep(delay)
+    return confirmed, failed
+
+
 async def _replay_group(exp: Exporter, state: DeliveryState, entries: Sequence[DeadLetter]) -> tuple[int, int]:
-    """Send ``entries`` in batches; delete confirmed ones. Returns (delivered, still failing)."""
+    """Send ``entries`` in batches; delete exactly the confirmed ones. Returns (delivered, still failing)."""
     delivered = failed = 0
     size = exp.settings.batch.max_records
     for i in range(0, len(entries), size):
         chunk = entries[i : i + size]
-        records = [DeliveryRecord(dl.record_seq, dl.record_id, dl.body, dl.time_ms) for dl in chunk]
         by_seq = {dl.record_seq: dl for dl in chunk}
-        for payload in exp.encode(records):
-            backoff = Backoff(exp.settings.retry)
-            pending = list(payload.records)
-            while pending:
-                outcome = await exp.push(payload)
-                if isinstance(outcome, Success):
-                    state.delete_dead_letters([by_seq[r.seq].dlq_id for r in pending])
-                    delivered += len(pending)
-                    break
-                if isinstance(outcome, Partial):
-                    ok = pending[: outcome.accepted]
-                    state.delete_dead_letters([by_seq[r.seq].dlq_id for r in ok])
-                    delivered += len(ok)
-                    failed += 1
-                    log.warning(
-                        "replay to %s: record %s refused again: %s", exp.name, pending[len(ok)].id, outcome.reason
-                    )
-                    pending = pending[len(ok) + 1 :]
-                    if pending:
-                        payload = exp.encode(pending)[0]
-                    continue
-                if isinstance(outcome, Permanent):
-                    failed += len(pending)
-                    log.warning("replay to %s: %d records refused again: %s", exp.name, len(pending), outcome.reason)
-                    break
-                assert isinstance(outcome, Retry)
-                delay = backoff.next_delay(outcome.delay)
-                if backoff.expired(delay):
-                    failed += len(pending)
-                    log.warning("replay to %s: giving up on %d records: %s", exp.name, len(pending), outcome.reason)
-                    break
-                await asyncio.sleep(delay)
+        records = [DeliveryRecord(dl.record_seq, dl.record_id, dl.body, dl.time_ms) for dl in chunk]
+        confirmed, chunk_failed = await _send(exp, records)
+        state.delete_dead_letters([by_seq[r.seq].dlq_id for r in confirmed])
+        delivered += len(confirmed)
+        failed += chunk_failed
     return delivered, failed
 
 

@@ -52,6 +52,20 @@ async def metric(replica: BridgeProcess, name: str, labels: dict[str, str]) -> f
     return None
 
 
+async def start_replica(spawn_bridge: Callable[..., BridgeProcess], overrides: dict[str, Any]) -> BridgeProcess:
+    """A bridge process, started without blocking the loop (the sink serves in it); a fresh try if a port raced."""
+    for attempt in range(3):
+        replica = spawn_bridge(overrides=overrides, wait=False)
+        try:
+            await replica.wait_ready_async()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            continue
+        return replica
+    raise AssertionError("unreachable")
+
+
 async def poll(predicate: Callable[[], Any], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -68,8 +82,7 @@ async def test_round_robin_over_two_replicas_delivers_every_record_exactly_once(
             "exporters": {DESTINATION: {"url": sink.url, "batch": {"timeout": "200ms", "max_records": 100}}},
             "storage": {"synchronous": "normal"},
         }
-        replicas = [spawn_bridge(overrides=overrides, wait=False) for _ in range(2)]
-        await asyncio.gather(*(r.wait_ready_async() for r in replicas))
+        replicas = list(await asyncio.gather(*(start_replica(spawn_bridge, overrides) for _ in range(2))))
 
         stream = record_stream(users=8, seed=11)
         requests = [logs_request(list(itertools.islice(stream, RECORDS_PER_REQUEST))) for _ in range(REQUESTS)]

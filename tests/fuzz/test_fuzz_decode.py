@@ -15,19 +15,11 @@ from typing import Any
 
 import orjson
 from google.protobuf import json_format
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.processing.decode import DECODERS, DecodeError, LogEvent
-from tests.fuzz.fuzz_support import (
-    check_records,
-    examples,
-    guarded,
-    ints_out_of_range,
-    known_bug,
-    normalize_all,
-    recorded_bodies,
-)
+from tests.fuzz.fuzz_support import check_records, examples, guarded, normalize_all, recorded_bodies
 
 SIGNALS = ("logs", "metrics", "traces")
 MEDIA = ("protobuf", "json")
@@ -35,11 +27,8 @@ BODIES = recorded_bodies()
 MAX_DEPTH = 32
 
 
-def decode_or_error(signal: str, media: str, body: bytes, *, skip_known_bugs: bool = True) -> list[Any] | None:
-    """Decode ``body``; None for a DecodeError. Any other exception fails the test.
-
-    Inputs that would hit a reported bug (:func:`known_bug`) are discarded with ``assume``.
-    """
+def decode_or_error(signal: str, media: str, body: bytes) -> list[Any] | None:
+    """Decode ``body``; None for a DecodeError. Any other exception fails the test."""
     try:
         items = DECODERS[(signal, media)](body, MAX_DEPTH)
     except DecodeError as exc:
@@ -48,12 +37,8 @@ def decode_or_error(signal: str, media: str, body: bytes, *, skip_known_bugs: bo
     assert isinstance(items, list)
     if signal == "logs":
         assert all(isinstance(ev, LogEvent) for ev in items)
-        if skip_known_bugs:
-            assume(known_bug(items) is None)
         check_records(normalize_all(items))
     else:
-        if skip_known_bugs:
-            assume(not ints_out_of_range(items))
         for item in items:
             assert isinstance(item, dict)
             orjson.dumps(item)
@@ -63,7 +48,7 @@ def decode_or_error(signal: str, media: str, body: bytes, *, skip_known_bugs: bo
 def test_every_recorded_body_decodes_and_normalizes() -> None:
     assert len(BODIES) >= 17
     for signal, media, body in BODIES:
-        items = decode_or_error(signal, media, body, skip_known_bugs=False)
+        items = decode_or_error(signal, media, body)
         assert items, f"a recorded {signal}/{media} body must decode to something"
 
 
