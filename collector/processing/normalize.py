@@ -100,6 +100,18 @@ def to_number(v: Any) -> int | float | None:
     return int(f) if f.is_integer() and abs(f) < 2**63 else f
 
 
+def to_count(v: Any) -> int | None:
+    """A non-negative integer (token counts, sizes, lengths), or None."""
+    n = to_int(v)
+    return n if n is not None and n >= 0 else None
+
+
+def to_amount(v: Any) -> int | float | None:
+    """A non-negative number (durations, costs), or None."""
+    n = to_number(v)
+    return n if n is not None and n >= 0 else None
+
+
 def to_bool(v: Any) -> bool | None:
     """Coerce ``true``/``"true"``/``"True"``/``1`` (and the false forms) to bool, or None."""
     if isinstance(v, bool):
@@ -134,16 +146,19 @@ def to_str(v: Any) -> str | None:
 
 
 def parse_json_text(v: Any) -> Any:
-    """A JSON-encoded attribute (``tool_parameters``, ``tool_input``) as an object; the text itself if unparseable."""
-    if not isinstance(v, str):
+    """A JSON-encoded attribute (``tool_parameters``, ``tool_input``) as an object or array; otherwise as text."""
+    if isinstance(v, dict | list):
         return v
+    if not isinstance(v, str):
+        return to_str(v)
     s = v.strip()
     if not s or s[0] not in "{[":
         return v
     try:
-        return orjson.loads(s)
+        parsed = orjson.loads(s)
     except orjson.JSONDecodeError:
         return v
+    return parsed if isinstance(parsed, dict | list) else v
 
 
 _second_cache: dict[int, str] = {}
@@ -349,11 +364,11 @@ def normalize_log(
             raw_decision = to_str(attrs.get("decision_type"))
             decision_source = to_str(attrs.get("decision_source"))
             _put(tool, "success", to_bool(attrs.get("success")))
-            _put(tool, "duration_ms", to_number(attrs.get("duration_ms")))
+            _put(tool, "duration_ms", to_amount(attrs.get("duration_ms")))
             _put(tool, "error", to_str(attrs.get("error")))
             _put(tool, "error_type", to_str(attrs.get("error_type")))
-            _put(tool, "input_size_bytes", to_int(attrs.get("tool_input_size_bytes")))
-            _put(tool, "result_size_bytes", to_int(attrs.get("tool_result_size_bytes")))
+            _put(tool, "input_size_bytes", to_count(attrs.get("tool_input_size_bytes")))
+            _put(tool, "result_size_bytes", to_count(attrs.get("tool_result_size_bytes")))
         decision = _DECISIONS.get(raw_decision.lower()) if raw_decision else None
         if decision:
             tool["decision"] = decision
@@ -388,16 +403,16 @@ def normalize_log(
         _put(api, "speed", to_str(attrs.get("speed")))
         _put(api, "effort", to_str(attrs.get("effort")))
         if kind == "api_request":
-            cost = to_float(attrs.get("cost_usd"))
+            cost = to_amount(attrs.get("cost_usd"))
             if cost is None:
-                micros = to_int(attrs.get("cost_usd_micros"))
+                micros = to_count(attrs.get("cost_usd_micros"))
                 cost = micros / 1_000_000 if micros is not None else None
             _put(rec, "cost_usd", cost)
             tokens: dict[str, Any] = {}
-            _put(tokens, "input", to_int(attrs.get("input_tokens")))
-            _put(tokens, "output", to_int(attrs.get("output_tokens")))
-            _put(tokens, "cache_read", to_int(attrs.get("cache_read_tokens")))
-            _put(tokens, "cache_creation", to_int(attrs.get("cache_creation_tokens")))
+            _put(tokens, "input", to_count(attrs.get("input_tokens")))
+            _put(tokens, "output", to_count(attrs.get("output_tokens")))
+            _put(tokens, "cache_read", to_count(attrs.get("cache_read_tokens")))
+            _put(tokens, "cache_creation", to_count(attrs.get("cache_creation_tokens")))
             if tokens:
                 rec["tokens"] = tokens
             _put(api, "ttft_ms", to_number(attrs.get("ttft_ms")))
@@ -408,7 +423,7 @@ def normalize_log(
         if api:
             rec["api"] = api
     elif kind == "user_prompt":
-        _put(prompt, "length", to_int(attrs.get("prompt_length")))
+        _put(prompt, "length", to_count(attrs.get("prompt_length")))
         text = to_str(attrs.get("prompt"))
         if text and text != _REDACTED:
             prompt["text"] = text

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from collector import cli
 from collector.config import (
@@ -56,6 +57,8 @@ def documented_value(text: str, actual: Any) -> Any:
     """Parse a documented default the way the loader parses that key's type."""
     if text == '""':
         return Secret("") if isinstance(actual, Secret) else ""
+    if isinstance(actual, list | tuple):
+        return type(actual)(yaml.safe_load(text))
     if isinstance(actual, bool):
         return {"true": True, "false": False}[text]
     if isinstance(actual, Duration):

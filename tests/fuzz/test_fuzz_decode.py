@@ -182,7 +182,7 @@ def json_value_for(key: str) -> st.SearchStrategy[Any]:
         st.sampled_from(["full_command", "command", "file_path", "path", "notebook_path", "bash_command"]),
         st.one_of(text, st.integers(), st.none(), st.lists(st.integers(), max_size=2)),
         max_size=4,
-    ).map(lambda d: orjson.dumps(d).decode())
+    ).map(json.dumps)
     return st.one_of(params, text)
 
 

@@ -70,7 +70,6 @@ def _event(name: str, **attrs: object) -> bytes:
     return _logs([*SESSION, *kvs], f"claude_code.{name}")
 
 
-@pytest.mark.xfail(strict=True, reason="normalize.py keeps negative numbers the schema bounds at 0")
 @pytest.mark.parametrize(
     ("name", "attrs"),
     [
@@ -88,7 +87,6 @@ def test_negative_counts_give_a_valid_record(name: str, attrs: dict[str, object]
     check_records(normalize_all(logs_from_json(_event(name, **attrs))), skip_known_gaps=False)
 
 
-@pytest.mark.xfail(strict=True, reason="normalize.py stores a boolean/number tool_parameters or tool_input as is")
 @pytest.mark.parametrize("attrs", [{"tool_parameters": False}, {"tool_input": 3.5}])
 def test_scalar_tool_parameters_give_a_valid_record(attrs: dict[str, object]) -> None:
     """The schema types ``tool.parameters`` / ``tool.input`` as object, array or string; a boolean or number
