@@ -620,10 +620,8 @@ class AuditStore:
                 if p.op is not None:
                     results.append(AppendResult(new_records=p.op(conn)))
                     continue
-                before = conn.total_changes
-                chained = self._chain(conn, p.records)
-                _insert_rows(conn, _INSERT_RECORD, chained)
-                new = conn.total_changes - before
+                chained = self._insert_chained(conn, p.records)
+                new = len(chained)
                 if chained:
                     self.chain_seq = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                 _insert_rows(conn, _INSERT_METRIC, p.metrics)
@@ -635,6 +633,33 @@ class AuditStore:
             raise
         self._pending_head = (head_before, seq_before)
         return results
+
+    def _insert_chained(self, conn: sqlite3.Connection, rows: Sequence[RecordRow]) -> list[tuple[Any, ...]]:
+        """Insert ``rows`` with their chain links; returns the rows actually stored.
+
+        Optimistic: duplicates are rare (client retries), so all rows are chained and inserted under a savepoint;
+        only if some row was ignored as a duplicate is the savepoint rolled back and the batch redone with the
+        duplicates filtered out first, so a link never points at a row that was not stored.
+        """
+        if not rows:
+            return []
+        head = self.chain_head
+        out: list[tuple[Any, ...]] = []
+        for row in rows:
+            head = hashlib.sha256(head + row[7]).digest()
+            out.append((*row, head))
+        conn.execute("SAVEPOINT chained")
+        before = conn.total_changes
+        _insert_rows(conn, _INSERT_RECORD, out)
+        if conn.total_changes - before == len(out):
+            conn.execute("RELEASE chained")
+            self.chain_head = head
+            return out
+        conn.execute("ROLLBACK TO chained")
+        conn.execute("RELEASE chained")
+        filtered = self._chain(conn, rows)
+        _insert_rows(conn, _INSERT_RECORD, filtered)
+        return filtered
 
     def _chain(self, conn: sqlite3.Connection, rows: Sequence[RecordRow]) -> list[tuple[Any, ...]]:
         """New rows only (duplicates of stored or earlier rows dropped), each with its chain link appended."""
