@@ -155,7 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         mp_dir = Path(cfg.storage.directory) / ".metrics"
         shutil.rmtree(mp_dir, ignore_errors=True)
         mp_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+        from collector.telemetry.server import enable_multiprocess
+
+        enable_multiprocess(str(mp_dir))
         return _run_workers(args, cfg)
     from collector.service import Service
 

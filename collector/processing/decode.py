@@ -180,8 +180,8 @@ def logs_from_message(req: ExportLogsServiceRequest, max_depth: int = DEFAULT_MA
                         else _pb_any(body, 0, max_depth),
                         lr.event_name,
                         _pb_attrs(lr.attributes, max_depth),
-                        lr.trace_id.hex() if lr.trace_id else "",
-                        lr.span_id.hex() if lr.span_id else "",
+                        lr.trace_id.hex() if len(lr.trace_id) == 16 else "",
+                        lr.span_id.hex() if len(lr.span_id) == 8 else "",
                         lr.flags,
                     )
                 )
@@ -277,9 +277,9 @@ def spans_from_message(req: ExportTraceServiceRequest, max_depth: int = DEFAULT_
             for s in ss.spans:
                 out.append(
                     {
-                        "trace_id": s.trace_id.hex(),
-                        "span_id": s.span_id.hex(),
-                        "parent_span_id": s.parent_span_id.hex(),
+                        "trace_id": s.trace_id.hex() if len(s.trace_id) == 16 else "",
+                        "span_id": s.span_id.hex() if len(s.span_id) == 8 else "",
+                        "parent_span_id": s.parent_span_id.hex() if len(s.parent_span_id) == 8 else "",
                         "name": s.name,
                         "kind": SPAN_KIND_NAMES.get(s.kind, "unspecified"),
                         "start_time_unix_nano": s.start_time_unix_nano,
@@ -341,20 +341,27 @@ def _j_str(obj: dict[str, Any], key: str, path: str) -> str:
     return v
 
 
+_UINT64_MAX = 2**64 - 1
+
+
 def _j_uint(obj: dict[str, Any], key: str, path: str) -> int:
+    """An OTLP fixed64/uint field (times, counts, flags): a JSON number or decimal string within 0..2**64-1."""
     v = obj.get(key)
     if v is None:
         return 0
-    if isinstance(v, bool):
-        raise DecodeError(f"{path}.{key} must be an integer")
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str):
+    out: int | None = None
+    if isinstance(v, int) and not isinstance(v, bool):
+        out = v
+    elif isinstance(v, str):
         try:
-            return int(v)
+            out = int(v)
         except ValueError:
-            pass
-    raise DecodeError(f"{path}.{key} must be an integer (number or decimal string)")
+            out = None
+    if out is None:
+        raise DecodeError(f"{path}.{key} must be an integer (number or decimal string)")
+    if not 0 <= out <= _UINT64_MAX:
+        raise DecodeError(f"{path}.{key} is outside the unsigned 64-bit range")
+    return out
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

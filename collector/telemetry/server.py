@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], str | None]
 
 
+def enable_multiprocess(directory: str) -> None:
+    """Switch this process's metric values to the shared files of ``directory`` (multi-worker mode).
+
+    prometheus_client chooses where values live when it is first imported; loading the configuration may have
+    imported it already, so the choice is made again here, before any metric object exists. Worker processes
+    inherit the environment variable and choose correctly at import.
+    """
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
 def scrape_registry(registry: CollectorRegistry) -> CollectorRegistry:
     """The registry to expose: in multi-worker mode, the merged view of every worker's metric files."""
     mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

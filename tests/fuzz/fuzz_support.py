@@ -96,8 +96,13 @@ def known_gap(error: jsonschema.ValidationError) -> str | None:
     ``test_fuzz_known_bugs.py``. When one is fixed, that test passes unexpectedly and fails the run: then delete the
     matching rule here so the fuzzers cover the case again.
     """
-    if error.validator == "pattern" and list(error.path) in (["trace", "trace_id"], ["trace", "span_id"]):
-        return "a protobuf trace_id / span_id of the wrong length"
+    del error
+    return None
+
+
+def known_decode_gap(items: list[Any]) -> str | None:
+    """The reported, not yet fixed, decoder bug decoded ``items`` show, or None (same protocol as :func:`known_gap`)."""
+    del items
     return None
 
 

@@ -7,6 +7,8 @@ The fixed ones are plain regression tests. The open ones are marked ``xfail(stri
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -94,7 +96,6 @@ def test_scalar_tool_parameters_give_a_valid_record(attrs: dict[str, object]) ->
     check_records(normalize_all(logs_from_json(_event("tool_result", **attrs))), skip_known_gaps=False)
 
 
-@pytest.mark.xfail(strict=True, reason="decode.py takes protobuf trace_id/span_id of any length")
 def test_protobuf_ids_of_the_wrong_length_are_refused_or_dropped() -> None:
     """OTLP trace ids are 16 bytes and span ids 8. The OTLP/JSON decoder refuses other lengths, the protobuf one
     passes them on: a log record with a 1-byte ``trace_id`` is stored with ``trace.trace_id: "ab"``, which the
@@ -112,3 +113,35 @@ def test_protobuf_ids_of_the_wrong_length_are_refused_or_dropped() -> None:
     except DecodeError:
         return
     check_records(normalize_all(events), skip_known_gaps=False)
+
+
+BIG = "999999999999999999999999999999"
+
+
+@pytest.mark.parametrize("signal", ["logs", "metrics", "traces"])
+def test_json_times_beyond_64_bits_are_a_decode_error(signal: str) -> None:
+    """``timeUnixNano`` / ``startTimeUnixNano`` are fixed64. ``_j_uint`` accepts any decimal string, so
+    ``"999999999999999999999999999999"`` reaches the pipeline, whose orjson serialization (record id, store row,
+    metric point, span) fails with "Integer exceeds 64-bit range": the receiver answers 500 instead of 400."""
+    from collector.processing.decode import metrics_from_json
+
+    if signal == "logs":
+        body = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": BIG}]}]}]})
+        decode: Any = logs_from_json
+    elif signal == "metrics":
+        point = {"timeUnixNano": BIG, "asDouble": 1.0}
+        metric = {"name": "m", "gauge": {"dataPoints": [point]}}
+        body = orjson.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]})
+        decode = metrics_from_json
+    else:
+        span = {"traceId": "0" * 32, "spanId": "0" * 16, "startTimeUnixNano": BIG}
+        body = orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+        decode = spans_from_json
+    try:
+        items = decode(body)
+    except DecodeError:
+        return
+    if signal == "logs":
+        normalize_all(items)
+    else:
+        orjson.dumps(items)
