@@ -111,6 +111,14 @@ class Pipeline:
                 kinds[rec["kind"]] += 1
         return rows, kinds
 
+    async def consume(self, signal: str, items: list[Any], transport: str, identity: str | None = None) -> AppendResult:
+        """Store what one request of ``signal`` (logs, metrics, traces) decoded to."""
+        if signal == "logs":
+            return await self.consume_logs(items, transport, identity)
+        if signal == "metrics":
+            return await self.consume_metrics(items, transport, identity)
+        return await self.consume_spans(items, transport, identity)
+
     def redact_events(self, events: list[LogEvent]) -> None:
         """Redact secrets in place, before normalization, so every derived field inherits the redaction.
 

@@ -32,10 +32,11 @@ field removed by the destination's field policy before mapping stays removed.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from collector.processing.normalize import parse_rfc3339
 
 OCSF_VERSION = "1.8.0"
 PRODUCT = {"name": "Claude Code", "vendor_name": "Anthropic"}
@@ -64,18 +65,8 @@ FILE_ACTIVITY = {"write": 1, "edit": 3, "notebook_edit": 3}
 
 
 def _epoch_ms(text: Any) -> int | None:
-    if not isinstance(text, str):
-        return None
-    s = text.strip()
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
+    ns = parse_rfc3339(text)
+    return None if ns is None else ns // 1_000_000
 
 
 def _get(rec: dict[str, Any], *path: str) -> Any:

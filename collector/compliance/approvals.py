@@ -33,12 +33,12 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from collector.processing.normalize import parse_rfc3339
 from collector.store.sqlite import StorageError, as_bytes, connect, shard_paths
 
 COLUMNS = (
@@ -471,15 +471,5 @@ def write_rows(rows: Iterable[Row], out: IO[str], fmt: str) -> int:
 
 def rfc3339_to_ms(text: Any) -> int | None:
     """Unix ms of a record's ``time`` (``2026-11-25T21:57:26.254Z``), or None."""
-    if not isinstance(text, str):
-        return None
-    s = text.strip()
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
+    ns = parse_rfc3339(text)
+    return None if ns is None else ns // 1_000_000

@@ -193,7 +193,7 @@ def parse_rfc3339(text: Any) -> int | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000) * 1_000_000
+    return round(dt.timestamp() * 1000) * 1_000_000
 
 
 def event_name_of(ev: LogEvent) -> str:

@@ -105,12 +105,7 @@ class OtlpGrpcReceiver:
                     items: list[Any] = decode(request, self.max_depth)
                 except RecursionError:
                     raise DecodeError("message is nested too deeply") from None
-                if signal == "logs":
-                    await self.pipeline.consume_logs(items, "grpc", identity)
-                elif signal == "metrics":
-                    await self.pipeline.consume_metrics(items, "grpc", identity)
-                else:
-                    await self.pipeline.consume_spans(items, "grpc", identity)
+                await self.pipeline.consume(signal, items, "grpc", identity)
             except Exception as exc:
                 await self._abort(exc, signal, context)
             finally:

@@ -223,12 +223,7 @@ class OtlpHttpReceiver:
             if encoding in ("gzip", "x-gzip"):
                 body = gunzip_capped(body, self.cfg.max_decompressed_size)
             items = self._decode(signal, media, body)
-            if signal == "logs":
-                await self.pipeline.consume_logs(items, "http", identity)
-            elif signal == "metrics":
-                await self.pipeline.consume_metrics(items, "http", identity)
-            else:
-                await self.pipeline.consume_spans(items, "http", identity)
+            await self.pipeline.consume(signal, items, "http", identity)
         except Exception as exc:
             return self._error(exc, signal, media, request)
         finally:
