@@ -8,6 +8,7 @@ turns a batch of stored records into request payloads and sends one payload, rep
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -44,6 +45,27 @@ class Payload:
     data: bytes
     headers: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+class LogThrottle:
+    """Lets a log message through at most once per ``interval`` seconds and counts what it held back.
+
+    For errors that repeat on every push (a revoked token), so they stay loud without flooding the log.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = -interval
+        self.held = 0
+
+    def ready(self) -> int | None:
+        """None to stay quiet, else how many messages were held back since the last one let through."""
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
 
 
 class Exporter(abc.ABC):

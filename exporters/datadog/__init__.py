@@ -30,7 +30,6 @@ import hashlib
 import logging
 import re
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import aiohttp
 from collector.configtypes import ConfigError, Duration, Secret
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, Payload
+from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload
 from exporters.datadog import intake
 from exporters.datadog.logs import LogEncoder, json_array, split_entries
 from exporters.datadog.series import FORBIDDEN_TAG_ATTRIBUTES, POINT_TAG_ATTRIBUTES, Aggregator, PointConverter
@@ -147,23 +146,6 @@ def _endpoint(url: str, api_path: str) -> str:
     return url
 
 
-class _Throttle:
-    """At most one message per ``interval`` seconds; counts what it held back."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.last = -interval
-        self.held = 0
-
-    def ready(self) -> int | None:
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            self.held += 1
-            return None
-        held, self.held, self.last = self.held, 0, now
-        return held
-
-
 class DatadogExporter(Exporter):
     """Logs to ``/api/v2/logs`` through the engine, counts to ``/api/v2/series`` through a store tailer."""
 
@@ -187,7 +169,7 @@ class DatadogExporter(Exporter):
         self._sent_metric: Any = None
         self._skipped_metric: Any = None
         self._auth_problem: str | None = None
-        self._auth_log = _Throttle(AUTH_LOG_INTERVAL)
+        self._auth_log = LogThrottle(AUTH_LOG_INTERVAL)
         self.auth_failures = 0
 
     def __repr__(self) -> str:

@@ -47,7 +47,6 @@ import contextlib
 import gzip
 import logging
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ import orjson
 
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, Payload
+from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload
 from exporters.fieldpolicy import Action, FieldPolicy
 from exporters.httpclient import HttpAnswer, new_session, post
 from exporters.splunk_hec.acks import AckPoller, AckQueryError, AckState
@@ -127,24 +126,6 @@ class HecReply:
         return out
 
 
-class _Throttle:
-    """Lets a message through at most once per ``interval`` seconds and counts what it held back."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.last = -interval
-        self.held = 0
-
-    def ready(self) -> int | None:
-        """None to stay quiet, else how many messages were held back since the last one let through."""
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            self.held += 1
-            return None
-        held, self.held, self.last = self.held, 0, now
-        return held
-
-
 def _event_body(config: SplunkHecConfig) -> Callable[[dict[str, Any]], bytes] | None:
     """The OCSF mapper for ``schema: ocsf``; None sends the audit record itself."""
     if getattr(config, "schema", "ccbridge") != "ocsf":
@@ -187,9 +168,9 @@ class SplunkHecExporter(Exporter):
         self._auth_problem: str | None = None
         self._health_problem: str | None = None
         self._health_task: asyncio.Task[None] | None = None
-        self._auth_log = _Throttle(LOG_EVERY)
-        self._index_log = _Throttle(LOG_EVERY)
-        self._split_log = _Throttle(LOG_EVERY)
+        self._auth_log = LogThrottle(LOG_EVERY)
+        self._index_log = LogThrottle(LOG_EVERY)
+        self._split_log = LogThrottle(LOG_EVERY)
         self._warned_no_ack = False
         self._warned_no_health = False
 
