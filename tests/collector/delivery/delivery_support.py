@@ -29,12 +29,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import cli
-from collector.config import load_text
 from collector.demo import DemoSession, logs_request
 from collector.processing.decode import logs_from_message
 from collector.processing.normalize import normalize_logs
-from collector.service import Service
-from tests.conftest import LOOPBACK, Bridge, bridge_config_dict, free_port
+from tests.conftest import Bridge, bridge_config_dict, start_bridge
 
 GRPC_LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -305,37 +303,19 @@ def http_destination(
 
 
 async def start_bridge_with_exporters(data_dir: Path, overrides: dict[str, Any]) -> tuple[Bridge, Path]:
-    """An in-process bridge whose config goes through the YAML loader, so ``exporters`` sections are built.
+    """An in-process bridge (``tests.conftest.start_bridge``) plus its config as a file, for ``--config`` CLI commands.
 
-    (``tests.conftest.start_bridge`` builds the tree without the exporter registry, so it cannot configure
-    destinations.) Returns the bridge and its config file (for ``--config`` CLI commands); the caller stops it.
+    The caller stops the bridge.
     """
-    last: Exception | None = None
-    for attempt in range(3):
-        ports = {"http_port": free_port(), "grpc_port": free_port(), "telemetry_port": free_port()}
-        tree = bridge_config_dict(data_dir, **ports, overrides=overrides)
-        text = yaml.safe_dump(tree, sort_keys=False)
-        config_path = data_dir.parent / f"{data_dir.name}-{attempt}.yaml"
-        config_path.write_text(text)
-        cfg = load_text(text, source=str(config_path))
-        service = Service(cfg)
-        try:
-            await service.start()
-        except OSError as exc:  # a port raced away between free_port() and bind
-            last = exc
-            with contextlib.suppress(Exception):
-                await service.stop()
-            continue
-        bridge = Bridge(
-            cfg=cfg,
-            service=service,
-            data_dir=data_dir,
-            http_url=f"http://{LOOPBACK}:{ports['http_port']}",
-            grpc_target=f"{LOOPBACK}:{ports['grpc_port']}",
-            telemetry_url=f"http://{LOOPBACK}:{ports['telemetry_port']}",
-        )
-        return bridge, config_path
-    raise RuntimeError(f"could not start the bridge: {last}")
+    bridge = await start_bridge(data_dir, overrides)
+    ports = {
+        "http_port": int(bridge.http_url.rsplit(":", 1)[1]),
+        "grpc_port": int(bridge.grpc_target.rsplit(":", 1)[1]),
+        "telemetry_port": int(bridge.telemetry_url.rsplit(":", 1)[1]),
+    }
+    config_path = data_dir.parent / f"{data_dir.name}.yaml"
+    config_path.write_text(yaml.safe_dump(bridge_config_dict(data_dir, **ports, overrides=overrides), sort_keys=False))
+    return bridge, config_path
 
 
 def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
