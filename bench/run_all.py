@@ -11,6 +11,7 @@ Usage: ``python bench/run_all.py [--repeat 3] [--duration 15] [--workers 2] [--o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,16 +230,21 @@ def _get_json(url: str) -> dict:
         return json.loads(r.read())
 
 
-def run_destinations(workers: int, duration: float) -> dict:
-    """OTLP clients -> store -> Splunk HEC (indexer acks on), Datadog (logs + series) and Prometheus at once.
+@contextlib.contextmanager
+def destination_fakes() -> Iterator[tuple[str, str, list[int]]]:
+    """The Splunk HEC (acks on) and Datadog fakes as processes that count without keeping: their URLs and PIDs."""
+    hec, hec_url = _start_fake("tests.fakes.splunk_hec", "--token", "bench-token", "--ack", "--no-retain")
+    dd, dd_url = _start_fake("tests.fakes.datadog", "--api-key", "bench-key", "--no-retain")
+    try:
+        yield hec_url, dd_url, [hec.pid, dd.pid]
+    finally:
+        for p in (hec, dd):
+            p.terminate()
+            p.wait()
 
-    The fakes run as separate processes. Records/s = audit records stored, divided by the time until every one of
-    them was confirmed by Splunk (acked), accepted by Datadog's logs intake, and counted by the Prometheus
-    accumulator.
-    """
-    hec, hec_url = _start_fake("tests.fakes.splunk_hec", "--token", "bench-token", "--ack")
-    dd, dd_url = _start_fake("tests.fakes.datadog", "--api-key", "bench-key")
-    exps = {
+
+def three_destinations(hec_url: str, dd_url: str) -> dict[str, dict]:
+    return {
         "splunk_hec": {
             "endpoint": hec_url,
             "token": "bench-token",
@@ -255,43 +262,96 @@ def run_destinations(workers: int, duration: float) -> dict:
         },
         "prometheus": {},
     }
-    try:
-        bridge = Bridge(workers, exps)
+
+
+def wait_three(
+    bridge: Bridge, hec_url: str, dd_url: str, stored: int, timeout: float = 300, prometheus: bool = True
+) -> dict[str, float]:
+    """When (time.time()) each destination had all ``stored`` records: acked by Splunk, accepted by Datadog's logs
+    intake, read by the Prometheus tailer (unless ``prometheus`` is False)."""
+    done_at: dict[str, float] = {}
+    want = 3 if prometheus else 2
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(done_at) < want:
+        now = time.time()
+        if "splunk_hec" not in done_at and _get_json(hec_url + "/__fake__/stats")["events"] >= stored:
+            done_at["splunk_hec"] = now
+        if "datadog" not in done_at and _get_json(dd_url + "/__fake__/stats")["logs"] >= stored:
+            done_at["datadog"] = now
+        if (
+            prometheus
+            and "prometheus" not in done_at
+            and bridge.metric("ccbridge_prometheus_tail_read_records_total") >= stored
+        ):
+            done_at["prometheus"] = now
+        time.sleep(0.05)
+    return done_at
+
+
+def run_destinations_drain(workers: int, duration: float) -> dict:
+    """Delivery capacity: a backlog stored first (OTLP clients for ``duration`` seconds, no destination), then the
+    bridge restarted on the same data with Splunk HEC (acks on), Datadog and Prometheus; records/s = stored audit
+    records divided by the time until Splunk and Datadog had every one. (Prometheus counters start at the bridge's
+    start, so a backlog stored before is not counted again; the exporter is configured and serves, nothing more.)"""
+    data = Path(tempfile.mkdtemp(prefix="ccbridge-bench-backlog-"))
+    with destination_fakes() as (hec_url, dd_url, fake_pids):
+        filler = Bridge(workers, data_dir=data)
+        try:
+            loadgen(filler, "http", 512, 8, duration)
+            stored = int(filler.metric("ccbridge_records_total"))
+        finally:
+            filler.stop()
+        bridge = Bridge(workers, three_destinations(hec_url, dd_url), data_dir=data)
+        try:
+            c0, t0 = cpu_seconds(bridge.pids()), time.time()
+            f0 = cpu_seconds(fake_pids)
+            done_at = wait_three(bridge, hec_url, dd_url, stored, prometheus=False)
+            c1, f1 = cpu_seconds(bridge.pids()), cpu_seconds(fake_pids)
+        finally:
+            peak = bridge.stop()
+            shutil.rmtree(data, ignore_errors=True)
+    result = delivery_result("three_destinations_backlog", stored, done_at, t0, c1 - c0, peak, want=2)
+    result["fakes_cpu_cores"] = round((f1 - f0) / (max(done_at.values()) - t0), 2) if len(done_at) == 2 else None
+    return result
+
+
+def delivery_result(
+    scenario: str, stored: int, done_at: dict[str, float], t0: float, cpu: float, peak: dict[str, float], want: int
+) -> dict:
+    """Records/s per destination and for all of them (until the last one had everything), bridge cores, RSS."""
+    elapsed = {k: round(v - t0, 2) for k, v in done_at.items()}
+    all_done = max(done_at.values()) - t0 if len(done_at) == want else None
+    return {
+        "scenario": scenario,
+        "stored_audit_records": stored,
+        "seconds_until_delivered": elapsed,
+        "records_per_s_per_destination": {k: round(stored / v, 1) for k, v in elapsed.items() if v},
+        "records_per_s_all_three": round(stored / all_done, 1) if all_done else None,
+        "bridge_cpu_cores": round(cpu / all_done, 2) if all_done else None,
+        "peak_rss_mb_per_process": {k: round(v, 1) for k, v in peak.items()},
+    }
+
+
+def run_destinations(workers: int, duration: float) -> dict:
+    """OTLP clients -> store -> Splunk HEC (indexer acks on), Datadog (logs + series) and Prometheus at once.
+
+    The fakes run as separate processes. Records/s = audit records stored, divided by the time until every one of
+    them was confirmed by Splunk (acked), accepted by Datadog's logs intake, and counted by the Prometheus
+    accumulator.
+    """
+    with destination_fakes() as (hec_url, dd_url, _):
+        bridge = Bridge(workers, three_destinations(hec_url, dd_url))
         try:
             c0, t0 = cpu_seconds(bridge.pids()), time.time()
             res = loadgen(bridge, "http", 512, 8, duration)
             stored = int(bridge.metric("ccbridge_records_total"))
-            done_at: dict[str, float] = {}
-            deadline = time.time() + 300
-            while time.time() < deadline and len(done_at) < 3:
-                now = time.time()
-                if "splunk_hec" not in done_at and _get_json(hec_url + "/__fake__/stats")["events"] >= stored:
-                    done_at["splunk_hec"] = now
-                if "datadog" not in done_at and _get_json(dd_url + "/__fake__/stats")["logs"] >= stored:
-                    done_at["datadog"] = now
-                if "prometheus" not in done_at and bridge.metric("ccbridge_prometheus_counted_records_total") >= stored:
-                    done_at["prometheus"] = now
-                time.sleep(0.2)
+            done_at = wait_three(bridge, hec_url, dd_url, stored)
             c1 = cpu_seconds(bridge.pids())
         finally:
             peak = bridge.stop()
-    finally:
-        for p in (hec, dd):
-            p.terminate()
-            p.wait()
-    elapsed = {k: round(v - t0, 2) for k, v in done_at.items()}
-    all_done = max(done_at.values()) - t0 if len(done_at) == 3 else float("nan")
-    ok = all_done == all_done
-    return {
-        "scenario": "three_destinations",
-        "stored_audit_records": stored,
-        "ingest": res,
-        "seconds_until_delivered": elapsed,
-        "records_per_s_per_destination": {k: round(stored / v, 1) for k, v in elapsed.items() if v},
-        "records_per_s_all_three": round(stored / all_done, 1) if ok else None,
-        "bridge_cpu_cores": round((c1 - c0) / all_done, 2) if ok else None,
-        "peak_rss_mb_per_process": {k: round(v, 1) for k, v in peak.items()},
-    }
+    result = delivery_result("three_destinations", stored, done_at, t0, c1 - c0, peak, want=3)
+    result["ingest"] = res
+    return result
 
 
 def main() -> None:
@@ -316,7 +376,7 @@ def main() -> None:
         "workers": args.workers,
     }
     results: dict[str, list[dict]] = {}
-    names = args.only or [*SCENARIOS, "e2e", "e2e_at_5k", "destinations"]
+    names = args.only or [*SCENARIOS, "e2e", "e2e_at_5k", "destinations", "destinations_backlog"]
     for name in names:
         for i in range(args.repeat):
             if name == "e2e":
@@ -325,6 +385,8 @@ def main() -> None:
                 r = run_e2e(args.workers, args.duration, rate=5000)
             elif name == "destinations":
                 r = run_destinations(args.workers, args.duration)
+            elif name == "destinations_backlog":
+                r = run_destinations_drain(args.workers, args.duration)
             else:
                 r = run_ingest(name, SCENARIOS[name], args.workers, args.duration)
             print(f"{name} #{i + 1}: {json.dumps(r)}", flush=True)
@@ -343,7 +405,7 @@ def main() -> None:
             vals = [v for v in vals if isinstance(v, int | float)]
             return statistics.median(vals) if vals else float("nan")
 
-        if name == "destinations":
+        if name.startswith("destinations"):
             rps = med("records_per_s_all_three")
         elif name.startswith("e2e"):
             rps = med("end_to_end_records_per_s")

@@ -14,9 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
+from isal import isal_zlib
 
 from collector.delivery.outcome import Outcome
 from collector.delivery.settings import DestinationSettings
+
+GZIP_LEVEL = 2
+"""ISA-L compression level (0-3) of every gzip request body. Measured on stored Claude Code records
+(bench/hotpath.py): ISA-L level 2 compresses a Datadog batch ~9.8:1 in 2.5 µs per record and a Splunk batch ~10.4:1
+in 1.5 µs; zlib needs 11 and 7 µs at level 3 (11.5-12.8:1) and 17-28 µs at level 6. The bridge is CPU-bound and the
+wire is not, so the fast encoder wins; the output is ordinary gzip that every receiver reads."""
+
+
+def gzip_compress(data: bytes, level: int = GZIP_LEVEL) -> bytes:
+    """``data`` as one gzip member (header, deflate stream, CRC-32 and size trailer), compressed by ISA-L."""
+    return isal_zlib.compress(data, level, wbits=31)
 
 
 @dataclass
@@ -31,10 +43,14 @@ class DeliveryRecord:
 
     @property
     def record(self) -> dict[str, Any]:
-        """The record as a dict (parsed once, on first use)."""
+        """The record as a dict (parsed once, on first use, until :meth:`forget`)."""
         if self._parsed is None:
             self._parsed = orjson.loads(self.body)
         return self._parsed
+
+    def forget(self) -> None:
+        """Drop the parsed dict (about ten times the JSON's size in memory); ``record`` parses again if asked."""
+        self._parsed = None
 
 
 @dataclass

@@ -74,25 +74,79 @@ def _splits(parts: tuple[str, ...]) -> Splits:
     return tuple((".".join(parts[:cut]), _splits(parts[cut:])) for cut in range(len(parts), 0, -1))
 
 
-def _apply(node: dict[str, Any], splits: Splits, action: Action, salt: str) -> bool:
-    """Apply ``action`` at the path described by ``splits`` under ``node`` (copy-on-write). True if it changed."""
-    for key, rest in splits:
-        if key not in node:
-            continue
-        if not rest:
-            if action == "drop":
-                del node[key]
-            elif action == "hash":
-                node[key] = hash_value(node[key], salt)
-            return action != "keep"
-        child = node[key]
-        if isinstance(child, dict):
-            copy = dict(child)
-            if _apply(copy, rest, action, salt):
-                node[key] = copy
-                return True
-        return False
-    return False
+class _Level:
+    """The policy's paths merged into one lookup table per nesting level.
+
+    ``entries`` holds, longest key first, every key under which some path continues at this level: the paths that
+    end there (``(path id, action)``) and the level below for those that go on. A path is settled at a level by its
+    longest key that is present (later, shorter keys of the same path are skipped), as if each path were walked on
+    its own; merging them means one pass over the record whatever the number of paths.
+    """
+
+    __slots__ = ("entries", "keys")
+
+    def __init__(self, paths: list[tuple[int, Splits, Action]]) -> None:
+        ends: dict[str, list[tuple[int, Action]]] = {}
+        below: dict[str, list[tuple[int, Splits, Action]]] = {}
+        for pid, splits, action in paths:
+            for key, rest in splits:
+                if rest:
+                    below.setdefault(key, []).append((pid, rest, action))
+                else:
+                    ends.setdefault(key, []).append((pid, action))
+        keys = sorted(set(ends) | set(below), key=lambda k: (-len(k), k))
+        self.keys = frozenset(keys)
+        self.entries: tuple[tuple[str, tuple[tuple[int, Action], ...], _Level | None, frozenset[int]], ...] = tuple(
+            (
+                key,
+                tuple(ends.get(key, ())),
+                _Level(below[key]) if key in below else None,
+                frozenset(pid for pid, _, _ in below.get(key, ())),
+            )
+            for key in keys
+        )
+
+    def apply(self, node: dict[str, Any], salt: str, skip: frozenset[int] | set[int]) -> dict[str, Any] | None:
+        """``node`` with the actions applied (copied where it changed), or None when nothing changes."""
+        out: dict[str, Any] | None = None
+        settled: set[int] | None = None
+        for key, ends, child, through in self.entries:
+            if key not in node:
+                continue
+            for pid, action in ends:
+                if pid in skip or (settled is not None and pid in settled):
+                    continue
+                if settled is None:
+                    settled = set()
+                settled.add(pid)
+                if action == "keep":
+                    continue
+                if out is None:
+                    out = dict(node)
+                if key in out:
+                    if action == "drop":
+                        del out[key]
+                    else:
+                        out[key] = hash_value(out[key], salt)
+            if child is None:
+                continue
+            done = skip if settled is None else settled.union(skip)
+            if through <= done:
+                continue
+            if settled is None:
+                settled = set()
+            settled.update(through)
+            current = node if out is None else out
+            if key not in current:
+                continue
+            sub = current[key]
+            if sub.__class__ is dict:
+                changed = child.apply(sub, salt, done)
+                if changed is not None:
+                    if out is None:
+                        out = dict(node)
+                    out[key] = changed
+        return out
 
 
 class FieldPolicy:
@@ -101,7 +155,8 @@ class FieldPolicy:
     def __init__(self, actions: dict[str, Action], salt: str = "") -> None:
         self.actions = {k: v for k, v in actions.items() if v != "keep"}
         self.salt = salt
-        self._paths = [(_splits(tuple(k.split("."))), v) for k, v in self.actions.items()]
+        paths = [(i, _splits(tuple(k.split("."))), v) for i, (k, v) in enumerate(self.actions.items())]
+        self._top = _Level(paths) if paths else None
 
     @classmethod
     def build(cls, defaults: dict[str, Action], cfg: FieldPolicyConfig) -> FieldPolicy:
@@ -113,10 +168,8 @@ class FieldPolicy:
         return not self.actions
 
     def apply(self, record: dict[str, Any]) -> dict[str, Any]:
-        """A shallow-copied record with the policy applied; the input is never modified."""
-        if not self._paths:
+        """The record with the policy applied (copied where it changed); the input is never modified."""
+        if self._top is None:
             return record
-        out = dict(record)
-        for splits, action in self._paths:
-            _apply(out, splits, action, self.salt)
-        return out
+        changed = self._top.apply(record, self.salt, frozenset())
+        return record if changed is None else changed

@@ -252,8 +252,18 @@ class DestinationWorker:
             log.exception("%s: cannot encode a batch of %d records", self.name, len(records))
             await self._dead_letter(records, f"encode failed: {exc}", None, 0)
             return
-        for payload in payloads:
-            await self._push_with_retry(payload)
+        finally:
+            for r in records:
+                r.forget()  # payloads in flight (and awaiting acks) keep the bytes, not the parsed dicts
+        if len(payloads) == 1:
+            await self._push_with_retry(payloads[0])
+            return
+        # The requests of one batch go out together: each may wait for its own confirmation (a Splunk indexer
+        # acknowledgement takes a poll interval), and the batch counts as delivered only when all are settled.
+        results = await asyncio.gather(*(self._push_with_retry(p) for p in payloads), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _push_with_retry(self, payload: Payload) -> None:
         backoff = Backoff(self.exporter.settings.retry)

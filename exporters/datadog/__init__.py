@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import hashlib
 import logging
 import re
@@ -41,7 +40,7 @@ import aiohttp
 from collector.configtypes import ConfigError, Duration, Secret
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload
+from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload, gzip_compress
 from exporters.datadog import intake
 from exporters.datadog.logs import LogEncoder, json_array, split_entries
 from exporters.datadog.series import FORBIDDEN_TAG_ATTRIBUTES, POINT_TAG_ATTRIBUTES, Aggregator, PointConverter
@@ -254,7 +253,7 @@ class DatadogExporter(Exporter):
         return headers
 
     def _pack(self, raw: bytes) -> bytes:
-        return gzip.compress(raw, compresslevel=6) if self.cfg.compression == "gzip" else raw
+        return gzip_compress(raw) if self.cfg.compression == "gzip" else raw
 
     def encode(self, records: Sequence[DeliveryRecord]) -> list[Payload]:
         """Logs requests for ``records``: at most 1000 entries and 5 MB of JSON each, gzip unless configured off.
@@ -265,14 +264,19 @@ class DatadogExporter(Exporter):
         out = []
         for group in split_entries(entries):
             encoded = [e for _, e in group]
-            out.append(Payload([r for r, _ in group], self._pack(json_array(encoded)), meta={"entries": encoded}))
+            out.append(Payload([r for r, _ in group], self._pack(json_array(encoded))))
         return out
 
+    def _entries(self, payload: Payload) -> list[bytes]:
+        """The encoded entries of ``payload``, encoded again: only a 413 split needs them, and encoding is pure, so
+        payloads in flight keep just their compressed body."""
+        return [self.encoder.encode(r) for r in payload.records]
+
     async def push(self, payload: Payload) -> Outcome:
-        entries: list[bytes] = payload.meta.get("entries") or []
-        if not entries:
-            return await self._post_logs(payload.data)
-        accepted, outcome = await self._push_entries(entries, payload.data)
+        outcome = await self._post_logs(payload.data)
+        if not (isinstance(outcome, Permanent) and outcome.status == 413) or not payload.records:
+            return outcome
+        accepted, outcome = await self._push_entries(self._entries(payload), answered=outcome)
         if isinstance(outcome, Success) or accepted == 0:
             return outcome
         self._shrink(payload, accepted)
@@ -280,9 +284,11 @@ class DatadogExporter(Exporter):
             return Partial(0, outcome.reason, 413)
         return outcome
 
-    async def _push_entries(self, entries: list[bytes], data: bytes | None = None) -> tuple[int, Outcome]:
-        """Send ``entries``, halving on 413; how many leading entries were accepted, and the outcome of the rest."""
-        outcome = await self._post_logs(data if data is not None else self._pack(json_array(entries)))
+    async def _push_entries(self, entries: list[bytes], answered: Outcome | None = None) -> tuple[int, Outcome]:
+        """Send ``entries``, halving on 413; how many leading entries were accepted, and the outcome of the rest.
+
+        ``answered`` is the answer already received for all of ``entries`` (the request is not sent again)."""
+        outcome = answered if answered is not None else await self._post_logs(self._pack(json_array(entries)))
         if not (isinstance(outcome, Permanent) and outcome.status == 413):
             return (len(entries) if isinstance(outcome, Success) else 0), outcome
         if len(entries) == 1:
@@ -298,10 +304,8 @@ class DatadogExporter(Exporter):
 
     def _shrink(self, payload: Payload, accepted: int) -> None:
         """Drop the ``accepted`` leading entries from ``payload`` (they are in Datadog) and count them as sent."""
-        entries: list[bytes] = payload.meta["entries"][accepted:]
         payload.records = list(payload.records[accepted:])
-        payload.meta["entries"] = entries
-        payload.data = self._pack(json_array(entries))
+        payload.data = self._pack(json_array(self._entries(payload)))
         if self._sent_metric is not None:
             self._sent_metric.inc(accepted)
 

@@ -31,7 +31,6 @@ are counted (reason ``too_old``). Event times more than a minute in the future a
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import re
@@ -41,6 +40,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from exporters.base import gzip_compress
 from exporters.datadog.logs import tag_value
 
 COUNT = 1
@@ -320,7 +320,7 @@ def build_bodies(series: Sequence[dict[str, Any]], compress: bool) -> list[tuple
 
 def _fit(group: list[dict[str, Any]], compress: bool) -> list[tuple[list[dict[str, Any]], bytes]]:
     raw = series_body(group)
-    data = gzip.compress(raw, compresslevel=6) if compress else raw
+    data = gzip_compress(raw) if compress else raw
     if (len(data) <= MAX_PAYLOAD_BYTES and len(raw) <= MAX_DECOMPRESSED_BYTES) or len(group) == 1:
         return [(group, data)]
     mid = len(group) // 2

@@ -8,7 +8,6 @@ other 4xx are permanent and go to dead letters.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -19,7 +18,7 @@ import aiohttp
 from collector.configtypes import ByteSize, ConfigError, Duration, Secret
 from collector.delivery.outcome import Outcome
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, Payload
+from exporters.base import DeliveryRecord, Exporter, Payload, gzip_compress
 from exporters.httpclient import TLSClientConfig, default_outcome, new_session, post
 from exporters.ocsf import ocsf_body
 
@@ -94,7 +93,7 @@ class HttpExporter(Exporter):
                 ctype = "application/json"
             headers = {"Content-Type": ctype, **{k: v.get() for k, v in cfg.headers.items()}}
             if cfg.compression == "gzip":
-                data = gzip.compress(data, compresslevel=5)
+                data = gzip_compress(data)
                 headers["Content-Encoding"] = "gzip"
             out.append(Payload([originals[id(r)] for r in group], data, headers))
         return out

@@ -83,6 +83,11 @@ class PrometheusCollector:
                 "Failed reads of a store shard by the Prometheus tailer (retried on the next poll).",
                 value=tail.get("errors", 0.0),
             )
+            yield CounterMetricFamily(
+                "ccbridge_prometheus_tail_read_records",
+                "Stored audit records the Prometheus tailer has read from every shard (counted or not).",
+                value=tail.get("records_read", 0.0),
+            )
             yield GaugeMetricFamily(
                 "ccbridge_prometheus_tail_last_success_timestamp_seconds",
                 "Unix time of the tailer's last complete poll of every shard.",

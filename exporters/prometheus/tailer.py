@@ -76,7 +76,12 @@ class StoreTailer:
         self._warm_plan: list[tuple[_Shard, int]] = []
 
     def stats(self) -> dict[str, float]:
-        return {"errors": float(self.errors), "last_success": self.last_success}
+        return {
+            "errors": float(self.errors),
+            "last_success": self.last_success,
+            "records_read": float(self.rows_read["records"]),
+            "points_read": float(self.rows_read["metric_points"]),
+        }
 
     # -----------------------------------------------------------------------------------------------------------
     # lifecycle

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import socket
 import uuid
@@ -57,7 +56,7 @@ import orjson
 
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload
+from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload, gzip_compress
 from exporters.fieldpolicy import Action, FieldPolicy
 from exporters.httpclient import HttpAnswer, new_session, post
 from exporters.splunk_hec.acks import AckPoller, AckQueryError, AckState
@@ -78,7 +77,6 @@ HEALTH_TEXT = {
     20: "queues full, ack service unavailable",
     23: "server is shutting down",
 }
-GZIP_LEVEL = 5
 HEALTH_TIMEOUT = 10.0
 LOG_EVERY = 60.0
 UNREACHABLE = "splunk health: unreachable"
@@ -216,7 +214,7 @@ class SplunkHecExporter(Exporter):
 
     def _body(self, events: Sequence[bytes]) -> bytes:
         data = b"\n".join(events) + b"\n"
-        return gzip.compress(data, compresslevel=GZIP_LEVEL) if self.cfg.compression == "gzip" else data
+        return gzip_compress(data) if self.cfg.compression == "gzip" else data
 
     def _headers(self, *, compressed: bool) -> dict[str, str]:
         headers = {
@@ -236,17 +234,21 @@ class SplunkHecExporter(Exporter):
         out = []
         sizes = [len(e.data) for e in envelopes]
         for lo, hi in split_envelopes(sizes, self.cfg.max_request_bytes, self.cfg.max_request_events):
-            events = [e.data for e in envelopes[lo:hi]]
-            meta = {"events": events, "indexes": [e.index for e in envelopes[lo:hi]], "done": 0}
-            out.append(Payload(list(records[lo:hi]), self._body(events), dict(content), meta))
+            meta = {"indexes": [e.index for e in envelopes[lo:hi]], "done": 0}
+            body = self._body([e.data for e in envelopes[lo:hi]])
+            out.append(Payload(list(records[lo:hi]), body, dict(content), meta))
         return out
+
+    def _events(self, payload: Payload, lo: int, hi: int) -> list[bytes]:
+        """Envelopes ``[lo, hi)`` of ``payload`` encoded again (only a 413 split needs them; encoding is pure)."""
+        return [self.encoder.envelope(r).data for r in payload.records[lo:hi]]
 
     # -- sending ---------------------------------------------------------------------------------------------------
 
     async def push(self, payload: Payload) -> Outcome:
-        events: list[bytes] = payload.meta["events"]
         done: int = payload.meta.get("done", 0)
-        confirmed, outcome = await self._send_range(payload, done, len(events), payload.data if done == 0 else None)
+        total = len(payload.records)
+        confirmed, outcome = await self._send_range(payload, done, total, payload.data if done == 0 else None)
         done += confirmed
         if outcome is None:
             return Success("indexed (acknowledged)" if self.cfg.ack else "accepted")
@@ -260,12 +262,11 @@ class SplunkHecExporter(Exporter):
     async def _send_range(self, payload: Payload, lo: int, hi: int, data: bytes | None) -> tuple[int, Outcome | None]:
         """Send events ``[lo, hi)`` of ``payload``: how many (from ``lo``) are confirmed, and the outcome for the
         rest (None when all are). A 413 splits the range in halves."""
-        events: list[bytes] = payload.meta["events"][lo:hi]
-        body = data if data is not None else self._body(events)
+        body = data if data is not None else self._body(self._events(payload, lo, hi))
         result = await self._post_events(body, payload.meta["indexes"][lo:hi])
         if result is not None:
             return result
-        size = sum(len(e) + 1 for e in events)
+        size = sum(len(e) + 1 for e in self._events(payload, lo, hi))
         if hi - lo == 1:
             reason = (
                 f"event of {size} bytes refused as too large (HTTP 413); raise the HEC max_content_length "

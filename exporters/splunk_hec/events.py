@@ -77,16 +77,6 @@ def as_text(value: Any) -> str | None:
     return None
 
 
-def _nested(record: dict[str, Any], parts: tuple[str, ...]) -> Any:
-    """``record[a][b]...`` for the audit record's own nesting, else the general :func:`lookup`."""
-    node: Any = record
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            return lookup(record, parts)
-        node = node[part]
-    return node
-
-
 def _epoch_ms(text: str) -> int | None:
     """Milliseconds since the epoch of an RFC 3339 time with a zone; None if it is not one."""
     if len(text) == 24 and text[19] == "." and text[23] == "Z":  # the record's own format, 2026-11-25T21:58:03.512Z
@@ -190,12 +180,15 @@ class EventEncoder:
 
     @staticmethod
     def indexed_fields(record: dict[str, Any]) -> dict[str, str]:
+        """The non-empty string values at :data:`INDEXED_FIELDS`, read through the record's own nesting."""
         out: dict[str, str] = {}
         for name, paths in _INDEXED_PARTS:
             for parts in paths:
-                value = _nested(record, parts)
-                if isinstance(value, str) and value:
-                    out[name] = value
+                node: Any = record
+                for part in parts:
+                    node = node.get(part) if node.__class__ is dict else None
+                if node.__class__ is str and node:
+                    out[name] = node
                     break
         return out
 

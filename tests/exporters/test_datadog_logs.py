@@ -305,7 +305,7 @@ async def test_413_for_a_single_entry_dead_letters_only_that_record(fake, export
 
 async def test_a_retry_after_a_partial_split_resends_only_the_rest(fake, exporter, monkeypatch):
     (payload,) = exporter.encode(deliveries(4, pad=500))
-    fake.logs_max_payload_bytes = len(payload.meta["entries"][0]) * 2 + 10  # two entries fit, four do not
+    fake.logs_max_payload_bytes = len(exporter._entries(payload)[0]) * 2 + 10  # two entries fit, four do not
     real = exporter._post_logs
     calls = 0
 

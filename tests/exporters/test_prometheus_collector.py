@@ -61,7 +61,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_text_exposition() -> None:
     reg = CollectorRegistry()
-    reg.register(PrometheusCollector(filled(), lambda: {"errors": 2.0, "last_success": 1234.5}))
+    reg.register(PrometheusCollector(filled(), lambda: {"errors": 2.0, "last_success": 1234.5, "records_read": 7.0}))
     text = generate_latest(reg).decode()
     got = samples(text)
     assert got[("claude_code_cost_usage_usd_total", (("model", "claude-opus-5-5"), ("query_source", "main")))] == 0.25
@@ -76,6 +76,7 @@ def test_text_exposition() -> None:
     assert got[("ccbridge_prometheus_counted_points_total", ())] == 3
     assert got[("ccbridge_prometheus_tail_errors_total", ())] == 2
     assert got[("ccbridge_prometheus_tail_last_success_timestamp_seconds", ())] == 1234.5
+    assert got[("ccbridge_prometheus_tail_read_records_total", ())] == 7
     assert "# TYPE claude_code_cost_usage_usd_total counter" in text
     assert "# TYPE claude_code_context_size_bytes gauge" in text
     assert "sess-" not in text and "session_id" not in text

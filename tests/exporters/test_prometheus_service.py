@@ -94,6 +94,8 @@ async def test_primary_serves_claude_code_metrics_next_to_self_metrics(tmp_path:
         assert got["claude_code_cost_usage_usd_total[('model', 'claude-opus-5-5'), ('query_source', 'main')]"] > 0
         assert any(k.startswith("ccbridge_receiver_accepted_items_total") for k in got)
         assert got["ccbridge_prometheus_tail_errors_total[]"] == 0
+        counted = got["ccbridge_prometheus_counted_records_total[]"]
+        assert got["ccbridge_prometheus_tail_read_records_total[]"] >= counted > 0
         registry = svc.metrics.registry
     assert getattr(registry, "_ccbridge_extra", []) == []  # detached at stop
 

@@ -151,6 +151,22 @@ async def test_records_leave_only_when_acknowledged(bridge_factory, ack_fake):
     assert not dlq_list(b)
 
 
+async def test_the_requests_of_one_batch_wait_for_their_acks_together(bridge_factory, ack_fake):
+    b = await start(bridge_factory, ack_fake.url, ack=True, concurrency=1, max_request_events=3)
+    await send_run(b, "v2.1.332-http-protobuf-allow")
+    stored = stored_in_seq_order(b)
+    assert len(stored) >= 19
+    # One batch (concurrency 1) of several requests: all are posted while none is acknowledged yet.
+    await until(lambda: len(ack_fake.events) == len(stored), what="every request of the batch posted before any ack")
+    posts = [r for r in ack_fake.requests if r.path == EVENT_PATH]
+    assert len(posts) >= len(stored) // 3
+    assert worker(b).cursor == 0
+    ack_fake.release_acks()
+    w = worker(b)
+    await until(lambda: w.cursor == w.reader.last_seq(), what="cursor at the end after the acks")
+    assert await metric(b, "ccbridge_exporter_sent_records_total") == len(stored)
+
+
 async def test_invalid_event_number_dead_letters_one_record_and_delivers_the_rest_once(bridge_factory, fake):
     b = await start(bridge_factory, fake.url, routing=[{"match": {"tool.decision": "reject"}, "index": "forbidden"}])
     await send_run(b, "v2.1.197-http-protobuf-deny")

@@ -482,7 +482,7 @@ async def test_progress_inside_a_split_payload_is_kept_across_retries(fake, make
     assert await exp.push(p) == Success("accepted")
     assert ids_indexed(fake) == [r.id for r in rs]
     resent = event_requests(fake)[-1].decoded_body or b""
-    assert len(resent) == sum(len(e) + 1 for e in p.meta["events"][4:])  # only the second half
+    assert len(resent) == sum(len(e) + 1 for e in exp._events(p, 4, len(p.records)))  # only the second half
 
 
 async def test_permanent_failure_after_progress_becomes_partial(fake, make):

@@ -72,6 +72,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import signal
 import ssl
 import sys
@@ -83,6 +84,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -330,9 +332,18 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_LONG_NUMBER = re.compile(rb"[0-9]{20}")
 
 
-def _parse_json(body: bytes) -> Any:
+def _parse_json(body: bytes, exact_numbers: bool = True) -> Any:
+    """Strict JSON (no NaN/Infinity); orjson first, the standard library for what orjson cannot represent (lone
+    surrogates) and for the error message. orjson reads integers beyond 64 bits as floats: with ``exact_numbers``
+    a body holding such a digit run is read by the standard library."""
+    if not (exact_numbers and _LONG_NUMBER.search(body)):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     return _DECODER.decode(body.decode("utf-8"))
 
 
@@ -345,7 +356,11 @@ def _is_int(value: Any) -> bool:
 
 
 def _compact_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    """Bytes of ``value`` as compact UTF-8 JSON."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # integers beyond 64 bits
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 def _split_tags(tags: str | None) -> list[str]:
@@ -404,8 +419,13 @@ class DatadogFake:
         control_api: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        retain: bool = True,
     ) -> None:
         self.api_keys: set[str] = set(api_keys)
+        self.retain = retain  # False (benchmarks): validate and count everything, keep no request, log or point
+        self.request_count = 0
+        self.log_count = 0
+        self.point_count = 0
         self.logs_max_payload_bytes = logs_max_payload_bytes
         self.logs_max_entry_bytes = logs_max_entry_bytes
         self.logs_max_entries = logs_max_entries
@@ -536,6 +556,7 @@ class DatadogFake:
             self._series.clear()
             self._requests.clear()
             self._faults.clear()
+            self.request_count = self.log_count = self.point_count = 0
 
     # ----------------------------------------------------------------- keys
 
@@ -645,7 +666,7 @@ class DatadogFake:
         body, truncated = await self._read_body(request)
         with self._lock:
             record = RecordedRequest(
-                seq=len(self._requests),
+                seq=self.request_count,
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
@@ -654,7 +675,9 @@ class DatadogFake:
                 body_truncated=truncated,
                 received_at=time.time(),
             )
-            self._requests.append(record)
+            self.request_count += 1
+            if self.retain:
+                self._requests.append(record)
         request[_RECORD_KEY] = record
         try:
             response = await handler(request)
@@ -748,7 +771,7 @@ class DatadogFake:
         self._common_checks(request, "logs")
         body = self._decode(request, "logs", self.logs_max_payload_bytes)
         try:
-            payload = _parse_json(body)
+            payload = _parse_json(body, exact_numbers=self.retain)
         except (ValueError, UnicodeDecodeError):
             raise _Reply(400, logs_error(400, "Malformed JSON payload")) from None
         if not isinstance(payload, list | dict):
@@ -767,7 +790,9 @@ class DatadogFake:
         now = self.clock()
         entries = [self._make_log(item, position, query_tags, now, record) for position, item in enumerate(items)]
         with self._lock:
-            self._logs.extend(entries)
+            self.log_count += len(entries)
+            if self.retain:
+                self._logs.extend(entries)
         if fault is not None and fault.action == "drop":
             raise _Drop
         return _json_response(202, {})
@@ -834,7 +859,7 @@ class DatadogFake:
             raise _Reply(413, series_error(detail))
         body = self._decode(request, "series", self.series_max_decompressed_bytes - 1)
         try:
-            payload = _parse_json(body)
+            payload = _parse_json(body, exact_numbers=self.retain)
         except (ValueError, UnicodeDecodeError):
             raise _Reply(400, series_error("Malformed JSON payload")) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("series"), list):
@@ -861,9 +886,11 @@ class DatadogFake:
                 else:
                     accepted.append(point)
         with self._lock:
-            self._series.extend(all_series)
-            self._points.extend(accepted)
-            self._dropped_points.extend(dropped)
+            self.point_count += len(accepted)
+            if self.retain:
+                self._series.extend(all_series)
+                self._points.extend(accepted)
+                self._dropped_points.extend(dropped)
         if fault is not None and fault.action == "drop":
             raise _Drop
         errors = [f"point {item.point.metric}@{item.point.timestamp} dropped: {item.reason}" for item in dropped]
@@ -945,7 +972,7 @@ class DatadogFake:
         if request.method == "POST" and request.body_exists:
             args = json.loads(await request.read() or b"{}")
         readers: dict[str, Callable[[], Any]] = {
-            "stats": lambda: {"logs": len(self.logs), "points": len(self.points), "requests": len(self.requests)},
+            "stats": lambda: {"logs": self.log_count, "points": self.point_count, "requests": self.request_count},
             "logs": lambda: [entry.as_dict() for entry in self.logs],
             "points": lambda: [point.as_dict() for point in self.points],
             "dropped_points": lambda: [dataclasses.asdict(item) for item in self.dropped_points],
@@ -984,6 +1011,7 @@ async def _serve(args: argparse.Namespace) -> None:
         control_api=True,
         host=args.host,
         port=args.port,
+        retain=not args.no_retain,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1002,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", action="append", required=True, help="accepted API key (repeatable)")
+    parser.add_argument("--no-retain", action="store_true", help="count entries without keeping them (benchmarks)")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     args = parser.parse_args(argv)

@@ -87,6 +87,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -142,6 +143,8 @@ FAULT_ENDPOINTS = frozenset({"ingest", "ack", "health", "any"})
 _GUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 _NUMERIC_TIME_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?$")
 _JSON_WS = " \t\n\r"
+_JSON_WS_BYTES = _JSON_WS.encode()
+_LONG_NUMBER = re.compile(rb"[0-9]{20}")
 _CONTROL_PREFIX = "/__fake__/"
 _REASONS: dict[int, str] = {
     400: "Bad Request",
@@ -382,12 +385,33 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def parse_concatenated(body: bytes) -> tuple[list[Any], bool]:
+def _parse_lines(body: bytes, exact_numbers: bool) -> list[Any] | None:
+    """The values of a body holding one JSON value per line (what most clients send), parsed with orjson; None when
+    any line is not exactly one strict JSON value, so the exact (slower) reading decides. orjson reads integers
+    beyond 64 bits as floats: with ``exact_numbers`` a body holding such a digit run takes the exact reading."""
+    if exact_numbers and _LONG_NUMBER.search(body):
+        return None
+    values: list[Any] = []
+    for line in body.split(b"\n"):
+        if not line.strip(_JSON_WS_BYTES):
+            continue
+        try:
+            values.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            return None
+    return values
+
+
+def parse_concatenated(body: bytes, exact_numbers: bool = True) -> tuple[list[Any], bool]:
     """Parse concatenated JSON values the way HEC reads an ``/event`` body.
 
     Returns the values parsed before the first syntax error (or invalid UTF-8) and whether such an
-    error occurred; the failing value's number is then ``len(values)``.
+    error occurred; the failing value's number is then ``len(values)``. Without ``exact_numbers`` (a fake that
+    keeps nothing) integers beyond 64 bits may be read as floats.
     """
+    fast = _parse_lines(body, exact_numbers)
+    if fast is not None:
+        return fast, False
     try:
         text = body.decode("utf-8")
         broken_encoding = False
@@ -478,8 +502,12 @@ class SplunkHecFake:
         control_api: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        retain: bool = True,
     ) -> None:
         self.tokens: dict[str, TokenPolicy] = dict(tokens or {})
+        self.retain = retain  # False (benchmarks): validate and count everything, keep no request or event
+        self.request_count = 0
+        self.event_count = 0
         self.max_content_length = max_content_length
         self.ssl_context = ssl_context
         self.ack_delay = ack_delay
@@ -589,6 +617,7 @@ class SplunkHecFake:
             self._requests.clear()
             self._faults.clear()
             self._channels.clear()
+            self.request_count = self.event_count = 0
 
     # ----------------------------------------------------------------- tokens
 
@@ -764,7 +793,7 @@ class SplunkHecFake:
         body, truncated = await self._read_body(request)
         with self._lock:
             record = RecordedRequest(
-                seq=len(self._requests),
+                seq=self.request_count,
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
@@ -773,7 +802,9 @@ class SplunkHecFake:
                 body_truncated=truncated,
                 received_at=time.time(),
             )
-            self._requests.append(record)
+            self.request_count += 1
+            if self.retain:
+                self._requests.append(record)
         request[_RECORD_KEY] = record
         try:
             response = await handler(request)
@@ -922,7 +953,8 @@ class SplunkHecFake:
                 ack_id = state.next_id
                 state.next_id += 1
                 state.entries[ack_id] = _AckEntry(created_at=time.monotonic())
-            for position, (envelope, values) in enumerate(accepted):
+            self.event_count += len(accepted)
+            for position, (envelope, values) in enumerate(accepted if self.retain else ()):
                 self._events.append(
                     HecEvent(
                         channel=channel,
@@ -950,7 +982,7 @@ class SplunkHecFake:
         self, body: bytes, policy: TokenPolicy
     ) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], _Reply | None, list[tuple[int, str, Any]]]:
         """Validate a concatenated batch: (accepted prefix, error reply or None, silently dropped)."""
-        values, syntax_error = parse_concatenated(body)
+        values, syntax_error = parse_concatenated(body, exact_numbers=self.retain)
         accepted: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for number, obj in enumerate(values):
             outcome = self._validate_envelope(obj, policy)
@@ -1097,7 +1129,7 @@ class SplunkHecFake:
             args = json.loads(await request.read() or b"{}")
         readers: dict[str, Callable[[], Any]] = {
             "events": lambda: [event.as_dict() for event in self.events],
-            "stats": lambda: {"events": len(self.events), "requests": len(self.requests)},
+            "stats": lambda: {"events": self.event_count, "requests": self.request_count},
             "dropped": lambda: [dataclasses.asdict(item) for item in self.dropped_events],
             "requests": lambda: [item.summary() for item in self.requests],
             "acks": lambda: [list(pair) for pair in self.pending_acks()],
@@ -1165,6 +1197,7 @@ async def _serve(args: argparse.Namespace) -> None:
         control_api=True,
         host=args.host,
         port=args.port,
+        retain=not args.no_retain,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1189,6 +1222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manual-acks", action="store_true", help="acks only via /__fake__/release_acks")
     parser.add_argument("--allow-query-auth", action="store_true", help="accept ?token=")
     parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH)
+    parser.add_argument("--no-retain", action="store_true", help="count events without keeping them (benchmarks)")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     args = parser.parse_args(argv)

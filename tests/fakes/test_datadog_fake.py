@@ -536,3 +536,16 @@ async def test_runs_as_a_process_with_control_api(session: aiohttp.ClientSession
         proc.stdout.close()
         proc.stderr.close()
     assert proc.returncode == 0
+
+
+async def test_without_retention_entries_are_still_validated_and_counted(session: aiohttp.ClientSession) -> None:
+    async with DatadogFake({KEY}, clock=lambda: float(NOW), retain=False) as dd:
+        assert (await post(session, dd.logs_url, b'[{"message":"a"},{"message":"b"}]', headers()))[0] == 202
+        status, _ = await post(session, dd.logs_url, b'[{"message":"a"},{"nomessage":1}]', headers())
+        assert status == 400  # the same checks as with retention; nothing of a refused batch is counted
+        assert (await post(session, dd.logs_url, b'[{"message":"a"}]', headers("f" * 32)))[0] == 403
+        assert (await post(session, dd.series_url, series_body(gauge()), headers()))[0] == 202
+        assert dd.logs == [] and dd.points == [] and dd.requests == []
+        assert (dd.log_count, dd.point_count, dd.request_count) == (2, 1, 4)
+        dd.reset()
+        assert (dd.log_count, dd.point_count, dd.request_count) == (0, 0, 0)

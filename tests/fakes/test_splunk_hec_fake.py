@@ -149,6 +149,45 @@ def test_invalid_times(raw: Any) -> None:
         normalize_time(raw)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1}\n{"b":[2,3]}\n',
+        b'{"a":1}\r\n\n  {"b":"\xc3\xa9"}  \n',
+        b'{"a":1}{"b":2}\n{"c":3}',  # two values on one line
+        b'{"a":\n1}\n{"b":2}',  # a value across lines
+        b'{"a":123456789012345678901234567890}\n{"b":2}',  # beyond 64 bits
+        b'{"a":NaN}\n{"b":2}',
+        b'{"a":1}\n{"b":2',
+        b'{"a":"\\ud800"}\n{"b":2}',  # a lone surrogate escape
+        b'{"a":1}\n\xff\n',
+    ],
+)
+def test_line_fast_path_reads_what_the_exact_reading_reads(body: bytes) -> None:
+    from .splunk_hec import _reject_constant
+
+    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    values: list[Any] = []
+    broken = False
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text, broken = body[: exc.start].decode("utf-8"), True
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\n\r":
+            pos += 1
+        if pos >= len(text):
+            break
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            broken = True
+            break
+        values.append(value)
+    assert parse_concatenated(body) == (values, broken)
+
+
 def test_parse_concatenated_reports_syntax_error_position() -> None:
     assert parse_concatenated(b'{"a":1} {"b":2}') == ([{"a": 1}, {"b": 2}], False)
     assert parse_concatenated(b'{"a":1},{"b":2}') == ([{"a": 1}], True)
@@ -683,3 +722,19 @@ async def test_runs_as_a_process_with_control_api(session: aiohttp.ClientSession
         proc.stdout.close()
         proc.stderr.close()
     assert proc.returncode == 0
+
+
+async def test_without_retention_events_are_still_validated_and_counted(session: aiohttp.ClientSession) -> None:
+    async with SplunkHecFake({"tok": TokenPolicy(ack=True)}, ack_delay=0.0, retain=False) as fake:
+        url = fake.url + EVENT_PATH
+        headers = {**auth(), "X-Splunk-Request-Channel": CHANNEL}
+        status, answer = await post(session, url, batch({"event": {"a": 1}}, {"event": "b"}), headers)
+        assert (status, answer["code"]) == (200, 0) and "ackId" in answer
+        status, answer = await post(session, url, batch({"event": {"a": 1}}, {"time": 1}), headers)
+        assert status == 400 and answer["invalid-event-number"] == 1  # the same checks as with retention
+        status, _ = await post(session, url, batch({"event": 1}), auth("wrong"))
+        assert status == 403
+        assert fake.events == [] and fake.requests == []
+        assert (fake.event_count, fake.request_count) == (3, 3)  # a partial batch indexes the events before N
+        fake.reset()
+        assert (fake.event_count, fake.request_count) == (0, 0)
