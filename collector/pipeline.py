@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 _dumps = orjson.dumps
 _OPTS = 0
+CHUNK_EVENTS = 32
+"""Events taken through all ingest stages together (measured: 32 is the fastest of 16-128 on 512-record requests)."""
 
 
 def record_row(rec: dict[str, Any], time_ns: int, received_ms: int) -> RecordRow:
@@ -93,45 +96,61 @@ class Pipeline:
         self._published_seq = -1
 
     def build_log_rows(
-        self, events: list[LogEvent], transport: str, identity: str | None = None
-    ) -> tuple[list[RecordRow], Counter[str]]:
+        self, events: Iterable[LogEvent], transport: str, identity: str | None = None
+    ) -> tuple[list[RecordRow], Counter[str], int]:
+        """Rows of every audit record of ``events`` (redacted, normalized, enriched, encoded), the records per kind,
+        and the number of events.
+
+        Events are taken :data:`CHUNK_EVENTS` at a time through every stage, so a lazily decoded request
+        (:func:`~collector.processing.decode.log_stream_from_protobuf`) is walked while its objects are in the CPU
+        cache. All rows are built before anything is stored: a request with a bad event stores nothing.
+        """
         received_ns = time.time_ns()
         received_ms = received_ns // 1_000_000
         rows: list[RecordRow] = []
         kinds: Counter[str] = Counter()
         enrich: Callable[[dict[str, Any]], None] | None = self.enricher.enrich if self.enricher is not None else None
-        if self.redactor is not None:
-            self.redact_events(events)
-        for ev in events:
-            t = event_time_ns(ev, received_ns)
-            for rec in normalize_log(ev, received_ns, transport, identity):
-                if enrich is not None:
-                    enrich(rec)
-                rows.append(record_row(rec, t, received_ms))
-                kinds[rec["kind"]] += 1
-        return rows, kinds
+        resources: dict[int, dict[str, Any]] = {}
+        count = 0
+        source = iter(events)
+        while chunk := list(islice(source, CHUNK_EVENTS)):
+            count += len(chunk)
+            if self.redactor is not None:
+                self.redact_events(chunk, resources)
+            for ev in chunk:
+                t = event_time_ns(ev, received_ns)
+                for rec in normalize_log(ev, received_ns, transport, identity):
+                    if enrich is not None:
+                        enrich(rec)
+                    rows.append(record_row(rec, t, received_ms))
+                    kinds[rec["kind"]] += 1
+        return rows, kinds, count
 
-    async def consume(self, signal: str, items: list[Any], transport: str, identity: str | None = None) -> AppendResult:
+    async def consume(
+        self, signal: str, items: Iterable[Any], transport: str, identity: str | None = None
+    ) -> AppendResult:
         """Store what one request of ``signal`` (logs, metrics, traces) decoded to."""
         if signal == "logs":
             return await self.consume_logs(items, transport, identity)
+        listed = items if isinstance(items, list) else list(items)
         if signal == "metrics":
-            return await self.consume_metrics(items, transport, identity)
-        return await self.consume_spans(items, transport, identity)
+            return await self.consume_metrics(listed, transport, identity)
+        return await self.consume_spans(listed, transport, identity)
 
-    def redact_events(self, events: list[LogEvent]) -> None:
+    def redact_events(self, events: list[LogEvent], resources: dict[int, dict[str, Any]] | None = None) -> None:
         """Redact secrets in place, before normalization, so every derived field inherits the redaction.
 
         Attributes (tool parameters and input, prompts, error text, every string), bodies and resources are
-        covered; a resource shared by the records of a request is redacted once.
+        covered; a resource shared by the records of a request is redacted once (``resources`` remembers it across
+        calls, by the identity of the decoded resource).
         """
         redact = self.redactor.redact  # type: ignore[union-attr]
-        resources: dict[int, dict[str, Any]] = {}
+        seen: dict[int, dict[str, Any]] = {} if resources is None else resources
         for ev in events:
             rid = id(ev.resource)
-            res = resources.get(rid)
+            res = seen.get(rid)
             if res is None:
-                res = resources[rid] = redact(ev.resource)
+                res = seen[rid] = redact(ev.resource)
             ev.resource = res
             ev.attributes = redact(ev.attributes)
             if ev.body is not None:
@@ -146,10 +165,12 @@ class Pipeline:
                 if key in item:
                     item[key] = redact(item[key])
 
-    async def consume_logs(self, events: list[LogEvent], transport: str, identity: str | None = None) -> AppendResult:
-        rows, kinds = self.build_log_rows(events, transport, identity)
+    async def consume_logs(
+        self, events: Iterable[LogEvent], transport: str, identity: str | None = None
+    ) -> AppendResult:
+        rows, kinds, count = self.build_log_rows(events, transport, identity)
         result = await self.store.append(records=rows)
-        self.metrics.accepted.labels("logs", transport).inc(len(events))
+        self.metrics.accepted.labels("logs", transport).inc(count)
         for kind, n in kinds.items():
             self.metrics.records_by_kind.labels(kind).inc(n)
         if result.new_records < result.records:

@@ -922,6 +922,8 @@ _KEY_NAME_KINDS: tuple[_NamedKind, ...] = (
 _AUTHORIZATION_KEY_RE = re.compile(r"(?i)(?:^|[^a-z0-9])authorization\Z")
 _KEY_CACHE_LIMIT = 4096
 _MIN_SECRET_LEN = 8
+_CLEAN_CACHE_MAX_LEN = 64
+_CLEAN_CACHE_SIZE = 50_000
 _MAX_PASSES = 4
 
 
@@ -958,6 +960,7 @@ class Redactor:
         pattern = self._gate.pattern
         self._quick = pattern.search if pattern is not None and not self._always else None
         self._key_cache: dict[str, _NamedKind | str | None] = {}
+        self._clean: set[str] = set()  # recent values the gate found no anchor in (ids, e-mails, models repeat)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -1089,11 +1092,26 @@ class Redactor:
         out: dict[Any, Any] | None = None
         key_cache = self._key_cache
         redact_str = self.redact_str
+        quick = self._quick
+        clean = self._clean
         for k, v in value.items():
-            if type(v) is str:
-                nv = redact_str(v)
+            t = type(v)
+            if t is str:
+                # redact_str's gate, inlined: most attribute values are short, seen before, or contain no anchor
+                if quick is not None and (len(v) < _MIN_SECRET_LEN or v in clean):
+                    nv = v
+                elif quick is not None and quick(v) is None:
+                    nv = v
+                    if len(v) <= _CLEAN_CACHE_MAX_LEN:
+                        if len(clean) >= _CLEAN_CACHE_SIZE:
+                            clean.clear()
+                        clean.add(v)
+                else:
+                    nv = redact_str(v)
                 if nv is v and v and type(k) is str and key_cache.get(k, True) is not None:
                     nv = self._redact_by_key(k, v)
+            elif t is int or t is float or t is bool or v is None:
+                continue
             else:
                 nv = self._walk(v)
             if nv is not v:

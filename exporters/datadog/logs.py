@@ -149,8 +149,10 @@ class LogEncoder:
         return entry
 
     def encode(self, dr: DeliveryRecord) -> bytes:
-        """One entry as compact JSON, truncated (with a marker) to at most :data:`MAX_ENTRY_BYTES`."""
+        """One entry as compact JSON, truncated (with a marker) to at most :data:`MAX_ENTRY_BYTES`. The record's
+        parsed form is dropped afterwards, so a batch being encoded never holds all of them."""
         entry = self.entry(dr)
+        dr.forget()
         data = orjson.dumps(entry)
         if len(data) <= MAX_ENTRY_BYTES:
             return data

@@ -180,7 +180,6 @@ class StoreTailer:
             if path not in self.shards:
                 self.shards[path] = _Shard(path)  # appeared after start: every row is new
         points: list[dict[str, Any]] = []
-        records: list[dict[str, Any]] = []
         largest = 0
         ok = True
         for shard in self.shards.values():
@@ -192,15 +191,13 @@ class StoreTailer:
                 if not shard.positioned:
                     self._position(shard, conn)
                 largest = max(largest, self._read_points(shard, conn, points))
-                largest = max(largest, self._read_records(shard, conn, records))
+                largest = max(largest, self._read_records(shard, conn))
             except sqlite3.Error as exc:
                 self._failed(shard, exc)
                 ok = False
         points.sort(key=_point_time)
         for p in points:
             self.accumulator.add_point(p)
-        for r in records:
-            self.accumulator.add_record(r)
         now = time.monotonic()
         if now - self._last_expire >= min(EXPIRE_EVERY_S, self.accumulator.expiration / 10):
             self._last_expire = now
@@ -228,13 +225,18 @@ class StoreTailer:
             self.rows_read["metric_points"] += len(rows)
         return len(rows)
 
-    def _read_records(self, shard: _Shard, conn: sqlite3.Connection, out: list[dict[str, Any]]) -> int:
+    def _read_records(self, shard: _Shard, conn: sqlite3.Connection) -> int:
+        """Count the shard's next records into the accumulator, parsing one at a time (a parsed record is about ten
+        times its JSON in memory, so a whole poll's worth is never held at once)."""
         rows = conn.execute(
             "SELECT seq, kind, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
             (shard.cursors["records"], self.poll_batch),
         ).fetchall()
         if rows:
-            out.extend(_loads(body) for _, kind, body in rows if kind in EVENT_KINDS)
+            add = self.accumulator.add_record
+            for _, kind, body in rows:
+                if kind in EVENT_KINDS:
+                    add(_loads(body))
             shard.cursors["records"] = int(rows[-1][0])
             self.rows_read["records"] += len(rows)
         return len(rows)

@@ -193,7 +193,9 @@ class EventEncoder:
         return out
 
     def envelope(self, rec: DeliveryRecord) -> Envelope:
+        """The envelope of ``rec``; its parsed record is dropped afterwards (a batch never holds all of them)."""
         record = rec.record
+        rec.forget()
         index = self.route(record)
         shown = record if self.policy.is_noop else self.policy.apply(record)
         if self.event_body is not None:

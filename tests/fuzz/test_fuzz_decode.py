@@ -33,7 +33,7 @@ def decode_or_error(signal: str, media: str, body: bytes, *, skip_known_gaps: bo
     Inputs that only show a reported, not yet fixed bug (:func:`known_decode_gap`) are discarded with ``assume``.
     """
     try:
-        items = DECODERS[(signal, media)](body, MAX_DEPTH)
+        items = list(DECODERS[(signal, media)](body, MAX_DEPTH))  # log streams are walked lazily: walk them here
     except DecodeError as exc:
         assert str(exc), "a DecodeError must say what is wrong"
         return None

@@ -23,6 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from collector.processing.decode import (
     DecodeError,
     LogEvent,
+    log_stream_from_protobuf,
     logs_from_json,
     logs_from_protobuf,
     metrics_from_json,
@@ -333,6 +334,18 @@ def test_attribute_nested_exactly_max_depth_levels_is_accepted():
     for fn, enc in ((logs_from_protobuf, lambda r: r.SerializeToString()), (logs_from_json, otlp_json)):
         assert _outcome(fn, enc(logs_with(nested_any(4), "attribute")), 4) == "accepted"
         assert _outcome(fn, enc(logs_with(nested_any(5), "attribute")), 4) == "refused"
+
+
+def test_the_log_stream_parses_at_once_and_walks_lazily():
+    with pytest.raises(DecodeError, match="not a valid protobuf ExportLogsServiceRequest"):
+        log_stream_from_protobuf(b"\x0a\xff\xff", 4)  # refused before any event is asked for
+    req = logs_with(AnyValue(string_value="ok"), "attribute")
+    req.resource_logs[0].scope_logs[0].log_records.add().attributes.append(kv("deep", nested_any(5)))
+    stream = log_stream_from_protobuf(req.SerializeToString(), 4)
+    assert next(stream).attributes == {"deep": "ok"}
+    with pytest.raises(DecodeError, match="nested deeper than 4 levels"):
+        next(stream)  # the second record is too deep: found when it is walked
+    assert logs_from_protobuf(logs_with(AnyValue(string_value="x"), "body").SerializeToString())[0].body == "x"
 
 
 def test_bytes_value_is_not_nesting():

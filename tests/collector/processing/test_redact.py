@@ -566,3 +566,22 @@ def test_redact_on_structures_matches_redact_str(value: Any) -> None:
 
     assert len(strings(out)) == len(strings(value))
     assert r.redact(out) == out
+
+
+def test_values_remembered_as_clean_are_still_judged_by_their_key(redactor: Redactor) -> None:
+    value = "Zq8vR2mK9pLx4Tw7"
+    assert redactor.redact({"note": value}) == {"note": value}  # no anchor: remembered as clean
+    assert value in redactor._clean
+    assert redactor.redact({"db_password": value}) == {"db_password": "[REDACTED:password]"}
+    assert redactor.redact({"note": value}) == {"note": value}
+
+
+def test_the_clean_value_cache_is_bounded_and_skips_long_values(redactor: Redactor, monkeypatch) -> None:
+    import collector.processing.redact as module
+
+    monkeypatch.setattr(module, "_CLEAN_CACHE_SIZE", 10)
+    for i in range(25):
+        redactor.redact({"k": f"value-number-{i:04d}"})
+        assert len(redactor._clean) <= 10
+    redactor.redact({"k": "x" * 65})
+    assert "x" * 65 not in redactor._clean
