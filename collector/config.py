@@ -156,6 +156,7 @@ class TelemetryConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "text"
     tls: TLSServerConfig = field(default_factory=TLSServerConfig)
+    readiness_destinations: Literal["report", "fail"] = "report"
 
     def validate(self, path: str) -> None:
         parse_endpoint(self.endpoint, f"{path}.endpoint")

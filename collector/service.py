@@ -121,8 +121,9 @@ class Service:
             )
             self.telemetry.add_readiness_check("storage", self._readiness_storage)
             self.telemetry.add_readiness_check("receivers", self._readiness_receivers)
+            advisory = cfg.telemetry.readiness_destinations == "report"
             for exp in self.delivery.exporters if self.delivery is not None else []:
-                self.telemetry.add_readiness_check(f"exporter:{exp.name}", exp.health)
+                self.telemetry.add_readiness_check(f"exporter:{exp.name}", exp.health, advisory=advisory)
             await self.telemetry.start()
         if rcv.otlp.grpc.enabled:
             grpc_auth = self.auth.grpc if self.auth is not None else None

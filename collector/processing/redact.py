@@ -1038,7 +1038,8 @@ class Redactor:
         return found
 
     def _redact_by_key(self, key: str, value: str) -> str:
-        """A dict value redacted because its key names a secret (the value itself did not look like one)."""
+        """A dict value redacted as a whole because its key names a secret (applied after the detectors, to what
+        they left, so that redacting the output again is a no-op)."""
         found = self._key_kind(key)
         if found is None:
             return value
@@ -1108,8 +1109,8 @@ class Redactor:
                         clean.add(v)
                 else:
                     nv = redact_str(v)
-                if nv is v and v and type(k) is str and key_cache.get(k, True) is not None:
-                    nv = self._redact_by_key(k, v)
+                if nv and type(k) is str and key_cache.get(k, True) is not None:
+                    nv = self._redact_by_key(k, nv)
             elif t is int or t is float or t is bool or v is None:
                 continue
             else:

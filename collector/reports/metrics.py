@@ -44,9 +44,9 @@ from collector.enrich.usage_store import ActorDay, UsageStore
 from collector.reports.anomaly import RateCheck, check_day, rejection_rate
 from collector.reports.compute import TIERS, USER_ACTOR, classify_tier, decision_series
 from collector.reports.config import ReportsConfig
+from collector.telemetry.server import attach_collector, detach_collector
 
 TIER_WINDOW_DAYS = 7
-EXTRA_ATTRIBUTE = "_ccbridge_extra"
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +202,7 @@ class AnalyticsGauges(Collector):
 
     def register(self, registry: CollectorRegistry) -> None:
         """Register on ``registry`` and list on its ``_ccbridge_extra`` (merged into multi-worker scrapes)."""
-        registry.register(self)
-        extra = getattr(registry, EXTRA_ATTRIBUTE, None)
-        if extra is None:
-            extra = []
-            setattr(registry, EXTRA_ATTRIBUTE, extra)
-        extra.append(self)
+        attach_collector(registry, self)
 
     def refresh_now(self) -> GaugeSnapshot:
         """Recompute from the store (blocking; run it in a thread from async code). Nothing is recomputed while
@@ -262,8 +257,4 @@ class AnalyticsGauges(Collector):
 
 def unregister(gauges: AnalyticsGauges, registry: CollectorRegistry) -> None:
     """Undo :meth:`AnalyticsGauges.register`."""
-    with contextlib.suppress(KeyError):
-        registry.unregister(gauges)
-    extra: list[Collector] = getattr(registry, EXTRA_ATTRIBUTE, [])
-    if gauges in extra:
-        extra.remove(gauges)
+    detach_collector(registry, gauges)

@@ -8,15 +8,13 @@ listed in the registry's ``_ccbridge_extra`` attribute; :func:`attach` registers
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from collector.telemetry.server import attach_collector, detach_collector
 from exporters.prometheus.accumulator import COUNTER, Accumulator
-
-EXTRA_ATTRIBUTE = "_ccbridge_extra"
 
 
 class PrometheusCollector:
@@ -97,18 +95,9 @@ class PrometheusCollector:
 
 def attach(registry: CollectorRegistry, collector: PrometheusCollector) -> None:
     """Register ``collector`` for single-process scrapes and for the merged multi-worker registry."""
-    registry.register(collector)  # type: ignore[arg-type]
-    extra = getattr(registry, EXTRA_ATTRIBUTE, None)
-    if extra is None:
-        extra = []
-        setattr(registry, EXTRA_ATTRIBUTE, extra)
-    extra.append(collector)
+    attach_collector(registry, collector)
 
 
 def detach(registry: CollectorRegistry, collector: PrometheusCollector) -> None:
     """Undo :func:`attach` (idempotent)."""
-    with contextlib.suppress(KeyError):
-        registry.unregister(collector)  # type: ignore[arg-type]
-    extra = getattr(registry, EXTRA_ATTRIBUTE, None)
-    if extra is not None and collector in extra:
-        extra.remove(collector)
+    detach_collector(registry, collector)

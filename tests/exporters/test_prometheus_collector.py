@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.telemetry.server import scrape_registry
+from collector.telemetry.server import EXTRA_ATTRIBUTE, scrape_registry
 from exporters.prometheus.accumulator import Accumulator
-from exporters.prometheus.collector import EXTRA_ATTRIBUTE, PrometheusCollector, attach, detach
+from exporters.prometheus.collector import PrometheusCollector, attach, detach
 
 S = 1_000_000_000
 T0 = 1_795_643_831 * S

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.config import load_text
 from collector.service import Service
 from exporters.prometheus import PrometheusExporter
+from exporters.prometheus.collector import PrometheusCollector
 from tests.conftest import CLAUDE_CODE_FIXTURES, bridge_config_dict, free_port
 from tests.contract.make_golden import Replayer, recorded_requests
 
@@ -125,5 +126,6 @@ async def test_not_served_when_disabled_or_in_a_secondary_worker(
 ) -> None:
     async with running(tmp_path / "d", overrides, **service_kw) as b:
         assert b.service._pull == []
-        assert getattr(b.service.metrics.registry, "_ccbridge_extra", []) == []
+        extra = getattr(b.service.metrics.registry, "_ccbridge_extra", [])
+        assert not any(isinstance(c, PrometheusCollector) for c in extra)
         assert b.service.delivery is not None and b.service.delivery.exporters == []

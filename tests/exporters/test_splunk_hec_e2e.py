@@ -92,13 +92,17 @@ async def get(url: str) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
-async def metric(b: Bridge, name: str) -> float:
+async def scraped(b: Bridge, series: str) -> float | None:
+    """The value of ``series`` (``name`` or ``name{label="value",...}``) on ``/metrics``, or None."""
     _, text = await get(b.telemetry_url + "/metrics")
-    prefix = f'{name}{{destination="{DEST}"}} '
     for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix) :])
-    return 0.0
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def metric(b: Bridge, name: str) -> float:
+    return await scraped(b, f'{name}{{destination="{DEST}"}}') or 0.0
 
 
 async def readyz(b: Bridge) -> tuple[int, dict[str, Any]]:
@@ -228,27 +232,48 @@ async def test_revoked_token_is_permanent_counted_and_fails_readiness_until_fixe
     assert all("refused the HEC token" in e["reason"] for e in entries)
     assert await metric(b, "ccbridge_exporter_auth_failures_total") >= 1
     status, body = await readyz(b)
-    assert status == 503
-    assert "refused the HEC token" in body["failing"][f"exporter:{DEST}"]
+    assert status == 200  # still accepting: the records wait in the store and dead letters
+    assert "refused the HEC token" in body["degraded"][f"exporter:{DEST}"]
     assert TOKEN not in str(body)
+    assert await scraped(b, f'ccbridge_check_ok{{check="exporter:{DEST}"}}') == 0
     fake.add_token(TOKEN, TokenPolicy(indexes=["ai_audit"]))
-    await until(lambda: _ready(b), timeout=5, what="ready again after the token works (periodic check)")
+    await until(lambda: _healthy(b), timeout=5, what="healthy again after the token works (periodic check)")
 
 
-async def _ready(b: Bridge) -> bool:
-    return (await readyz(b))[0] == 200
+async def _healthy(b: Bridge) -> bool:
+    status, body = await readyz(b)
+    return status == 200 and "degraded" not in body
 
 
 async def test_splunk_health_feeds_readyz(bridge_factory, fake):
     b = await start(bridge_factory, fake.url)
     await until(lambda: any(r.path == "/services/collector/health" for r in fake.requests), what="first check")
-    await until(lambda: _ready(b), what="ready")
+    await until(lambda: _healthy(b), what="ready")
     fake.health_state = "queues_full"
-    status, body = await until(lambda: _not_ready(b), timeout=5, what="not ready")
-    assert status == 503
-    assert body["failing"] == {f"exporter:{DEST}": "splunk health: queues full (code 18)"}
+    status, body = await until(lambda: _degraded(b), timeout=5, what="degraded")
+    assert status == 200 and body["status"] == "ready"
+    assert body["degraded"] == {f"exporter:{DEST}": "splunk health: queues full (code 18)"}
+    assert await scraped(b, "ccbridge_ready") == 1
     fake.health_state = "healthy"
-    await until(lambda: _ready(b), timeout=5, what="ready again")
+    await until(lambda: _healthy(b), timeout=5, what="healthy again")
+
+
+async def test_readiness_destinations_fail_makes_splunk_health_fail_readyz(bridge_factory, fake):
+    b = await bridge_factory(
+        overrides={"exporters": {DEST: destination(fake.url)}, "telemetry": {"readiness_destinations": "fail"}}
+    )
+    await until(lambda: _healthy(b), what="ready")
+    fake.health_state = "queues_full"
+    _, body = await until(lambda: _not_ready(b), timeout=5, what="not ready")
+    assert body["failing"] == {f"exporter:{DEST}": "splunk health: queues full (code 18)"}
+    assert await scraped(b, "ccbridge_ready") == 0
+    fake.health_state = "healthy"
+    await until(lambda: _healthy(b), timeout=5, what="ready again")
+
+
+async def _degraded(b: Bridge) -> tuple[int, dict[str, Any]] | None:
+    status, body = await readyz(b)
+    return (status, body) if "degraded" in body else None
 
 
 async def _not_ready(b: Bridge) -> tuple[int, dict[str, Any]] | None:

@@ -55,12 +55,12 @@ def _unmount(mnt: Path) -> None:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs mounted for this test (unmounted at teardown)."""
+    """A 4 MiB tmpfs mounted for this test (unmounted at teardown); a shard and its WAL fit once the filler goes."""
     if shutil.which("mount") is None:
         pytest.skip("no mount(8) on this machine")
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
-    res = _run("mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt))
+    res = _run("mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt))
     if res.returncode != 0:
         pytest.skip(f"mounting a tmpfs is not permitted here (needs root and CAP_SYS_ADMIN): {res.stderr.strip()}")
     try:
@@ -181,7 +181,8 @@ async def test_disk_full_answers_503_not_ready_then_recovers_by_itself(tmpfs, sp
     assert (await send_once(bp.http_url, req)).ok
     accepted.update(ids)
     req, ids = traffic.request(turns=20)
-    assert (await send_grpc_once(bp.grpc_target, req)).ok
+    g = await send_grpc_once(bp.grpc_target, req)
+    assert g.ok, g
     accepted.update(ids)
     stored = stored_ids(bp.records())
     assert accepted <= stored
