@@ -107,12 +107,29 @@ class _Level:
         )
 
     def apply(self, node: dict[str, Any], salt: str, skip: frozenset[int] | set[int]) -> dict[str, Any] | None:
-        """``node`` with the actions applied (copied where it changed), or None when nothing changes."""
+        """``node`` with the actions applied (copied where it changed), or None when nothing changes.
+
+        Under one key, the paths that go deeper apply before those that end there, so a parent's ``hash`` sees
+        what its children's actions left (and a parent's ``drop`` wins whatever the order of the configuration).
+        """
         out: dict[str, Any] | None = None
         settled: set[int] | None = None
         for key, ends, child, through in self.entries:
             if key not in node:
                 continue
+            if child is not None:
+                done = skip if settled is None else settled.union(skip)
+                if not through <= done:
+                    if settled is None:
+                        settled = set()
+                    settled.update(through)
+                    sub = node[key] if out is None else out[key]
+                    if sub.__class__ is dict:
+                        changed = child.apply(sub, salt, done)
+                        if changed is not None:
+                            if out is None:
+                                out = dict(node)
+                            out[key] = changed
             for pid, action in ends:
                 if pid in skip or (settled is not None and pid in settled):
                     continue
@@ -128,24 +145,6 @@ class _Level:
                         del out[key]
                     else:
                         out[key] = hash_value(out[key], salt)
-            if child is None:
-                continue
-            done = skip if settled is None else settled.union(skip)
-            if through <= done:
-                continue
-            if settled is None:
-                settled = set()
-            settled.update(through)
-            current = node if out is None else out
-            if key not in current:
-                continue
-            sub = current[key]
-            if sub.__class__ is dict:
-                changed = child.apply(sub, salt, done)
-                if changed is not None:
-                    if out is None:
-                        out = dict(node)
-                    out[key] = changed
         return out
 
 

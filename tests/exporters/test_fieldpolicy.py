@@ -17,7 +17,8 @@ SALT = "s3cret-salt"
 
 
 def reference(record: dict[str, Any], actions: dict[str, Action], salt: str) -> dict[str, Any]:
-    """The policy's meaning, path by path on a deep copy: at each level the longest present key wins."""
+    """The policy's meaning, path by path on a deep copy: deeper paths first (a parent's hash sees what its
+    children's actions left), and at each level the longest present key wins."""
     out = copy.deepcopy(record)
 
     def walk(node: dict[str, Any], parts: list[str], action: Action) -> None:
@@ -35,7 +36,7 @@ def reference(record: dict[str, Any], actions: dict[str, Action], salt: str) -> 
                 walk(node[key], rest, action)
             return
 
-    for path, action in actions.items():
+    for path, action in sorted(actions.items(), key=lambda item: -item[0].count(".")):
         walk(out, path.split("."), action)
     return out
 
@@ -82,6 +83,13 @@ def test_longest_key_wins_and_settles_the_path() -> None:
     assert out == {"attributes": {"user": {"email": "nested@x"}}}
     rec2 = {"a.b": {"c": 1}, "a": {"b": {"c": 2}}}
     assert FieldPolicy({"a.b.c": "drop"}, SALT).apply(rec2) == {"a.b": {}, "a": {"b": {"c": 2}}}
+
+
+def test_a_parent_hash_sees_what_its_children_left_whatever_the_order() -> None:
+    rec = {"a": {"a": None, "b": 1}}
+    expected = {"a": hash_value({"b": 1}, SALT)}
+    assert FieldPolicy({"a.a": "drop", "a": "hash"}, SALT).apply(rec) == expected
+    assert FieldPolicy({"a": "hash", "a.a": "drop"}, SALT).apply(rec) == expected
 
 
 def test_keep_overrides_a_default_and_parent_drop_wins_over_child_hash() -> None:
