@@ -110,7 +110,7 @@ class Pipeline:
         rows: list[RecordRow] = []
         kinds: Counter[str] = Counter()
         enrich: Callable[[dict[str, Any]], None] | None = self.enricher.enrich if self.enricher is not None else None
-        resources: dict[int, dict[str, Any]] = {}
+        resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         count = 0
         source = iter(events)
         while chunk := list(islice(source, CHUNK_EVENTS)):
@@ -137,21 +137,24 @@ class Pipeline:
             return await self.consume_metrics(listed, transport, identity)
         return await self.consume_spans(listed, transport, identity)
 
-    def redact_events(self, events: list[LogEvent], resources: dict[int, dict[str, Any]] | None = None) -> None:
+    def redact_events(
+        self, events: list[LogEvent], resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None
+    ) -> None:
         """Redact secrets in place, before normalization, so every derived field inherits the redaction.
 
         Attributes (tool parameters and input, prompts, error text, every string), bodies and resources are
         covered; a resource shared by the records of a request is redacted once (``resources`` remembers it across
-        calls, by the identity of the decoded resource).
+        calls: decoded resource -> redacted one, keyed by identity and holding the decoded dict, so that its
+        address cannot be reused by the next resource of a lazily decoded request).
         """
         redact = self.redactor.redact  # type: ignore[union-attr]
-        seen: dict[int, dict[str, Any]] = {} if resources is None else resources
+        seen: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {} if resources is None else resources
         for ev in events:
-            rid = id(ev.resource)
-            res = seen.get(rid)
-            if res is None:
-                res = seen[rid] = redact(ev.resource)
-            ev.resource = res
+            original = ev.resource
+            entry = seen.get(id(original))
+            if entry is None or entry[0] is not original:
+                entry = seen[id(original)] = (original, redact(original))
+            ev.resource = entry[1]
             ev.attributes = redact(ev.attributes)
             if ev.body is not None:
                 ev.body = redact(ev.body)

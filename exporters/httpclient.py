@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import weakref
 from dataclasses import dataclass
 
 import aiohttp
@@ -61,8 +62,31 @@ class HttpAnswer:
     retry_after: float | None
 
 
+_SLOTS: weakref.WeakKeyDictionary[aiohttp.ClientSession, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _slots(session: aiohttp.ClientSession) -> asyncio.Semaphore:
+    """One permit per connection of ``session``'s pool."""
+    slots = _SLOTS.get(session)
+    if slots is None:
+        connector = session.connector
+        limit = connector.limit if connector is not None and connector.limit else 100
+        slots = _SLOTS[session] = asyncio.Semaphore(limit)
+    return slots
+
+
 async def post(session: aiohttp.ClientSession, url: str, data: bytes, headers: dict[str, str]) -> HttpAnswer | Outcome:
-    """POST ``data``; the answer, or a ``Retry`` outcome when no answer came (timeout, connection or TLS error)."""
+    """POST ``data``; the answer, or a ``Retry`` outcome when no answer came (timeout, connection or TLS error).
+
+    A request first waits for a free connection of the session's pool, outside its timeout: aiohttp's total
+    timeout would otherwise count time spent queued, and a batch whose requests go out together could time out
+    before being sent, then be sent again.
+    """
+    async with _slots(session):
+        return await _post(session, url, data, headers)
+
+
+async def _post(session: aiohttp.ClientSession, url: str, data: bytes, headers: dict[str, str]) -> HttpAnswer | Outcome:
     try:
         async with session.post(url, data=data, headers=headers) as resp:
             body = await resp.text(errors="replace")

@@ -261,9 +261,9 @@ class DestinationWorker:
         # The requests of one batch go out together: each may wait for its own confirmation (a Splunk indexer
         # acknowledgement takes a poll interval), and the batch counts as delivered only when all are settled.
         results = await asyncio.gather(*(self._push_with_retry(p) for p in payloads), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:  # a failure other than a shutdown interruption is the one to report
+            raise next((e for e in errors if not isinstance(e, _Interrupted)), errors[0])
 
     async def _push_with_retry(self, payload: Payload) -> None:
         backoff = Backoff(self.exporter.settings.retry)

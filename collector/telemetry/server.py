@@ -122,7 +122,7 @@ class TelemetryServer:
         failing: dict[str, str] = {}
         degraded: dict[str, str] = {}
         passing: list[str] = []
-        for name, check in self.checks.items():
+        for name, check in list(self.checks.items()):  # scrapes run this in a thread; checks are added on the loop
             try:
                 reason = check()
             except Exception as exc:

@@ -262,11 +262,12 @@ class SplunkHecExporter(Exporter):
     async def _send_range(self, payload: Payload, lo: int, hi: int, data: bytes | None) -> tuple[int, Outcome | None]:
         """Send events ``[lo, hi)`` of ``payload``: how many (from ``lo``) are confirmed, and the outcome for the
         rest (None when all are). A 413 splits the range in halves."""
-        body = data if data is not None else self._body(self._events(payload, lo, hi))
+        events = None if data is not None else self._events(payload, lo, hi)
+        body = data if events is None else self._body(events)
         result = await self._post_events(body, payload.meta["indexes"][lo:hi])
         if result is not None:
             return result
-        size = sum(len(e) + 1 for e in self._events(payload, lo, hi))
+        size = sum(len(e) + 1 for e in (events if events is not None else self._events(payload, lo, hi)))
         if hi - lo == 1:
             reason = (
                 f"event of {size} bytes refused as too large (HTTP 413); raise the HEC max_content_length "

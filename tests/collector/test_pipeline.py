@@ -64,3 +64,26 @@ async def test_a_bad_event_in_a_later_chunk_stores_nothing_of_the_request(pipeli
     with pytest.raises(DecodeError, match="nested deeper"):
         await pipeline.consume("logs", log_stream_from_protobuf(req.SerializeToString(), 8), "http")
     assert stored_count(tmp_path, "records") == 0
+
+
+async def test_each_record_keeps_its_own_resource_across_many_resource_logs(pipeline: Pipeline, tmp_path: Path) -> None:
+    # Redacted resources are remembered by the identity of the decoded dict; a lazily decoded request frees each
+    # resource dict once it moves on, and the next one may get the same address (found by review: records took
+    # an earlier resource's attributes).
+    req = ExportLogsServiceRequest()
+    for i in range(50):
+        rl = req.resource_logs.add()
+        rl.resource.attributes.add(key="host.name", value={"string_value": f"host-{i}"})
+        rl.resource.attributes.add(key="ci.token", value={"string_value": SECRET})
+        sl = rl.scope_logs.add()
+        for j in range(5):
+            lr = sl.log_records.add()
+            lr.body.string_value = "claude_code.user_prompt"
+            lr.attributes.add(key="session.id", value={"string_value": f"session-{i}"})
+            lr.attributes.add(key="event.sequence", value={"int_value": j})
+    await pipeline.consume("logs", log_stream_from_protobuf(req.SerializeToString()), "http")
+    stored = stored_bodies(tmp_path, "records")
+    assert len(stored) == 250
+    for rec in stored:
+        assert rec["resource"]["host.name"] == "host-" + rec["session"]["id"].removeprefix("session-")
+        assert SECRET not in str(rec["resource"])

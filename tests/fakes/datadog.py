@@ -332,7 +332,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_LONG_NUMBER = re.compile(rb"[0-9]{20}")
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
 def _parse_json(body: bytes, exact_numbers: bool = True) -> Any:
@@ -355,12 +355,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _compact_size(value: Any) -> int:
-    """Bytes of ``value`` as compact UTF-8 JSON."""
+def _compact_size(value: Any, limit: int) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (Python's spelling of numbers), exact whenever it can matter against
+    ``limit``: orjson spells some floats differently (``0.00001`` for ``1e-05``), never by more than a factor of two,
+    so its size is used only when twice it is still under the limit."""
     try:
-        return len(orjson.dumps(value))
+        fast = len(orjson.dumps(value))
+        if fast * 2 < limit:
+            return fast
     except orjson.JSONEncodeError:  # integers beyond 64 bits
-        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        pass
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 def _split_tags(tags: str | None) -> list[str]:
@@ -811,7 +816,7 @@ class DatadogFake:
     def _make_log(
         self, item: dict[str, Any], position: int, query_tags: list[str], now: float, record: RecordedRequest
     ) -> LogEntry:
-        size = _compact_size(item)
+        size = _compact_size(item, self.logs_max_entry_bytes)
         message: str = item["message"]
         truncated = size > self.logs_max_entry_bytes
         if truncated:

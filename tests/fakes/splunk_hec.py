@@ -144,7 +144,7 @@ _GUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f
 _NUMERIC_TIME_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?$")
 _JSON_WS = " \t\n\r"
 _JSON_WS_BYTES = _JSON_WS.encode()
-_LONG_NUMBER = re.compile(rb"[0-9]{20}")
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 _CONTROL_PREFIX = "/__fake__/"
 _REASONS: dict[int, str] = {
     400: "Bad Request",

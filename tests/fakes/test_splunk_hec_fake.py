@@ -157,6 +157,7 @@ def test_invalid_times(raw: Any) -> None:
         b'{"a":1}{"b":2}\n{"c":3}',  # two values on one line
         b'{"a":\n1}\n{"b":2}',  # a value across lines
         b'{"a":123456789012345678901234567890}\n{"b":2}',  # beyond 64 bits
+        b'{"a":-9999999999999999999}\n{"b":2}',  # below the signed 64-bit minimum
         b'{"a":NaN}\n{"b":2}',
         b'{"a":1}\n{"b":2',
         b'{"a":"\\ud800"}\n{"b":2}',  # a lone surrogate escape

@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector.store.sqlite import RecordQuery, iter_records
+from tests.conftest import serve_app
 from tests.fakes.datadog import DatadogFake
 from tests.fakes.splunk_hec import SplunkHecFake, TokenPolicy
 
@@ -77,11 +78,7 @@ async def test_secrets_never_reach_the_store_or_any_destination(bridge_factory):
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/ingest", capture)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, sink_port = await serve_app(app)
     body, events = corpus_request()
     try:
         async with SplunkHecFake(tokens={"hec-token": TokenPolicy()}) as hec, DatadogFake(api_keys={"dd-key"}) as dd:
