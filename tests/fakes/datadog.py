@@ -66,27 +66,28 @@ The first stdout line is the base URL. In process mode a control API is served u
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import math
 import re
-import signal
 import ssl
 import sys
-import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.fakes.base import DELAY_KEY as _DELAY_KEY
+from tests.fakes.base import RECORD_KEY as _RECORD_KEY
+from tests.fakes.base import Drop as _Drop
+from tests.fakes.base import FakeServer, Fault, RecordedRequest, serve_until_signalled, server_options, server_parser
+from tests.fakes.base import Reply as _Reply
 
 LOGS_PATH = "/api/v2/logs"
 SERIES_PATH = "/api/v2/series"
@@ -103,8 +104,6 @@ METRIC_TYPES = {0: "unspecified", 1: "count", 2: "rate", 3: "gauge"}
 LOG_DATE_ATTRIBUTES = ("timestamp", "@timestamp", "date", "_timestamp", "Timestamp", "eventTime", "published")
 FAULT_ENDPOINTS = frozenset({"logs", "series", "any"})
 
-_READ_CAP = 64 * 1024 * 1024
-_CONTROL_PREFIX = "/__fake__/"
 _TITLES: dict[int, str] = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -195,81 +194,8 @@ class DroppedPoint:
     reason: str
 
 
-@dataclass
-class RecordedRequest:
-    """One HTTP request as received (headers unmodified) and the answer it got.
-
-    ``body`` is the wire body, ``decoded_body`` the decompressed body when decoding happened.
-    ``status``/``response_body`` are ``None`` and ``dropped`` true when fault injection dropped the
-    connection.
-    """
-
-    seq: int
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    received_at: float
-    body_truncated: bool = False
-    decoded_body: bytes | None = None
-    status: int | None = None
-    response_body: bytes | None = None
-    response_headers: dict[str, str] = field(default_factory=dict)
-    dropped: bool = False
-
-    def response_json(self) -> Any:
-        """The response body parsed as JSON."""
-        return json.loads(self.response_body or b"null")
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready summary (headers, status, response) for the control API."""
-        return {
-            "seq": self.seq,
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "headers": dict(self.headers.items()),
-            "body_size": len(self.body),
-            "status": self.status,
-            "response": (self.response_body or b"").decode("utf-8", "replace"),
-            "dropped": self.dropped,
-        }
-
-
-@dataclass
-class Fault:
-    """A queued failure: ``action`` is ``"status"``, ``"drop"`` or ``"delay"``."""
-
-    action: str
-    endpoint: str
-    remaining: int
-    status: int = 0
-    retry_after: int | None = None
-    seconds: float = 0.0
-    after_processing: bool = False
-
-
-class _Reply(Exception):
-    """Raised inside handlers to answer immediately."""
-
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-
-
-class _Drop(Exception):
-    """Raised inside handlers to drop the connection without an answer."""
-
-
 class _TooLarge(Exception):
     """Decompressed body exceeds the limit."""
-
-
-_RECORD_KEY = web.RequestKey("ccbridge_fake_record", RecordedRequest)
-_DELAY_KEY = web.RequestKey("ccbridge_fake_delay", float)
 
 
 def logs_error(status: int, detail: str) -> dict[str, Any]:
@@ -392,7 +318,7 @@ def parse_log_timestamp(value: Any) -> float | None:
     return None
 
 
-class DatadogFake:
+class DatadogFake(FakeServer):
     """Async context manager running a strict fake Datadog intake on 127.0.0.1 and an ephemeral port.
 
     Constructor arguments: ``api_keys`` (accepted ``DD-API-KEY`` values), limits
@@ -408,6 +334,8 @@ class DatadogFake:
     Records: :attr:`logs`, :attr:`points`, :attr:`dropped_points`, :attr:`series`, :attr:`requests`.
     All accessors return copies and are safe to call from other threads.
     """
+
+    FAULT_ENDPOINTS = FAULT_ENDPOINTS
 
     def __init__(
         self,
@@ -426,9 +354,8 @@ class DatadogFake:
         port: int = 0,
         retain: bool = True,
     ) -> None:
+        self._init_server(ssl_context=ssl_context, control_api=control_api, host=host, port=port, retain=retain)
         self.api_keys: set[str] = set(api_keys)
-        self.retain = retain  # False (benchmarks): validate and count everything, keep no request, log or point
-        self.request_count = 0
         self.log_count = 0
         self.point_count = 0
         self.logs_max_payload_bytes = logs_max_payload_bytes
@@ -438,58 +365,16 @@ class DatadogFake:
         self.series_max_decompressed_bytes = series_max_decompressed_bytes
         self.require_interval_for_count_rate = require_interval_for_count_rate
         self.clock = clock
-        self.ssl_context = ssl_context
-        self.control_api = control_api
-        self.response_delay = 0.0
-        self._host = host
-        self._port = port
-        self._lock = threading.RLock()
         self._logs: list[LogEntry] = []
         self._points: list[MetricPoint] = []
         self._dropped_points: list[DroppedPoint] = []
         self._series: list[dict[str, Any]] = []
-        self._requests: list[RecordedRequest] = []
-        self._faults: list[Fault] = []
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Bind and start serving."""
-        app = web.Application(middlewares=[self._middleware], client_max_size=2**62)
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", LOGS_PATH, self._handle_logs)
         app.router.add_route("*", SERIES_PATH, self._handle_series)
-        if self.control_api:
-            app.router.add_route("*", _CONTROL_PREFIX + "{action}", self._control)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, auto_decompress=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, ssl_context=self.ssl_context)
-        await site.start()
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        scheme = "https" if self.ssl_context is not None else "http"
-        self._url = f"{scheme}://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        """Stop serving and close connections."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> DatadogFake:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT``; use it for both the logs and the API host."""
-        if self._url is None:
-            raise RuntimeError("DatadogFake is not started")
-        return self._url
 
     @property
     def logs_url(self) -> str:
@@ -526,12 +411,6 @@ class DatadogFake:
         """Series objects of accepted requests, as sent."""
         with self._lock:
             return list(self._series)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received (including failed, faulted and dropped ones)."""
-        with self._lock:
-            return list(self._requests)
 
     async def wait_for_logs(self, count: int, timeout: float = 5.0) -> list[LogEntry]:
         """Wait until at least ``count`` log entries are accepted; ``TimeoutError`` otherwise."""
@@ -605,29 +484,6 @@ class DatadogFake:
         """Process the next ``count`` matching requests normally but answer ``seconds`` later."""
         self._queue(Fault("delay", endpoint, count, seconds=seconds))
 
-    def clear_faults(self) -> None:
-        """Drop every queued fault."""
-        with self._lock:
-            self._faults.clear()
-
-    def _queue(self, fault: Fault) -> None:
-        if fault.endpoint not in FAULT_ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {sorted(FAULT_ENDPOINTS)}")
-        if fault.remaining < 1:
-            raise ValueError("count must be >= 1")
-        with self._lock:
-            self._faults.append(fault)
-
-    def _take_fault(self, endpoint: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.endpoint in ("any", endpoint):
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    return dataclasses.replace(fault)
-        return None
-
     def _apply_fault(self, request: web.Request, endpoint: str) -> Fault | None:
         fault = self._take_fault(endpoint)
         if fault is None:
@@ -662,64 +518,12 @@ class DatadogFake:
 
     # ----------------------------------------------------------------- http plumbing
 
-    @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path.startswith(_CONTROL_PREFIX) and self.control_api:
-            return await handler(request)
-        body, truncated = await self._read_body(request)
-        with self._lock:
-            record = RecordedRequest(
-                seq=self.request_count,
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=CIMultiDictProxy(CIMultiDict(request.headers)),
-                body=body,
-                body_truncated=truncated,
-                received_at=time.time(),
-            )
-            self.request_count += 1
-            if self.retain:
-                self._requests.append(record)
-        request[_RECORD_KEY] = record
-        try:
-            response = await handler(request)
-        except _Reply as reply:
-            response = _json_response(reply.status, reply.body, reply.headers)
-        except _Drop:
-            record.dropped = True
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)
-        except web.HTTPNotFound:
-            response = _json_response(404, series_error("Not found"))
-        delay = self.response_delay + float(request.get(_DELAY_KEY, 0.0))
-        if delay > 0:
-            await asyncio.sleep(delay)
-        record.status = response.status
-        if isinstance(response, web.Response):
-            record.response_body = response.body if isinstance(response.body, bytes) else b""
-        record.response_headers = dict(response.headers.items())
-        return response
+    _json_response = staticmethod(_json_response)
 
-    @staticmethod
-    async def _read_body(request: web.Request) -> tuple[bytes, bool]:
-        if not request.body_exists:
-            return b"", False
-        chunks: list[bytes] = []
-        kept = 0
-        truncated = False
-        async for chunk in request.content.iter_chunked(1 << 16):
-            if kept < _READ_CAP:
-                piece = chunk[: _READ_CAP - kept]
-                chunks.append(piece)
-                kept += len(piece)
-                truncated = truncated or len(piece) < len(chunk)
-            else:
-                truncated = True
-        return b"".join(chunks), truncated
+    def _http_error(self, exc: web.HTTPException) -> web.Response:
+        if isinstance(exc, web.HTTPNotFound):
+            return _json_response(404, series_error("Not found"))
+        raise exc
 
     def _common_checks(self, request: web.Request, endpoint: str) -> None:
         """Method, API key and Content-Type checks shared by both routes."""
@@ -964,84 +768,36 @@ class DatadogFake:
 
     # ----------------------------------------------------------------- control API
 
-    async def _control(self, request: web.Request) -> web.StreamResponse:
-        """Control API for process mode.
-
-        ``GET /__fake__/logs``, ``/__fake__/points``, ``/__fake__/dropped_points``,
-        ``/__fake__/requests``; ``POST /__fake__/fail`` (kwargs of :meth:`fail_next`),
-        ``/__fake__/drop``, ``/__fake__/delay``, ``/__fake__/config`` (``response_delay``),
-        ``/__fake__/key`` (``{"key", "action": add|revoke}``), ``/__fake__/reset``.
-        """
-        action = request.match_info["action"]
-        args: dict[str, Any] = {}
-        if request.method == "POST" and request.body_exists:
-            args = json.loads(await request.read() or b"{}")
+    def _control_actions(
+        self, args: dict[str, Any]
+    ) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], Any]]]:
+        """``GET /__fake__/logs``, ``/points``, ``/dropped_points``, ``/stats``, ``/requests``; ``POST /__fake__/fail``
+        (kwargs of :meth:`fail_next`), ``/drop``, ``/delay``, ``/config`` (``response_delay``), ``/key``
+        (``{"key", "action": add|revoke}``), ``/reset``."""
         readers: dict[str, Callable[[], Any]] = {
             "stats": lambda: {"logs": self.log_count, "points": self.point_count, "requests": self.request_count},
             "logs": lambda: [entry.as_dict() for entry in self.logs],
             "points": lambda: [point.as_dict() for point in self.points],
             "dropped_points": lambda: [dataclasses.asdict(item) for item in self.dropped_points],
-            "requests": lambda: [item.summary() for item in self.requests],
         }
         writers: dict[str, Callable[[], Any]] = {
             "fail": lambda: self.fail_next(**args),
             "drop": lambda: self.drop_next(**args),
-            "delay": lambda: self.delay_next(**args),
             "config": lambda: setattr(self, "response_delay", float(args.get("response_delay", 0.0))),
             "key": lambda: {"add": self.add_key, "revoke": self.revoke_key}[args["action"]](args["key"]),
-            "reset": self.reset,
         }
-        try:
-            if request.method == "GET" and action in readers:
-                return _json_response(200, readers[action]())
-            if request.method == "POST" and action in writers:
-                return _json_response(200, {"result": writers[action]()})
-        except (TypeError, ValueError, KeyError) as exc:
-            return _json_response(400, {"error": str(exc)})
+        return readers, writers
+
+    def _control_not_found(self) -> web.Response:
         return _json_response(404, series_error("Not found"))
-
-
-def _build_ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if cert is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    fake = DatadogFake(
-        args.api_key,
-        ssl_context=_build_ssl_context(args.tls_cert, args.tls_key),
-        control_api=True,
-        host=args.host,
-        port=args.port,
-        retain=not args.no_retain,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    async with fake:
-        sys.stdout.write(fake.url + "\n")
-        sys.stdout.flush()
-        await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: serve until SIGTERM/SIGINT, first stdout line is the URL."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.datadog", description="Fake Datadog intake")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser = server_parser("python -m tests.fakes.datadog", "Fake Datadog intake")
     parser.add_argument("--api-key", action="append", required=True, help="accepted API key (repeatable)")
-    parser.add_argument("--no-retain", action="store_true", help="count entries without keeping them (benchmarks)")
-    parser.add_argument("--tls-cert")
-    parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
-    return 0
+    return serve_until_signalled(DatadogFake(args.api_key, **server_options(args)))
 
 
 if __name__ == "__main__":

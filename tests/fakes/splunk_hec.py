@@ -68,19 +68,15 @@ and inject failures.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
 import dataclasses
 import json
 import math
 import re
-import signal
 import ssl
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -89,7 +85,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.fakes.base import DELAY_KEY as _DELAY_KEY
+from tests.fakes.base import RECORD_KEY as _RECORD_KEY
+from tests.fakes.base import Drop as _Drop
+from tests.fakes.base import FakeServer, Fault, RecordedRequest, serve_until_signalled, server_options, server_parser
+from tests.fakes.base import Reply as _Reply
 
 DEFAULT_MAX_CONTENT_LENGTH = 838_860_800
 
@@ -145,7 +146,6 @@ _NUMERIC_TIME_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?$")
 _JSON_WS = " \t\n\r"
 _JSON_WS_BYTES = _JSON_WS.encode()
 _LONG_NUMBER = re.compile(rb"[0-9]{19}")
-_CONTROL_PREFIX = "/__fake__/"
 _REASONS: dict[int, str] = {
     400: "Bad Request",
     408: "Request Timeout",
@@ -238,62 +238,6 @@ class DroppedEvent:
 
 
 @dataclass
-class RecordedRequest:
-    """One HTTP request as received (headers unmodified) and the answer it got.
-
-    ``body`` is the wire body (possibly gzip), ``decoded_body`` the decompressed body when the
-    fake got that far. ``status``/``response_body`` are ``None`` and ``dropped`` true when the
-    connection was dropped by fault injection.
-    """
-
-    seq: int
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    received_at: float
-    body_truncated: bool = False
-    decoded_body: bytes | None = None
-    status: int | None = None
-    response_body: bytes | None = None
-    response_headers: dict[str, str] = field(default_factory=dict)
-    dropped: bool = False
-
-    def response_json(self) -> Any:
-        """The response body parsed as JSON."""
-        return json.loads(self.response_body or b"null")
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready summary (headers, status, response) for the control API."""
-        return {
-            "seq": self.seq,
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "headers": dict(self.headers.items()),
-            "body_size": len(self.body),
-            "status": self.status,
-            "response": (self.response_body or b"").decode("utf-8", "replace"),
-            "dropped": self.dropped,
-        }
-
-
-@dataclass
-class Fault:
-    """A queued failure: ``action`` is ``"status"``, ``"drop"`` or ``"delay"``."""
-
-    action: str
-    endpoint: str
-    remaining: int
-    status: int = 0
-    code: int | None = None
-    retry_after: int | None = None
-    seconds: float = 0.0
-    after_processing: bool = False
-
-
-@dataclass
 class _AckEntry:
     created_at: float
     released: bool = False
@@ -306,26 +250,8 @@ class _Channel:
     entries: dict[int, _AckEntry] = field(default_factory=dict)
 
 
-class _Reply(Exception):
-    """Raised inside handlers to answer immediately with ``status`` and a JSON/bytes body."""
-
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-
-
-class _Drop(Exception):
-    """Raised inside handlers to drop the connection without an answer."""
-
-
 class _TooLarge(Exception):
     """Decompressed body exceeds the limit."""
-
-
-_RECORD_KEY = web.RequestKey("ccbridge_fake_record", RecordedRequest)
-_DELAY_KEY = web.RequestKey("ccbridge_fake_delay", float)
 
 
 def hec_body(code: int, **extra: Any) -> dict[str, Any]:
@@ -472,7 +398,7 @@ def _is_metric_fields(fields: Any) -> bool:
     return isinstance(fields, dict) and any(key == "metric_name" or key.startswith("metric_name:") for key in fields)
 
 
-class SplunkHecFake:
+class SplunkHecFake(FakeServer):
     """Async context manager running a strict fake HEC on ``host`` (127.0.0.1) and an ephemeral port.
 
     Constructor arguments: ``tokens`` (token -> :class:`TokenPolicy`), ``max_content_length``
@@ -491,6 +417,8 @@ class SplunkHecFake:
     :meth:`pending_acks`. All accessors return copies and are safe to call from other threads.
     """
 
+    FAULT_ENDPOINTS = FAULT_ENDPOINTS
+
     def __init__(
         self,
         tokens: Mapping[str, TokenPolicy] | None = None,
@@ -504,33 +432,20 @@ class SplunkHecFake:
         port: int = 0,
         retain: bool = True,
     ) -> None:
+        self._init_server(ssl_context=ssl_context, control_api=control_api, host=host, port=port, retain=retain)
         self.tokens: dict[str, TokenPolicy] = dict(tokens or {})
-        self.retain = retain  # False (benchmarks): validate and count everything, keep no request or event
-        self.request_count = 0
         self.event_count = 0
         self.max_content_length = max_content_length
-        self.ssl_context = ssl_context
         self.ack_delay = ack_delay
         self.strict_unknown_keys = strict_unknown_keys
-        self.control_api = control_api
         self.health_state = "healthy"
-        self.response_delay = 0.0
-        self._host = host
-        self._port = port
-        self._lock = threading.RLock()
         self._events: list[HecEvent] = []
         self._dropped: list[DroppedEvent] = []
-        self._requests: list[RecordedRequest] = []
-        self._faults: list[Fault] = []
         self._channels: dict[str, _Channel] = {}
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Bind and start serving."""
-        app = web.Application(middlewares=[self._middleware], client_max_size=2**62)
+    def _add_routes(self, app: web.Application) -> None:
         for path in _EVENT_PATHS:
             app.router.add_route("*", path, self._route(("POST",), self._handle_event))
         for path in _RAW_PATHS:
@@ -538,36 +453,6 @@ class SplunkHecFake:
         app.router.add_route("*", _ACK_PATH, self._route(("POST",), self._handle_ack))
         for path in _HEALTH_PATHS:
             app.router.add_route("*", path, self._route(("GET",), self._handle_health))
-        if self.control_api:
-            app.router.add_route("*", _CONTROL_PREFIX + "{action}", self._control)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, auto_decompress=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, ssl_context=self.ssl_context)
-        await site.start()
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        scheme = "https" if self.ssl_context is not None else "http"
-        self._url = f"{scheme}://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        """Stop serving and close connections."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> SplunkHecFake:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT`` (``https`` with an SSL context)."""
-        if self._url is None:
-            raise RuntimeError("SplunkHecFake is not started")
-        return self._url
 
     @property
     def event_url(self) -> str:
@@ -587,12 +472,6 @@ class SplunkHecFake:
         """Objects silently not indexed (unknown envelope key and everything after it)."""
         with self._lock:
             return list(self._dropped)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received (including failed, faulted and dropped ones)."""
-        with self._lock:
-            return list(self._requests)
 
     def events_in(self, index: str) -> list[HecEvent]:
         """Indexed events of one index."""
@@ -726,29 +605,6 @@ class SplunkHecFake:
         """Process the next ``count`` matching requests normally but answer ``seconds`` later."""
         self._queue(Fault("delay", endpoint, count, seconds=seconds))
 
-    def clear_faults(self) -> None:
-        """Drop every queued fault."""
-        with self._lock:
-            self._faults.clear()
-
-    def _queue(self, fault: Fault) -> None:
-        if fault.endpoint not in FAULT_ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {sorted(FAULT_ENDPOINTS)}")
-        if fault.remaining < 1:
-            raise ValueError("count must be >= 1")
-        with self._lock:
-            self._faults.append(fault)
-
-    def _take_fault(self, endpoint: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.endpoint in ("any", endpoint):
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    return dataclasses.replace(fault)
-        return None
-
     def _apply_fault(self, request: web.Request, endpoint: str) -> Fault | None:
         """Apply the fault for this request; return it when processing should continue."""
         fault = self._take_fault(endpoint)
@@ -784,52 +640,14 @@ class SplunkHecFake:
 
         return dispatch
 
-    @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path.startswith(_CONTROL_PREFIX) and self.control_api:
-            return await handler(request)
-        body, truncated = await self._read_body(request)
-        with self._lock:
-            record = RecordedRequest(
-                seq=self.request_count,
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=CIMultiDictProxy(CIMultiDict(request.headers)),
-                body=body,
-                body_truncated=truncated,
-                received_at=time.time(),
-            )
-            self.request_count += 1
-            if self.retain:
-                self._requests.append(record)
-        request[_RECORD_KEY] = record
-        try:
-            response = await handler(request)
-        except _Reply as reply:
-            response = self._reply_response(reply)
-        except _Drop:
-            record.dropped = True
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)
-        except web.HTTPNotFound:
-            response = _json_response(404, NOT_FOUND_BODY)
-        except web.HTTPMethodNotAllowed as exc:
-            response = _json_response(405, {"text": "Method Not Allowed", "code": 405}, exc.headers)
-        delay = self.response_delay + float(request.get(_DELAY_KEY, 0.0))
-        if delay > 0:
-            await asyncio.sleep(delay)
-        record.status = response.status
-        if isinstance(response, web.Response):
-            record.response_body = response.body if isinstance(response.body, bytes) else b""
-        record.response_headers = dict(response.headers.items())
-        return response
+    _json_response = staticmethod(_json_response)
 
-    @staticmethod
-    def _reply_response(reply: _Reply) -> web.Response:
+    def _http_error(self, exc: web.HTTPException) -> web.Response:
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            return _json_response(405, {"text": "Method Not Allowed", "code": 405}, exc.headers)
+        return _json_response(404, NOT_FOUND_BODY)
+
+    def _reply_response(self, reply: _Reply) -> web.Response:
         if isinstance(reply.body, bytes):
             return web.Response(
                 status=reply.status,
@@ -838,23 +656,8 @@ class SplunkHecFake:
             )
         return _json_response(reply.status, reply.body, reply.headers)
 
-    async def _read_body(self, request: web.Request) -> tuple[bytes, bool]:
-        """Read the body, keeping at most ``max_content_length + 1`` bytes (the rest is drained)."""
-        if not request.body_exists:
-            return b"", False
-        keep = self.max_content_length + 1
-        chunks: list[bytes] = []
-        kept = 0
-        truncated = False
-        async for chunk in request.content.iter_chunked(1 << 16):
-            if kept < keep:
-                piece = chunk[: keep - kept]
-                chunks.append(piece)
-                kept += len(piece)
-                truncated = truncated or len(piece) < len(chunk)
-            else:
-                truncated = True
-        return b"".join(chunks), truncated
+    def _body_limit(self) -> int:
+        return self.max_content_length + 1
 
     def _authenticate(self, request: web.Request) -> tuple[str, TokenPolicy]:
         header = request.headers.get("Authorization")
@@ -1112,44 +915,30 @@ class SplunkHecFake:
             raise _Drop
         return _json_response(HEC_CODES[code][0], hec_body(code))
 
-    async def _control(self, request: web.Request) -> web.StreamResponse:
-        """Control API for process mode.
-
-        ``GET /__fake__/events`` (indexed events), ``GET /__fake__/dropped``, ``GET /__fake__/requests``
-        (summaries), ``GET /__fake__/acks`` (pending ``[channel, id]``), ``POST /__fake__/release_acks``
-        (``{"channel"?, "ack_ids"?}``), ``POST /__fake__/fail`` (kwargs of :meth:`fail_next`),
-        ``POST /__fake__/drop`` (kwargs of :meth:`drop_next`), ``POST /__fake__/delay`` (kwargs of
-        :meth:`delay_next`), ``POST /__fake__/config`` (``health_state``, ``ack_delay``,
-        ``response_delay``), ``POST /__fake__/token`` (``{"token", "action": disable|enable|revoke}``),
-        ``POST /__fake__/reset``.
-        """
-        action = request.match_info["action"]
-        args: dict[str, Any] = {}
-        if request.method == "POST" and request.body_exists:
-            args = json.loads(await request.read() or b"{}")
+    def _control_actions(
+        self, args: dict[str, Any]
+    ) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], Any]]]:
+        """``GET /__fake__/events`` (indexed events), ``/stats``, ``/dropped``, ``/requests`` (summaries), ``/acks``
+        (pending ``[channel, id]``); ``POST /__fake__/release_acks`` (``{"channel"?, "ack_ids"?}``), ``/fail``
+        (kwargs of :meth:`fail_next`), ``/drop`` (kwargs of :meth:`drop_next`), ``/delay`` (kwargs of
+        :meth:`delay_next`), ``/config`` (``health_state``, ``ack_delay``, ``response_delay``), ``/token``
+        (``{"token", "action": disable|enable|revoke}``), ``/reset``."""
         readers: dict[str, Callable[[], Any]] = {
             "events": lambda: [event.as_dict() for event in self.events],
             "stats": lambda: {"events": self.event_count, "requests": self.request_count},
             "dropped": lambda: [dataclasses.asdict(item) for item in self.dropped_events],
-            "requests": lambda: [item.summary() for item in self.requests],
             "acks": lambda: [list(pair) for pair in self.pending_acks()],
         }
         writers: dict[str, Callable[[], Any]] = {
             "release_acks": lambda: self.release_acks(**args),
             "fail": lambda: self.fail_next(**args),
             "drop": lambda: self.drop_next(**args),
-            "delay": lambda: self.delay_next(**args),
             "config": lambda: self._configure(**args),
             "token": lambda: self._token_action(**args),
-            "reset": self.reset,
         }
-        try:
-            if request.method == "GET" and action in readers:
-                return _json_response(200, readers[action]())
-            if request.method == "POST" and action in writers:
-                return _json_response(200, {"result": writers[action]()})
-        except (TypeError, ValueError, KeyError) as exc:
-            return _json_response(400, {"error": str(exc)})
+        return readers, writers
+
+    def _control_not_found(self) -> web.Response:
         return _json_response(404, NOT_FOUND_BODY)
 
     def _configure(
@@ -1172,15 +961,17 @@ class SplunkHecFake:
         actions[action](token)
 
 
-def _build_ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if cert is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-async def _serve(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: serve until SIGTERM/SIGINT, first stdout line is the URL."""
+    parser = server_parser("python -m tests.fakes.splunk_hec", "Fake Splunk HEC")
+    parser.add_argument("--token", action="append", required=True, help="accepted token (repeatable)")
+    parser.add_argument("--index", action="append", help="allowed index (repeatable); default: any")
+    parser.add_argument("--ack", action="store_true", help="enable indexer acknowledgement")
+    parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds until acks turn true")
+    parser.add_argument("--manual-acks", action="store_true", help="acks only via /__fake__/release_acks")
+    parser.add_argument("--allow-query-auth", action="store_true", help="accept ?token=")
+    parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH)
+    args = parser.parse_args(argv)
     tokens = {
         token: TokenPolicy(
             indexes=args.index or None,
@@ -1192,43 +983,10 @@ async def _serve(args: argparse.Namespace) -> None:
     fake = SplunkHecFake(
         tokens,
         max_content_length=args.max_content_length,
-        ssl_context=_build_ssl_context(args.tls_cert, args.tls_key),
         ack_delay=None if args.manual_acks else args.ack_delay,
-        control_api=True,
-        host=args.host,
-        port=args.port,
-        retain=not args.no_retain,
+        **server_options(args),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    async with fake:
-        sys.stdout.write(fake.url + "\n")
-        sys.stdout.flush()
-        await stop.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: serve until SIGTERM/SIGINT, first stdout line is the URL."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.splunk_hec", description="Fake Splunk HEC")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--token", action="append", required=True, help="accepted token (repeatable)")
-    parser.add_argument("--index", action="append", help="allowed index (repeatable); default: any")
-    parser.add_argument("--ack", action="store_true", help="enable indexer acknowledgement")
-    parser.add_argument("--ack-delay", type=float, default=0.0, help="seconds until acks turn true")
-    parser.add_argument("--manual-acks", action="store_true", help="acks only via /__fake__/release_acks")
-    parser.add_argument("--allow-query-auth", action="store_true", help="accept ?token=")
-    parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH)
-    parser.add_argument("--no-retain", action="store_true", help="count events without keeping them (benchmarks)")
-    parser.add_argument("--tls-cert")
-    parser.add_argument("--tls-key")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
-    return 0
+    return serve_until_signalled(fake)
 
 
 if __name__ == "__main__":
