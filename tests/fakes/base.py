@@ -250,6 +250,34 @@ class FakeServer:
 
     # ----------------------------------------------------------------- faults
 
+    DEFAULT_FAULT_ENDPOINT: ClassVar[str] = "any"
+
+    def drop_next(self, count: int = 1, *, endpoint: str | None = None, after_processing: bool = False) -> None:
+        """Close the connection of the next ``count`` matching requests without answering.
+
+        With ``after_processing`` the request is processed first (the payload accepted and recorded, an ack id
+        issued) and only the answer is lost, as when a load balancer cuts a slow response. ``endpoint`` defaults
+        to :attr:`DEFAULT_FAULT_ENDPOINT`.
+        """
+        where = endpoint or self.DEFAULT_FAULT_ENDPOINT
+        self._queue(Fault("drop", where, count, after_processing=after_processing))
+
+    def delay_next(self, seconds: float, count: int = 1, *, endpoint: str | None = None) -> None:
+        """Process the next ``count`` matching requests normally but answer ``seconds`` later."""
+        self._queue(Fault("delay", endpoint or self.DEFAULT_FAULT_ENDPOINT, count, seconds=seconds))
+
+    def _next_fault(self, request: web.Request, endpoint: str) -> Fault | None:
+        """Take the fault for this request: a drop happens now (unless after processing), a delay is noted for the
+        answer; the fault is returned for the protocol's own handling of ``status`` faults."""
+        fault = self._take_fault(endpoint)
+        if fault is None:
+            return None
+        if fault.action == "drop" and not fault.after_processing:
+            raise Drop
+        if fault.action == "delay":
+            request[DELAY_KEY] = fault.seconds
+        return fault
+
     def clear_faults(self) -> None:
         """Drop every queued fault."""
         with self._lock:
@@ -336,9 +364,6 @@ class FakeServer:
     # ----------------------------------------------------------------- control API
 
     def reset(self) -> None:
-        raise NotImplementedError
-
-    def delay_next(self, seconds: float, count: int = 1, *, endpoint: str = "any") -> None:
         raise NotImplementedError
 
     async def _control(self, request: web.Request) -> web.StreamResponse:

@@ -83,7 +83,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes.base import DELAY_KEY as _DELAY_KEY
 from tests.fakes.base import RECORD_KEY as _RECORD_KEY
 from tests.fakes.base import Drop as _Drop
 from tests.fakes.base import FakeServer, Fault, RecordedRequest, serve_until_signalled, server_options, server_parser
@@ -473,25 +472,10 @@ class DatadogFake(FakeServer):
         """
         self._queue(Fault("status", endpoint, count, status=status, retry_after=retry_after))
 
-    def drop_next(self, count: int = 1, *, endpoint: str = "any", after_processing: bool = False) -> None:
-        """Close the connection of the next ``count`` matching requests without answering.
-
-        With ``after_processing`` the payload is accepted and recorded first; only the answer is lost.
-        """
-        self._queue(Fault("drop", endpoint, count, after_processing=after_processing))
-
-    def delay_next(self, seconds: float, count: int = 1, *, endpoint: str = "any") -> None:
-        """Process the next ``count`` matching requests normally but answer ``seconds`` later."""
-        self._queue(Fault("delay", endpoint, count, seconds=seconds))
-
     def _apply_fault(self, request: web.Request, endpoint: str) -> Fault | None:
-        fault = self._take_fault(endpoint)
+        fault = self._next_fault(request, endpoint)
         if fault is None:
             return None
-        if fault.action == "drop" and not fault.after_processing:
-            raise _Drop
-        if fault.action == "delay":
-            request[_DELAY_KEY] = fault.seconds
         if fault.action == "status":
             headers: dict[str, str] = {}
             if fault.retry_after is not None:

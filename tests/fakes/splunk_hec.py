@@ -86,7 +86,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes.base import DELAY_KEY as _DELAY_KEY
 from tests.fakes.base import RECORD_KEY as _RECORD_KEY
 from tests.fakes.base import Drop as _Drop
 from tests.fakes.base import FakeServer, Fault, RecordedRequest, serve_until_signalled, server_options, server_parser
@@ -418,6 +417,7 @@ class SplunkHecFake(FakeServer):
     """
 
     FAULT_ENDPOINTS = FAULT_ENDPOINTS
+    DEFAULT_FAULT_ENDPOINT = "ingest"
 
     def __init__(
         self,
@@ -593,27 +593,11 @@ class SplunkHecFake(FakeServer):
             raise ValueError(f"HEC code {code} is sent with HTTP {HEC_CODES[code][0]}, not {status}")
         self._queue(Fault("status", endpoint, count, status=status, code=code, retry_after=retry_after))
 
-    def drop_next(self, count: int = 1, *, endpoint: str = "ingest", after_processing: bool = False) -> None:
-        """Close the connection of the next ``count`` matching requests without answering.
-
-        With ``after_processing`` the request is processed first (events indexed, ack id issued) and
-        only the answer is lost, as when a load balancer cuts a slow response.
-        """
-        self._queue(Fault("drop", endpoint, count, after_processing=after_processing))
-
-    def delay_next(self, seconds: float, count: int = 1, *, endpoint: str = "ingest") -> None:
-        """Process the next ``count`` matching requests normally but answer ``seconds`` later."""
-        self._queue(Fault("delay", endpoint, count, seconds=seconds))
-
     def _apply_fault(self, request: web.Request, endpoint: str) -> Fault | None:
         """Apply the fault for this request; return it when processing should continue."""
-        fault = self._take_fault(endpoint)
+        fault = self._next_fault(request, endpoint)
         if fault is None:
             return None
-        if fault.action == "drop" and not fault.after_processing:
-            raise _Drop
-        if fault.action == "delay":
-            request[_DELAY_KEY] = fault.seconds
         if fault.action == "status" and fault.status != 200:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             if fault.status == 413:
