@@ -224,6 +224,7 @@ def test_unknown_key_is_refused_naming_key_and_dotted_path(text, path, fragment)
         ("receivers:\n  otlp:\n    grpc:\n      enabled: 'no way'\n", "receivers.otlp.grpc.enabled", "true or false"),
         ("storage:\n  synchronous: fast\n", "storage.synchronous", "must be one of full, normal"),
         ("telemetry:\n  log_level: loud\n", "telemetry.log_level", "must be one of"),
+        ("telemetry:\n  readiness_destinations: ignore\n", "telemetry.readiness_destinations", "must be one of"),
         ("storage:\n  directory: [a, b]\n", "storage.directory", "expected a string"),
         ("receivers: [1, 2]\n", "receivers", "expected a mapping"),
         ("storage: 5\n", "storage", "expected a mapping"),
