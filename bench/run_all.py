@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import resource
 import os
 import platform
 import shutil
@@ -134,10 +135,15 @@ def loadgen(bridge: Bridge, target: str, batch: int, concurrency: int, duration:
         "--concurrency", str(concurrency), "--duration", str(duration), "--rate", str(rate),
         "--http-port", str(bridge.http_port), "--grpc-port", str(bridge.grpc_port),
     ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    used = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    res["client_cpu_cores"] = round(used / duration, 2)
+    return res
 
 
 SCENARIOS = {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from collector.jsonbytes import dumps_kept
 from collector.processing.decode import LogEvent
 from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, rfc3339_ms
 from collector.store.sqlite import AppendResult, AuditStore, MetricRow, RecordRow, SpanRow
@@ -45,7 +46,7 @@ def record_row(rec: dict[str, Any], time_ns: int, received_ms: int) -> RecordRow
         uid,
         session.get("id") if session else None,
         received_ms,
-        _dumps(rec, option=_OPTS),
+        dumps_kept(rec, _OPTS),
     )
 
 
@@ -203,7 +204,7 @@ class Pipeline:
             key = metric_point_key(p)
             p["received_time_unix_nano"] = received_ns
             t = p.get("time_unix_nano") or received_ns
-            rows.append((t // 1_000_000, key, p.get("name", ""), _dumps(p, option=_OPTS)))
+            rows.append((t // 1_000_000, key, p.get("name", ""), dumps_kept(p, _OPTS)))
         result = await self.store.append(metrics=rows)
         self.metrics.accepted.labels("metrics", transport).inc(len(points))
         return result
@@ -224,7 +225,7 @@ class Pipeline:
                     s.get("span_id", ""),
                     t // 1_000_000,
                     s.get("name", ""),
-                    _dumps(s, option=_OPTS),
+                    dumps_kept(s, _OPTS),
                 )
             )
         result = await self.store.append(spans=rows)

@@ -34,8 +34,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import orjson
-
+from collector.jsonbytes import dumps_kept
 from collector.processing.normalize import parse_rfc3339
 
 OCSF_VERSION = "1.8.0"
@@ -365,4 +364,4 @@ def to_ocsf(record: dict[str, Any]) -> dict[str, Any]:
 
 def ocsf_body(record: dict[str, Any]) -> bytes:
     """:func:`to_ocsf` serialized as JSON (what a destination with ``schema: ocsf`` sends per record)."""
-    return orjson.dumps(to_ocsf(record))
+    return dumps_kept(to_ocsf(record))

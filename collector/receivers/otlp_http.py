@@ -223,6 +223,7 @@ class OtlpHttpReceiver:
             if encoding in ("gzip", "x-gzip"):
                 body = gunzip_capped(body, self.cfg.max_decompressed_size)
             items = self._decode(signal, media, body)
+            del body  # decoded: only the parsed form is needed while the request waits for its commit
             await self.pipeline.consume(signal, items, "http", identity)
         except Exception as exc:
             return self._error(exc, signal, media, request)

@@ -630,6 +630,7 @@ class AuditStore:
                 _insert_rows(conn, _INSERT_METRIC, p.metrics)
                 _insert_rows(conn, _INSERT_SPAN, p.spans)
                 results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
+                p.records = p.metrics = p.spans = ()  # inserted: the transaction holds them now
         except BaseException:
             self.chain_head, self.chain_seq = head_before, seq_before
             self._rollback()

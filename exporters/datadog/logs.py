@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from collector.jsonbytes import dumps_kept
 from exporters.base import DeliveryRecord
 from exporters.fieldpolicy import FieldPolicy
 
@@ -153,7 +154,7 @@ class LogEncoder:
         parsed form is dropped afterwards, so a batch being encoded never holds all of them."""
         entry = self.entry(dr)
         dr.forget()
-        data = orjson.dumps(entry)
+        data = dumps_kept(entry)
         if len(data) <= MAX_ENTRY_BYTES:
             return data
         return truncate_entry(entry)
@@ -176,7 +177,7 @@ def truncate_entry(entry: dict[str, Any]) -> bytes:
     if len(data) > MAX_ENTRY_BYTES:
         entry.pop("claude_code", None)
         data = orjson.dumps(entry)
-    return data
+    return memoryview(data).tobytes()
 
 
 def _without_large_values(node: dict[str, Any]) -> dict[str, Any]:
