@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
