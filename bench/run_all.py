@@ -148,6 +148,7 @@ def loadgen(bridge: Bridge, target: str, batch: int, concurrency: int, duration:
 
 SCENARIOS = {
     "http_512": {"target": "http", "batch": 512, "concurrency": 8},
+    "http_512_fanin": {"target": "http", "batch": 512, "concurrency": 32},
     "grpc_512": {"target": "grpc", "batch": 512, "concurrency": 8},
     "http_10": {"target": "http", "batch": 10, "concurrency": 128},
     "http_10_at_5k": {"target": "http", "batch": 10, "concurrency": 64, "rate": 5000},
@@ -172,7 +173,7 @@ def run_ingest(name: str, spec: dict, workers: int, duration: float) -> dict:
     return res
 
 
-def run_e2e(workers: int, duration: float, rate: float = 0) -> dict:
+def run_e2e(workers: int, duration: float, rate: float = 0, concurrency: int = 8) -> dict:
     """OTLP clients -> store -> two http destinations; records/s delivered to both sinks."""
     ports = [free_port(), free_port()]
     sinks = [subprocess.Popen([PY, str(ROOT / "bench" / "sink.py"), "--port", str(p)], cwd=ROOT) for p in ports]
@@ -189,7 +190,7 @@ def run_e2e(workers: int, duration: float, rate: float = 0) -> dict:
     bridge = Bridge(workers, exps)
     try:
         c0, t0 = cpu_seconds(bridge.pids()), time.time()
-        res = loadgen(bridge, "http", 512, 8, duration, rate)
+        res = loadgen(bridge, "http", 512, concurrency, duration, rate)
         accepted = int(bridge.metric("ccbridge_records_total"))
         deadline = time.time() + 120
         delivered = [0, 0]
@@ -210,7 +211,7 @@ def run_e2e(workers: int, duration: float, rate: float = 0) -> dict:
             s.wait()
     elapsed = t1 - t0
     return {
-        "scenario": "e2e_two_http_destinations" + (f"_at_{int(rate)}" if rate else ""),
+        "scenario": "e2e_two_http_destinations" + (f"_at_{int(rate)}" if rate else "") + f"_{concurrency}_connections",
         "stored_audit_records": accepted,
         "delivered_per_destination": delivered,
         "elapsed_s": round(elapsed, 2),
@@ -382,11 +383,13 @@ def main() -> None:
         "workers": args.workers,
     }
     results: dict[str, list[dict]] = {}
-    names = args.only or [*SCENARIOS, "e2e", "e2e_at_5k", "destinations", "destinations_backlog"]
+    names = args.only or [*SCENARIOS, "e2e", "e2e_fanin", "e2e_at_5k", "destinations", "destinations_backlog"]
     for name in names:
         for i in range(args.repeat):
             if name == "e2e":
                 r = run_e2e(args.workers, args.duration)
+            elif name == "e2e_fanin":
+                r = run_e2e(args.workers, args.duration, concurrency=32)
             elif name == "e2e_at_5k":
                 r = run_e2e(args.workers, args.duration, rate=5000)
             elif name == "destinations":

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import signal
 import ssl
@@ -131,8 +132,15 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+GC_GEN0_THRESHOLD = 20_000
+
+
 def serve_until_signalled(fake: FakeServer) -> int:
-    """Run ``fake`` until SIGTERM/SIGINT; the first stdout line is its URL."""
+    """Run ``fake`` until SIGTERM/SIGINT; the first stdout line is its URL.
+
+    As a process of its own the fake collects young objects less often (as the bridge does): it parses thousands of
+    acyclic JSON objects per request, which the default threshold would scan for cycles many times a second.
+    """
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -145,6 +153,9 @@ def serve_until_signalled(fake: FakeServer) -> int:
             sys.stdout.flush()
             await stop.wait()
 
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
     return 0
