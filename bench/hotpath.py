@@ -40,7 +40,7 @@ from collector.pipeline import Pipeline, record_row
 from collector.processing.decode import LogEvent, log_stream_from_protobuf, logs_from_protobuf
 from collector.processing.normalize import event_time_ns, normalize_log
 from collector.processing.redact import Redactor
-from collector.service import tune_gc
+from collector.runtime import tune_gc
 from collector.store.sqlite import AuditStore
 from collector.telemetry.selfmetrics import SelfMetrics
 from exporters import build_configs, create

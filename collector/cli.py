@@ -21,6 +21,7 @@ import orjson
 
 from collector import config as config_mod
 from collector.config import Config, ConfigError
+from collector.runtime import tune_malloc
 
 log = logging.getLogger("ccbridge")
 
@@ -143,6 +144,7 @@ def _run_workers(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    tune_malloc()
     cfg = load_config(args.config, args.data_dir)
     setup_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
     workers = cfg.server.workers

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 
@@ -21,30 +20,12 @@ from collector.processing.redact import Redactor
 from collector.receivers.auth import TokenAuthenticator, server_ssl_context
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
+from collector.runtime import tune_gc
 from collector.store.sqlite import AuditStore
 from collector.telemetry.selfmetrics import SelfMetrics
 from collector.telemetry.server import TelemetryServer
 
 log = logging.getLogger(__name__)
-
-
-GC_GEN0_THRESHOLD = 20_000
-
-
-def tune_gc() -> None:
-    """Move start-up objects out of the cyclic GC's view and collect young objects less often.
-
-    Ingestion allocates many short-lived, acyclic dicts per record; reference counting frees them, but at the
-    default threshold (700 allocations) the cyclic collector runs thousands of times a second for nothing.
-    """
-    import os
-
-    if os.environ.get("CCBRIDGE_GC_DEFAULT"):
-        return
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 class Service:

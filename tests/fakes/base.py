@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import json
 import signal
 import ssl
@@ -22,6 +21,8 @@ from typing import Any, ClassVar, Self
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from collector.runtime import tune_gc
 
 CONTROL_PREFIX = "/__fake__/"
 
@@ -132,9 +133,6 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-GC_GEN0_THRESHOLD = 20_000
-
-
 def serve_until_signalled(fake: FakeServer) -> int:
     """Run ``fake`` until SIGTERM/SIGINT; the first stdout line is its URL.
 
@@ -153,9 +151,7 @@ def serve_until_signalled(fake: FakeServer) -> int:
             sys.stdout.flush()
             await stop.wait()
 
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    tune_gc()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
     return 0
