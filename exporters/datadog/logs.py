@@ -45,6 +45,7 @@ LARGE_ATTRIBUTE_BYTES = 1024
 _TAG_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.:/\-]+")
 _MAX_TAG_VALUE = 200
 _HIDDEN_FROM_FACETS = ("attributes", "resource", "schema_version", "body")
+_TAGS_CACHE_MAX = 4096
 
 
 def status_of(record: dict[str, Any]) -> str:
@@ -121,6 +122,7 @@ class LogEncoder:
         self.service = service
         self.hostname = hostname
         self.tags = list(tags)
+        self._tags_cache: dict[tuple[str | None, ...], str] = {}
 
     def entry(self, dr: DeliveryRecord) -> dict[str, Any]:
         """The log entry of one record, as a dict."""
@@ -130,7 +132,7 @@ class LogEncoder:
             "ddsource": DDSOURCE,
             "service": self.service,
             "hostname": self.hostname,
-            "ddtags": ",".join(self.tags + record_tags(rec)),
+            "ddtags": self._ddtags(rec),
             "status": status_of(raw),
             "message": orjson.dumps(rec).decode(),
             "timestamp": dr.time_ms,
@@ -145,9 +147,32 @@ class LogEncoder:
             usr = {k: user[k] for k in ("id", "email") if k in user}
             if usr:
                 entry["usr"] = usr
-        facets = {k: v for k, v in rec.items() if k not in _HIDDEN_FROM_FACETS}
+        facets = dict(rec)
+        for key in _HIDDEN_FROM_FACETS:
+            facets.pop(key, None)
         entry["claude_code"] = facets
         return entry
+
+    def _ddtags(self, rec: dict[str, Any]) -> str:
+        """The entry's ``ddtags``; remembered per combination of the tagged values (there are few)."""
+        tool = rec.get("tool") or {}
+        org = rec.get("organization") or {}
+        key = (
+            rec.get("kind"),
+            tool.get("name"),
+            tool.get("decision"),
+            rec.get("model"),
+            org.get("id") if isinstance(org, dict) else None,
+        )
+        for value in key:
+            if value is not None and value.__class__ is not str:  # 1 and True hash alike but tag differently
+                return ",".join(self.tags + record_tags(rec))
+        found = self._tags_cache.get(key)
+        if found is None:
+            if len(self._tags_cache) >= _TAGS_CACHE_MAX:
+                self._tags_cache.clear()
+            found = self._tags_cache[key] = ",".join(self.tags + record_tags(rec))
+        return found
 
     def encode(self, dr: DeliveryRecord) -> bytes:
         """One entry as compact JSON, truncated (with a marker) to at most :data:`MAX_ENTRY_BYTES`. The record's

@@ -192,6 +192,19 @@ def test_tags_are_sanitised_and_skip_missing_values():
     assert entry["ddtags"] == "kind:api_request,model:claude-opus-4-8_1m"
 
 
+def test_tags_follow_each_records_values_and_types():
+    exp = make_exporter()
+    model_one = one_entry(exp, record(5, kind="api_request", model=1))
+    model_true = one_entry(exp, record(6, kind="api_request", model=True))
+    opus = one_entry(exp, record(7, kind="api_request", model="opus"))
+    opus_again = one_entry(exp, record(8, kind="api_request", model="opus"))
+    sonnet = one_entry(exp, record(9, kind="api_request", model="sonnet"))
+    assert model_one["ddtags"] == "kind:api_request,model:1"
+    assert model_true["ddtags"] == "kind:api_request,model:true"
+    assert opus["ddtags"] == opus_again["ddtags"] == "kind:api_request,model:opus"
+    assert sonnet["ddtags"] == "kind:api_request,model:sonnet"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # limits
 
