@@ -58,6 +58,7 @@ DEFAULT_TELEMETRY_ENDPOINT = "127.0.0.1:9464"
 DEFAULT_DATA_DIR = "./ccbridge-data"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
 DEFAULT_RETENTION_SECONDS = 90 * 86400.0
 MAX_ATTRIBUTE_DEPTH = 40
 
@@ -123,8 +124,11 @@ class ReceiversConfig:
     otlp: OtlpReceiverConfig = field(default_factory=OtlpReceiverConfig)
     max_attribute_depth: int = 32
     auth: ReceiverAuthConfig = field(default_factory=ReceiverAuthConfig)
+    max_inflight_bytes: ByteSize = ByteSize(DEFAULT_MAX_INFLIGHT_BYTES)
 
     def validate(self, path: str) -> None:
+        if 0 < self.max_inflight_bytes < 1024 * 1024:
+            raise ConfigError(f"{path}.max_inflight_bytes: must be at least 1MiB, or 0 for no bound")
         if not 1 <= self.max_attribute_depth <= MAX_ATTRIBUTE_DEPTH:
             raise ConfigError(
                 f"{path}.max_attribute_depth: must be between 1 and {MAX_ATTRIBUTE_DEPTH} "

@@ -173,7 +173,9 @@ class Pipeline:
         self, events: Iterable[LogEvent], transport: str, identity: str | None = None
     ) -> AppendResult:
         rows, kinds, count = self.build_log_rows(events, transport, identity)
-        result = await self.store.append(records=rows)
+        stored = self.store.append(records=rows)
+        del rows  # the store holds the rows only until they are inserted
+        result = await stored
         self.metrics.accepted.labels("logs", transport).inc(count)
         for kind, n in kinds.items():
             self.metrics.records_by_kind.labels(kind).inc(n)
@@ -205,7 +207,9 @@ class Pipeline:
             p["received_time_unix_nano"] = received_ns
             t = p.get("time_unix_nano") or received_ns
             rows.append((t // 1_000_000, key, p.get("name", ""), dumps_kept(p, _OPTS)))
-        result = await self.store.append(metrics=rows)
+        stored = self.store.append(metrics=rows)
+        del rows
+        result = await stored
         self.metrics.accepted.labels("metrics", transport).inc(len(points))
         return result
 
@@ -228,6 +232,8 @@ class Pipeline:
                     dumps_kept(s, _OPTS),
                 )
             )
-        result = await self.store.append(spans=rows)
+        stored = self.store.append(spans=rows)
+        del rows
+        result = await stored
         self.metrics.accepted.labels("traces", transport).inc(len(spans))
         return result

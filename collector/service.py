@@ -18,6 +18,7 @@ from collector.enrich.enricher import create_enricher
 from collector.pipeline import Pipeline
 from collector.processing.redact import Redactor
 from collector.receivers.auth import TokenAuthenticator, server_ssl_context
+from collector.receivers.inflight import InflightBudget
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.runtime import tune_gc
@@ -95,6 +96,9 @@ class Service:
             "storage_retry_after": cfg.storage.retry_after,
             "reuse_port": self.reuse_port,
             "admit": self.delivery.admit if self.delivery is not None else None,
+            "inflight": InflightBudget(
+                int(rcv.max_inflight_bytes), self.metrics.inflight_bytes.set, self.metrics.inflight_waits.inc
+            ),
         }
         if self.serve_telemetry:
             self.telemetry = TelemetryServer(

@@ -19,6 +19,7 @@ from grpc import aio
 from collector.config import GrpcReceiverConfig, parse_endpoint
 from collector.pipeline import Pipeline
 from collector.processing.decode import DECODERS, DecodeError
+from collector.receivers.inflight import InflightBudget
 from collector.receivers.status import ReceiverError, ShuttingDown, classify
 from collector.telemetry.selfmetrics import SelfMetrics
 
@@ -77,6 +78,7 @@ class OtlpGrpcReceiver:
         reuse_port: bool = False,
         authenticate: GrpcAuthenticator | None = None,
         admit: Admission | None = None,
+        inflight: InflightBudget | None = None,
     ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
@@ -86,6 +88,7 @@ class OtlpGrpcReceiver:
         self.reuse_port = reuse_port
         self.authenticate = authenticate
         self.admit = admit
+        self.inflight = inflight or InflightBudget(0)
         self.accepting = True
         self.server: aio.Server | None = None
         self.port: int | None = None
@@ -101,11 +104,12 @@ class OtlpGrpcReceiver:
                 identity = await self.authenticate(context) if self.authenticate is not None else None
                 if self.admit is not None:
                     self.admit(signal)
-                try:
-                    items: Iterable[Any] = decode(request, self.max_depth)
-                except RecursionError:
-                    raise DecodeError("message is nested too deeply") from None
-                await self.pipeline.consume(signal, items, "grpc", identity)
+                async with self.inflight.hold(len(request)):
+                    try:
+                        items: Iterable[Any] = decode(request, self.max_depth)
+                    except RecursionError:
+                        raise DecodeError("message is nested too deeply") from None
+                    await self.pipeline.consume(signal, items, "grpc", identity)
             except Exception as exc:
                 await self._abort(exc, signal, context)
             finally:

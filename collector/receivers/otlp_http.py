@@ -24,7 +24,9 @@ from aiohttp import web
 from collector.config import HttpReceiverConfig, parse_endpoint
 from collector.pipeline import Pipeline
 from collector.processing.decode import DECODERS, DecodeError
+from collector.receivers.inflight import InflightBudget
 from collector.receivers.status import (
+    ClientGone,
     PayloadTooLarge,
     ReceiverError,
     ShuttingDown,
@@ -120,6 +122,7 @@ class OtlpHttpReceiver:
         reuse_port: bool = False,
         authenticate: Authenticator | None = None,
         admit: Admission | None = None,
+        inflight: InflightBudget | None = None,
     ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
@@ -129,6 +132,7 @@ class OtlpHttpReceiver:
         self.reuse_port = reuse_port
         self.authenticate = authenticate
         self.admit = admit
+        self.inflight = inflight or InflightBudget(0)
         self.accepting = True
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -197,6 +201,24 @@ class OtlpHttpReceiver:
         except RecursionError:
             raise DecodeError("body is nested too deeply") from None
 
+    async def _body(self, request: web.Request, encoding: str) -> bytes:
+        """The request body, gunzipped when it says so, within both size limits."""
+        body = await self._read_body(request)
+        if encoding in ("gzip", "x-gzip"):
+            body = gunzip_capped(body, self.cfg.max_decompressed_size)
+        return body
+
+    async def _process(self, request: web.Request, signal: str, media: str, body: bytes, identity: str | None) -> None:
+        """Decode and store one body within the in-flight budget (its only reference: it is freed once decoded)."""
+        async with self.inflight.hold(len(body)):
+            if request.transport is None or request.transport.is_closing():
+                raise ClientGone("the client closed the connection while the request waited for its turn")
+            if not self.accepting:
+                raise ShuttingDown("the bridge is shutting down; retry against another instance or later")
+            items = self._decode(signal, media, body)
+            del body
+            await self.pipeline.consume(signal, items, "http", identity)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         signal = SIGNAL_PATHS[request.path]
         if request.method != "POST":
@@ -219,12 +241,7 @@ class OtlpHttpReceiver:
                 raise UnsupportedEncoding(
                     f"unsupported Content-Encoding {encoding!r}; OTLP/HTTP accepts gzip or no encoding"
                 )
-            body = await self._read_body(request)
-            if encoding in ("gzip", "x-gzip"):
-                body = gunzip_capped(body, self.cfg.max_decompressed_size)
-            items = self._decode(signal, media, body)
-            del body  # decoded: only the parsed form is needed while the request waits for its commit
-            await self.pipeline.consume(signal, items, "http", identity)
+            await self._process(request, signal, media, await self._body(request, encoding), identity)
         except Exception as exc:
             return self._error(exc, signal, media, request)
         finally:

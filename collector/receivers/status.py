@@ -51,6 +51,12 @@ class ShuttingDown(ReceiverError):
     reason = "shutting_down"
 
 
+class ClientGone(ReceiverError):
+    """The client disconnected before its request was processed (nobody will read the answer)."""
+
+    reason = "client_gone"
+
+
 @dataclass(frozen=True)
 class Answer:
     """How to answer a failed request."""
@@ -77,6 +83,8 @@ def classify(exc: BaseException, storage_retry_after: float = 5.0) -> Answer:
         return Answer(401, grpc.StatusCode.UNAUTHENTICATED, exc.reason, msg)
     if isinstance(exc, Backpressure):
         return Answer(429, grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, msg, exc.retry_after)
+    if isinstance(exc, ClientGone):
+        return Answer(408, grpc.StatusCode.CANCELLED, exc.reason, msg)
     if isinstance(exc, ShuttingDown):
         return Answer(503, grpc.StatusCode.UNAVAILABLE, exc.reason, msg, 1.0)
     if isinstance(exc, StorageError):

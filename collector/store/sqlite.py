@@ -428,6 +428,7 @@ class AuditStore:
             raise StorageError("closed", "the store is shutting down")
         loop = asyncio.get_running_loop()
         pending = _Pending(records, metrics, spans, future=loop.create_future(), loop=loop)
+        del records, metrics, spans  # the pending append is their only holder: dropped once inserted
         self._submit(pending)
         assert pending.future is not None
         return await asyncio.shield(pending.future)

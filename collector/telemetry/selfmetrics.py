@@ -29,6 +29,17 @@ class SelfMetrics:
             ["signal", "transport", "reason"],
             registry=r,
         )
+        self.inflight_bytes = Gauge(
+            "ccbridge_receiver_inflight_bytes",
+            "Request bytes (decompressed) being decoded and stored now; bounded by receivers.max_inflight_bytes.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.inflight_waits = Counter(
+            "ccbridge_receiver_inflight_waits",
+            "Requests that waited for room under receivers.max_inflight_bytes before being decoded.",
+            registry=r,
+        )
         self.duplicates = Counter(
             "ccbridge_receiver_duplicate_records",
             "Audit records received again with an id already stored (exporter retries); stored once.",

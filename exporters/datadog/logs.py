@@ -165,7 +165,8 @@ class LogEncoder:
             org.get("id") if isinstance(org, dict) else None,
         )
         for value in key:
-            if value is not None and value.__class__ is not str:  # 1 and True hash alike but tag differently
+            # 1 and True hash alike but tag differently; long values are not worth keeping
+            if value is not None and (value.__class__ is not str or len(value) > _MAX_TAG_VALUE):
                 return ",".join(self.tags + record_tags(rec))
         found = self._tags_cache.get(key)
         if found is None:

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from collector.jsonbytes import dumps_kept
 from exporters.base import gzip_compress
 from exporters.datadog.logs import tag_value
 
@@ -294,7 +295,8 @@ class Aggregator:
 
 
 def series_body(series: Sequence[dict[str, Any]]) -> bytes:
-    return orjson.dumps({"series": list(series)})
+    """The JSON body of ``series`` (kept as it is while retried when not compressed, so sized exactly)."""
+    return dumps_kept({"series": list(series)})
 
 
 def build_bodies(series: Sequence[dict[str, Any]], compress: bool) -> list[tuple[list[dict[str, Any]], bytes]]:

@@ -579,14 +579,14 @@ class DatadogFake(FakeServer):
             problem = self._log_problem(item)
             if problem is not None:
                 raise _Reply(400, logs_error(400, f"log entry {position}: {problem}"))
+        entries: list[LogEntry] = []
+        if self.retain:  # without retention there is nothing to build: what is refused was refused above
+            query_tags = _split_tags(request.query.get("ddtags"))
+            now = self.clock()
+            entries = [self._make_log(item, position, query_tags, now, record) for position, item in enumerate(items)]
         with self._lock:
             self.log_count += len(items)
-            if self.retain:  # without retention there is nothing to build: what is refused was refused above
-                query_tags = _split_tags(request.query.get("ddtags"))
-                now = self.clock()
-                self._logs.extend(
-                    self._make_log(item, position, query_tags, now, record) for position, item in enumerate(items)
-                )
+            self._logs.extend(entries)
         if fault is not None and fault.action == "drop":
             raise _Drop
         return _json_response(202, {})
