@@ -18,6 +18,7 @@ from collector.enrich.enricher import create_enricher
 from collector.pipeline import Pipeline
 from collector.processing.redact import Redactor
 from collector.receivers.auth import TokenAuthenticator, server_ssl_context
+from collector.receivers.context import ReceiverContext
 from collector.receivers.inflight import InflightBudget
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
@@ -91,15 +92,17 @@ class Service:
             await self.enricher.start()
         await self._start_delivery()
         rcv = cfg.receivers
-        common = {
-            "max_depth": rcv.max_attribute_depth,
-            "storage_retry_after": cfg.storage.retry_after,
-            "reuse_port": self.reuse_port,
-            "admit": self.delivery.admit if self.delivery is not None else None,
-            "inflight": InflightBudget(
+        ctx = ReceiverContext(
+            self.pipeline,
+            self.metrics,
+            max_depth=rcv.max_attribute_depth,
+            storage_retry_after=cfg.storage.retry_after,
+            reuse_port=self.reuse_port,
+            admit=self.delivery.admit if self.delivery is not None else None,
+            inflight=InflightBudget(
                 int(rcv.max_inflight_bytes), self.metrics.inflight_bytes.set, self.metrics.inflight_waits.inc
             ),
-        }
+        )
         if self.serve_telemetry:
             self.telemetry = TelemetryServer(
                 cfg.telemetry.endpoint, self.metrics.registry, server_ssl_context(cfg.telemetry.tls)
@@ -112,11 +115,11 @@ class Service:
             await self.telemetry.start()
         if rcv.otlp.grpc.enabled:
             grpc_auth = self.auth.grpc if self.auth is not None else None
-            self.grpc = OtlpGrpcReceiver(rcv.otlp.grpc, self.pipeline, self.metrics, **common, authenticate=grpc_auth)
+            self.grpc = OtlpGrpcReceiver(rcv.otlp.grpc, ctx, authenticate=grpc_auth)
             await self.grpc.start()
         if rcv.otlp.http.enabled:
             http_auth = self.auth.http if self.auth is not None else None
-            self.http = OtlpHttpReceiver(rcv.otlp.http, self.pipeline, self.metrics, **common, authenticate=http_auth)
+            self.http = OtlpHttpReceiver(rcv.otlp.http, ctx, authenticate=http_auth)
             await self.http.start()
         if cfg.enrichment.analytics_api.enabled and self.worker_index == 0:
             await self._start_analytics()

@@ -17,11 +17,9 @@ import grpc
 from grpc import aio
 
 from collector.config import GrpcReceiverConfig, parse_endpoint
-from collector.pipeline import Pipeline
 from collector.processing.decode import DECODERS, DecodeError
-from collector.receivers.inflight import InflightBudget
+from collector.receivers.context import ReceiverContext
 from collector.receivers.status import ReceiverError, ShuttingDown, classify
-from collector.telemetry.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,6 @@ SERVICES = {
 }
 
 GrpcAuthenticator = Callable[[aio.ServicerContext], Awaitable[str | None]]
-Admission = Callable[[str], None]
 
 
 def _varint(n: int) -> bytes:
@@ -68,27 +65,11 @@ class OtlpGrpcReceiver:
     """A ``grpc.aio`` server exposing the three OTLP Export services."""
 
     def __init__(
-        self,
-        cfg: GrpcReceiverConfig,
-        pipeline: Pipeline,
-        metrics: SelfMetrics,
-        *,
-        max_depth: int = 32,
-        storage_retry_after: float = 5.0,
-        reuse_port: bool = False,
-        authenticate: GrpcAuthenticator | None = None,
-        admit: Admission | None = None,
-        inflight: InflightBudget | None = None,
+        self, cfg: GrpcReceiverConfig, ctx: ReceiverContext, *, authenticate: GrpcAuthenticator | None = None
     ) -> None:
         self.cfg = cfg
-        self.pipeline = pipeline
-        self.metrics = metrics
-        self.max_depth = max_depth
-        self.storage_retry_after = storage_retry_after
-        self.reuse_port = reuse_port
+        self.ctx = ctx
         self.authenticate = authenticate
-        self.admit = admit
-        self.inflight = inflight or InflightBudget(0)
         self.accepting = True
         self.server: aio.Server | None = None
         self.port: int | None = None
@@ -102,25 +83,25 @@ class OtlpGrpcReceiver:
                 if not self.accepting:
                     raise ShuttingDown("the bridge is shutting down; retry later")
                 identity = await self.authenticate(context) if self.authenticate is not None else None
-                if self.admit is not None:
-                    self.admit(signal)
-                async with self.inflight.hold(len(request)):
+                if self.ctx.admit is not None:
+                    self.ctx.admit(signal)
+                async with self.ctx.inflight.hold(len(request)):
                     try:
-                        items: Iterable[Any] = decode(request, self.max_depth)
+                        items: Iterable[Any] = decode(request, self.ctx.max_depth)
                     except RecursionError:
                         raise DecodeError("message is nested too deeply") from None
-                    await self.pipeline.consume(signal, items, "grpc", identity)
+                    await self.ctx.pipeline.consume(signal, items, "grpc", identity)
             except Exception as exc:
                 await self._abort(exc, signal, context)
             finally:
-                self.metrics.request_latency.labels(signal, "grpc").observe(time.perf_counter() - started)
+                self.ctx.metrics.request_latency.labels(signal, "grpc").observe(time.perf_counter() - started)
             return b""
 
         return grpc.unary_unary_rpc_method_handler(export, request_deserializer=None, response_serializer=None)
 
     async def _abort(self, exc: Exception, signal: str, context: aio.ServicerContext) -> None:
-        answer = classify(exc, self.storage_retry_after)
-        self.metrics.refused.labels(signal, "grpc", answer.reason).inc()
+        answer = classify(exc, self.ctx.storage_retry_after)
+        self.ctx.metrics.refused.labels(signal, "grpc", answer.reason).inc()
         if isinstance(exc, ReceiverError | DecodeError) or answer.grpc_code == grpc.StatusCode.UNAVAILABLE:
             log.warning("refused gRPC %s export from %s: %s", signal, context.peer(), answer.message)
         else:
@@ -156,7 +137,7 @@ class OtlpGrpcReceiver:
         host, port = parse_endpoint(self.cfg.endpoint)
         options = [
             ("grpc.max_receive_message_length", int(self.cfg.max_recv_msg_size)),
-            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            ("grpc.so_reuseport", 1 if self.ctx.reuse_port else 0),
         ]
         server = aio.server(options=options)
         handlers = {

@@ -22,9 +22,8 @@ import orjson
 from aiohttp import web
 
 from collector.config import HttpReceiverConfig, parse_endpoint
-from collector.pipeline import Pipeline
 from collector.processing.decode import DECODERS, DecodeError
-from collector.receivers.inflight import InflightBudget
+from collector.receivers.context import ReceiverContext
 from collector.receivers.status import (
     ClientGone,
     PayloadTooLarge,
@@ -34,7 +33,6 @@ from collector.receivers.status import (
     UnsupportedMediaType,
     classify,
 )
-from collector.telemetry.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,6 @@ MEDIA_TYPES = {
 READ_CHUNK = 256 * 1024
 
 Authenticator = Callable[[web.Request], Awaitable[str | None]]
-Admission = Callable[[str], None]
 
 
 def encode_status(code: int, message: str) -> bytes:
@@ -112,27 +109,11 @@ class OtlpHttpReceiver:
     """The aiohttp application and its listening site."""
 
     def __init__(
-        self,
-        cfg: HttpReceiverConfig,
-        pipeline: Pipeline,
-        metrics: SelfMetrics,
-        *,
-        max_depth: int = 32,
-        storage_retry_after: float = 5.0,
-        reuse_port: bool = False,
-        authenticate: Authenticator | None = None,
-        admit: Admission | None = None,
-        inflight: InflightBudget | None = None,
+        self, cfg: HttpReceiverConfig, ctx: ReceiverContext, *, authenticate: Authenticator | None = None
     ) -> None:
         self.cfg = cfg
-        self.pipeline = pipeline
-        self.metrics = metrics
-        self.max_depth = max_depth
-        self.storage_retry_after = storage_retry_after
-        self.reuse_port = reuse_port
+        self.ctx = ctx
         self.authenticate = authenticate
-        self.admit = admit
-        self.inflight = inflight or InflightBudget(0)
         self.accepting = True
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -159,7 +140,7 @@ class OtlpHttpReceiver:
         host, port = parse_endpoint(self.cfg.endpoint)
         self._runner = web.AppRunner(self.app(), auto_decompress=False, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_port=self.reuse_port, ssl_context=self.ssl_context())
+        site = web.TCPSite(self._runner, host, port, reuse_port=self.ctx.reuse_port, ssl_context=self.ssl_context())
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -197,7 +178,7 @@ class OtlpHttpReceiver:
 
     def _decode(self, signal: str, media: str, body: bytes) -> Iterable[Any]:
         try:
-            return DECODERS[(signal, media)](body, self.max_depth)
+            return DECODERS[(signal, media)](body, self.ctx.max_depth)
         except RecursionError:
             raise DecodeError("body is nested too deeply") from None
 
@@ -210,14 +191,14 @@ class OtlpHttpReceiver:
 
     async def _process(self, request: web.Request, signal: str, media: str, body: bytes, identity: str | None) -> None:
         """Decode and store one body within the in-flight budget (its only reference: it is freed once decoded)."""
-        async with self.inflight.hold(len(body)):
+        async with self.ctx.inflight.hold(len(body)):
             if request.transport is None or request.transport.is_closing():
                 raise ClientGone("the client closed the connection while the request waited for its turn")
             if not self.accepting:
                 raise ShuttingDown("the bridge is shutting down; retry against another instance or later")
             items = self._decode(signal, media, body)
             del body
-            await self.pipeline.consume(signal, items, "http", identity)
+            await self.ctx.pipeline.consume(signal, items, "http", identity)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         signal = SIGNAL_PATHS[request.path]
@@ -234,8 +215,8 @@ class OtlpHttpReceiver:
             if not self.accepting:
                 raise ShuttingDown("the bridge is shutting down; retry against another instance or later")
             identity = await self.authenticate(request) if self.authenticate is not None else None
-            if self.admit is not None:
-                self.admit(signal)
+            if self.ctx.admit is not None:
+                self.ctx.admit(signal)
             encoding = request.headers.get("Content-Encoding", "").strip().lower()
             if encoding not in ("", "identity", "gzip", "x-gzip"):
                 raise UnsupportedEncoding(
@@ -245,14 +226,14 @@ class OtlpHttpReceiver:
         except Exception as exc:
             return self._error(exc, signal, media, request)
         finally:
-            self.metrics.request_latency.labels(signal, "http").observe(time.perf_counter() - started)
+            self.ctx.metrics.request_latency.labels(signal, "http").observe(time.perf_counter() - started)
         if media == "protobuf":
             return web.Response(body=b"", content_type="application/x-protobuf")
         return web.Response(body=b"{}", content_type="application/json")
 
     def _error(self, exc: Exception, signal: str, media: str, request: web.Request) -> web.Response:
-        answer = classify(exc, self.storage_retry_after)
-        self.metrics.refused.labels(signal, "http", answer.reason).inc()
+        answer = classify(exc, self.ctx.storage_retry_after)
+        self.ctx.metrics.refused.labels(signal, "http", answer.reason).inc()
         if isinstance(exc, ReceiverError | DecodeError):
             log.warning(
                 "refused %s request from %s: %s (%s)",

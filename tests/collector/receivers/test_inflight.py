@@ -141,8 +141,8 @@ async def test_receivers_answer_every_request_under_a_small_budget(bridge_factor
     assert results == [200] * 14 + [grpc.StatusCode.OK] * 6
     stored = {str(r["id"]) for r in bridge.records()}
     assert set().union(*(p.ids for p in payloads)) <= stored
-    budget = bridge.service.http.inflight
-    assert budget is bridge.service.grpc.inflight
+    budget = bridge.service.http.ctx.inflight
+    assert budget is bridge.service.grpc.ctx.inflight
     assert budget.in_use == 0 and budget.waits > 0
     metrics = bridge.service.metrics
     assert metrics.registry.get_sample_value("ccbridge_receiver_inflight_bytes") == 0
@@ -151,11 +151,11 @@ async def test_receivers_answer_every_request_under_a_small_budget(bridge_factor
 
 async def test_an_http_request_whose_client_left_while_waiting_is_dropped(bridge_factory: Callable[..., Any]) -> None:
     bridge = await bridge_factory(overrides={"receivers": {"max_inflight_bytes": "1MiB"}})
-    budget = bridge.service.http.inflight
+    budget = bridge.service.http.ctx.inflight
     payload = valid_protobuf(2)
     host, port = bridge.http_url.removeprefix("http://").split(":")
     async with budget.hold(2 << 20):  # the whole budget taken: the request below must wait
-        reader, writer = await asyncio.open_connection(host, int(port))
+        _reader, writer = await asyncio.open_connection(host, int(port))
         head = (
             f"POST /v1/logs HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n"
             f"Content-Length: {len(payload.body)}\r\n\r\n"
