@@ -14,7 +14,7 @@ Admission = Callable[[str], None]
 refuse it while a destination's backlog is full."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReceiverContext:
     """The pipeline and self-metrics, the attribute nesting limit, the ``Retry-After`` of storage errors, whether to
     share the port with sibling workers, the backlog admission check and the in-flight budget (one per process,

@@ -234,7 +234,9 @@ class OtlpHttpReceiver:
     def _error(self, exc: Exception, signal: str, media: str, request: web.Request) -> web.Response:
         answer = classify(exc, self.ctx.storage_retry_after)
         self.ctx.metrics.refused.labels(signal, "http", answer.reason).inc()
-        if isinstance(exc, ReceiverError | DecodeError):
+        if isinstance(exc, ClientGone):  # counted; under the overload that causes it, a line each would flood the log
+            log.debug("dropped %s request from %s: %s", signal, request.remote, answer.message)
+        elif isinstance(exc, ReceiverError | DecodeError):
             log.warning(
                 "refused %s request from %s: %s (%s)",
                 signal,
