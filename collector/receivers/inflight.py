@@ -1,14 +1,17 @@
-"""A bound on the request bytes one bridge process decodes and stores at once.
+"""A bound on the request bytes one bridge process reads, decodes and stores at once.
 
-A request being processed costs several times its body in memory: the parsed protobuf, the normalized records and
-their encoded rows, held until its commit. With many clients sending large batches at once (a fleet reconnecting
-after an outage) that is unbounded. Each request therefore takes its body's decompressed size from an
-:class:`InflightBudget` before decoding and gives it back once it is answered. Requests that do not fit wait their
-turn, first come first served, holding only their body; one request larger than the whole budget runs when it is
-alone, so nothing the body limits accept is refused here. Waiting is backpressure, not failure: the client's own
-timeout bounds it (an HTTP request whose client has gone by its turn is dropped unprocessed), and the records of a
-request that gave up were never acknowledged. Memory for decoding is what is bounded: a waiting request still holds
-its body, read and gunzipped, up to the receivers' body limits each.
+A request being processed costs several times its body in memory: the body, the parsed protobuf, the normalized
+records and their encoded rows, held until its commit. With many clients sending large batches at once (a fleet
+reconnecting after an outage) that is unbounded. Each request therefore takes its size from an
+:class:`InflightBudget` and gives it back once it is answered. Over HTTP it takes its declared ``Content-Length`` (or
+one read chunk for a chunked body) *before* its body is read, and adds what the body turns out to hold beyond that
+(a chunked body, a gunzipped one) as it learns it, without waiting again; so a waiting request holds no more than the
+socket buffers of its unread body. Over gRPC the message has already arrived, and its size is taken before decoding.
+
+Requests that do not fit wait their turn, first come first served; one request larger than the whole budget runs
+when it is alone, so nothing the body limits accept is refused here. Waiting is backpressure, not failure: the
+client's own timeout bounds it (an HTTP request whose client has gone by its turn is dropped unread), and the
+records of a request that gave up were never acknowledged.
 """
 
 from __future__ import annotations
@@ -20,6 +23,24 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 log = logging.getLogger(__name__)
+
+
+class Held:
+    """What one request holds of an :class:`InflightBudget`."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: InflightBudget, size: int) -> None:
+        self._budget = budget
+        self.size = size
+
+    def grow_to(self, size: int) -> None:
+        """Hold ``size`` bytes in all, if that is more than now, without waiting: the request is already admitted
+        and what it turned out to need is counted, so later requests wait for it."""
+        extra = size - self.size
+        if extra > 0:
+            self.size = size
+            self._budget._grow(extra)
 
 
 class InflightBudget:
@@ -45,16 +66,22 @@ class InflightBudget:
         return sum(1 for _, fut in self._waiters if not fut.done())
 
     @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        """Hold ``size`` bytes of the budget for the body of the ``async with``."""
+    async def hold(self, size: int) -> AsyncIterator[Held]:
+        """Hold ``size`` bytes of the budget (and whatever :meth:`Held.grow_to` adds) for the ``async with``."""
         if self.limit <= 0:
-            yield
+            yield Held(self, size)
             return
         await self._acquire(size)
+        held = Held(self, size)
         try:
-            yield
+            yield held
         finally:
-            self._release(size)
+            self._release(held.size)
+
+    def _grow(self, extra: int) -> None:
+        if self.limit > 0:
+            self.in_use += extra
+            self._notify(self._on_change, self.in_use)
 
     def _fits(self, size: int) -> bool:
         return self.in_use == 0 or self.in_use + size <= self.limit

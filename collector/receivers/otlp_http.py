@@ -182,20 +182,25 @@ class OtlpHttpReceiver:
         except RecursionError:
             raise DecodeError("body is nested too deeply") from None
 
-    async def _body(self, request: web.Request, encoding: str) -> bytes:
-        """The request body, gunzipped when it says so, within both size limits."""
-        body = await self._read_body(request)
-        if encoding in ("gzip", "x-gzip"):
-            body = gunzip_capped(body, self.cfg.max_decompressed_size)
-        return body
-
-    async def _process(self, request: web.Request, signal: str, media: str, body: bytes, identity: str | None) -> None:
-        """Decode and store one body within the in-flight budget (its only reference: it is freed once decoded)."""
-        async with self.ctx.inflight.hold(len(body)):
+    async def _process(
+        self, request: web.Request, signal: str, media: str, encoding: str, identity: str | None
+    ) -> None:
+        """Read, decode and store one body within the in-flight budget, which it takes before reading (see
+        :mod:`collector.receivers.inflight`); the body is dropped as soon as it is decoded."""
+        declared = request.content_length
+        limit = self.cfg.max_request_body_size
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        async with self.ctx.inflight.hold(declared if declared is not None else READ_CHUNK) as held:
             if request.transport is None or request.transport.is_closing():
                 raise ClientGone("the client closed the connection while the request waited for its turn")
             if not self.accepting:
                 raise ShuttingDown("the bridge is shutting down; retry against another instance or later")
+            body = await self._read_body(request)
+            held.grow_to(len(body))
+            if encoding in ("gzip", "x-gzip"):
+                body = gunzip_capped(body, self.cfg.max_decompressed_size)
+                held.grow_to(held.size + len(body))
             items = self._decode(signal, media, body)
             del body
             await self.ctx.pipeline.consume(signal, items, "http", identity)
@@ -222,7 +227,7 @@ class OtlpHttpReceiver:
                 raise UnsupportedEncoding(
                     f"unsupported Content-Encoding {encoding!r}; OTLP/HTTP accepts gzip or no encoding"
                 )
-            await self._process(request, signal, media, await self._body(request, encoding), identity)
+            await self._process(request, signal, media, encoding, identity)
         except Exception as exc:
             return self._error(exc, signal, media, request)
         finally:

@@ -106,9 +106,29 @@ async def test_cancelled_just_as_room_was_granted_gives_the_room_back() -> None:
     assert log == [] and budget.in_use == 0
 
 
+async def test_what_a_request_turns_out_to_need_is_added_without_waiting_and_holds_back_others() -> None:
+    changes: list[int] = []
+    budget = InflightBudget(100, changes.append)
+    log: list[str] = []
+    async with budget.hold(10) as held:
+        held.grow_to(90)  # e.g. a chunked body, or a gzip body once inflated: admitted already, so no wait
+        held.grow_to(50)  # never shrinks while held
+        assert held.size == 90 and budget.in_use == 90
+        later = asyncio.create_task(holder(budget, 20, asyncio.Event(), log, "later"))
+        await settle()
+        assert log == [] and budget.waiting == 1
+    await settle()
+    assert log == ["later"] and budget.in_use == 20
+    later.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await later
+    assert budget.in_use == 0 and changes[-1] == 0 and 90 in changes
+
+
 async def test_no_limit_means_no_accounting() -> None:
     budget = InflightBudget(0)
-    async with budget.hold(10**12):
+    async with budget.hold(10**12) as held:
+        held.grow_to(10**13)
         assert budget.in_use == 0
 
 
