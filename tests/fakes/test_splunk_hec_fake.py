@@ -372,10 +372,26 @@ async def test_multi_member_gzip_accepted(hec: SplunkHecFake, session: aiohttp.C
     assert len(hec.events) == 2
 
 
-async def test_corrupt_gzip_rejected(hec: SplunkHecFake, session: aiohttp.ClientSession) -> None:
-    body = gzip.compress(batch({"event": "a"}))[:-6]
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
+
+
+GOOD_GZIP = gzip.compress(b'{"event": "a"}\n' * 50)
+CORRUPT_GZIP = {
+    "truncated": GOOD_GZIP[:-6],
+    "wrong crc": _flip(GOOD_GZIP, len(GOOD_GZIP) - 8),
+    "wrong length": _flip(GOOD_GZIP, len(GOOD_GZIP) - 1),
+    "not deflate": b"\x1f\x8b\x07\x00" + GOOD_GZIP[4:],
+    "garbage after the header": GOOD_GZIP[:10] + b"garbage" * 5,
+    "not gzip at all": b"plain text, not gzip",
+}
+
+
+@pytest.mark.parametrize("body", CORRUPT_GZIP.values(), ids=CORRUPT_GZIP.keys())
+async def test_corrupt_gzip_rejected(hec: SplunkHecFake, session: aiohttp.ClientSession, body: bytes) -> None:
     status, answer = await post(session, hec.event_url, body, {**auth(), "Content-Encoding": "gzip"})
     assert (status, answer) == (400, {"text": "Invalid data format", "code": 6})
+    assert hec.events == []
 
 
 @pytest.mark.parametrize("encoding", ["deflate", "br", "zstd"])
