@@ -111,6 +111,37 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+_TAGS_CACHE: dict[tuple[tuple[str, ...], tuple[Any, ...]], tuple[str, ...]] = {}
+_TAGS_CACHE_MAX = 4096
+_MAX_CACHED_TAG_VALUE = 200
+_KIND = ("kind",)
+_DECISION = ("tool", "decision", "source", "approval_mode")
+_RESULT = ("tool", "success")
+_CHANGE = ("tool", "operation")
+_MODEL = ("model",)
+_MODEL_TYPE = ("model", "type")
+_ERROR = ("model", "status_code")
+
+
+def _tags_of(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[str, ...]:
+    """``_tags(zip(names, values))``, remembered for values that are short strings, booleans or None (a record's
+    tool, decision, model... take few distinct values); anything else is worked out each time, so that ``1`` and
+    ``True``, which hash alike, never share an entry."""
+    for value in values:
+        if value is not None and (
+            (value.__class__ is not str and value.__class__ is not bool)
+            or (value.__class__ is str and len(value) > _MAX_CACHED_TAG_VALUE)
+        ):
+            return _tags(zip(names, values, strict=True))
+    key = (names, values)
+    found = _TAGS_CACHE.get(key)
+    if found is None:
+        if len(_TAGS_CACHE) >= _TAGS_CACHE_MAX:
+            _TAGS_CACHE.clear()
+        found = _TAGS_CACHE[key] = _tags(zip(names, values, strict=True))
+    return found
+
+
 def record_increments(record: dict[str, Any], time_s: float) -> list[Increment]:
     """The event-derived counter increments of one audit record (see the module docstring).
 
@@ -119,43 +150,36 @@ def record_increments(record: dict[str, Any], time_s: float) -> list[Increment]:
     kind = record.get("kind")
     if kind in BRIDGE_KINDS or str(record.get("event", "")).startswith("ccbridge."):
         return []
-    out = [Increment("claude_code.audit.records", _tags([("kind", kind)]), time_s, 1.0)]
-
-    def more(metric: str, tags: tuple[str, ...], value: float = 1.0, unit: str | None = None) -> None:
-        out.append(Increment(metric, tags, time_s, value, unit, False))
-
+    out = [Increment("claude_code.audit.records", _tags_of(_KIND, (kind,)), time_s, 1.0)]
     tool = record.get("tool") or {}
-    model = record.get("model")
     if kind == "tool_decision":
-        tags = _tags(
-            [
-                ("tool", tool.get("name")),
-                ("decision", tool.get("decision")),
-                ("source", tool.get("decision_source")),
-                ("approval_mode", tool.get("approval_mode")),
-            ]
-        )
-        more("claude_code.audit.tool_decisions", tags)
+        values = (tool.get("name"), tool.get("decision"), tool.get("decision_source"), tool.get("approval_mode"))
+        tags = _tags_of(_DECISION, values)
+        out.append(Increment("claude_code.audit.tool_decisions", tags, time_s, 1.0, None, False))
     elif kind == "tool_result":
-        more("claude_code.audit.tool_results", _tags([("tool", tool.get("name")), ("success", tool.get("success"))]))
+        tags = _tags_of(_RESULT, (tool.get("name"), tool.get("success")))
+        out.append(Increment("claude_code.audit.tool_results", tags, time_s, 1.0, None, False))
     elif kind == "file_change":
         file = record.get("file") or {}
-        tags = _tags([("tool", tool.get("name")), ("operation", file.get("operation"))])
-        more("claude_code.audit.file_changes", tags)
+        tags = _tags_of(_CHANGE, (tool.get("name"), file.get("operation")))
+        out.append(Increment("claude_code.audit.file_changes", tags, time_s, 1.0, None, False))
     elif kind == "api_request":
-        model_tags = _tags([("model", model)])
-        more("claude_code.audit.api_requests", model_tags)
+        model = record.get("model")
+        model_tags = _tags_of(_MODEL, (model,))
+        out.append(Increment("claude_code.audit.api_requests", model_tags, time_s, 1.0, None, False))
         cost = _number(record.get("cost_usd"))
         if cost is not None:
-            more("claude_code.audit.cost_usd", model_tags, cost, "dollar")
+            out.append(Increment("claude_code.audit.cost_usd", model_tags, time_s, cost, "dollar", False))
         tokens = record.get("tokens") or {}
         for token_type in TOKEN_TYPES:
             count = _number(tokens.get(token_type))
             if count:
-                more("claude_code.audit.tokens", (*model_tags, f"type:{token_type}"), count, "token")
+                tags = _tags_of(_MODEL_TYPE, (model, token_type))
+                out.append(Increment("claude_code.audit.tokens", tags, time_s, count, "token", False))
     elif kind == "api_error":
         api = record.get("api") or {}
-        more("claude_code.audit.api_errors", _tags([("model", model), ("status_code", api.get("status_code"))]))
+        tags = _tags_of(_ERROR, (record.get("model"), api.get("status_code")))
+        out.append(Increment("claude_code.audit.api_errors", tags, time_s, 1.0, None, False))
     return out
 
 
@@ -239,7 +263,12 @@ class Aggregator:
         if bucket < now - self.max_age:
             return False
         key = (inc.metric, inc.tags)
-        slot = self.buckets.setdefault(key, {}).setdefault(bucket, _Bucket())
+        slots = self.buckets.get(key)
+        if slots is None:
+            slots = self.buckets[key] = {}
+        slot = slots.get(bucket)
+        if slot is None:
+            slot = slots[bucket] = _Bucket()
         slot.total += inc.value
         slot.items += inc.item
         if inc.unit:

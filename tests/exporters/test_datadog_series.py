@@ -493,3 +493,24 @@ def test_the_age_limit_applies_to_the_bucket_start_not_the_event_time():
     assert agg.add(Increment("m", (), now - MAX_AGE_SECONDS, 1.0), now)  # its bucket starts exactly at the limit
     assert not agg.add(Increment("m", (), now - MAX_AGE_SECONDS - 1, 1.0), now)  # bucket starts 5 min earlier
     assert agg.pending()[0]["points"] == [{"timestamp": int(now - MAX_AGE_SECONDS), "value": 1.0}]
+
+
+def test_increment_tags_follow_each_records_values_and_types() -> None:
+    def model_tags(model: object) -> tuple[str, ...]:
+        return record_increments({"kind": "api_request", "model": model}, NOW)[1].tags
+
+    assert model_tags(1) == ("model:1",)
+    assert model_tags(True) == ("model:true",)
+    assert model_tags("opus") == model_tags("opus") == ("model:opus",)
+    assert model_tags("sonnet") == ("model:sonnet",)
+    assert model_tags("x" * 300) == ("model:" + "x" * 200,)
+    results = [
+        record_increments({"kind": "tool_result", "tool": {"name": "Bash", "success": success}}, NOW)[1].tags
+        for success in (True, 1, False, 0)
+    ]
+    assert results == [
+        ("tool:Bash", "success:true"),
+        ("tool:Bash", "success:1"),
+        ("tool:Bash", "success:false"),
+        ("tool:Bash", "success:0"),
+    ]
