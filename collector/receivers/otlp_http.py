@@ -163,9 +163,9 @@ class OtlpHttpReceiver:
         )
 
     async def _read_body(self, request: web.Request) -> bytes:
+        """The body as it arrives, refused once it passes the limit (a declared size over it is refused earlier,
+        in :meth:`_process`, before the request waits for its turn)."""
         limit = self.cfg.max_request_body_size
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes")
         buf = bytearray()
         while True:
             chunk = await request.content.read(READ_CHUNK)
