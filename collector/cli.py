@@ -237,7 +237,7 @@ def _csv_value(v: Any) -> str:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from collector.store.sqlite import RecordQuery, StorageError, iter_records
+    from collector.store import RecordQuery, StorageError, iter_records
 
     data_dir = args.data_dir or (load_config(args.config, None).storage.directory if args.config else None)
     data_dir = data_dir or config_mod.DEFAULT_DATA_DIR
@@ -334,14 +334,15 @@ def _data_dir(args: argparse.Namespace) -> str:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from collector.store.sqlite import StorageError, shard_paths, verify_chain
+    from collector.store import StorageError, open_reader
 
     data_dir = _data_dir(args)
-    if not shard_paths(data_dir):
+    reader = open_reader(data_dir)
+    if not reader.shards():
         print(f"cannot verify: no store under {data_dir}", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        report = verify_chain(data_dir)
+        report = reader.verify_chain()
     except (StorageError, OSError) as exc:
         print(f"cannot verify: {exc}", file=sys.stderr)
         return EXIT_FAILURE

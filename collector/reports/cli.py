@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from collector.configtypes import ConfigError
-from collector.enrich.usage_store import UsageStoreError
 from collector.reports import completeness, compute, render, sources
 from collector.reports.config import ReportsConfig
-from collector.store.sqlite import StorageError
+from collector.store.api import StorageError
+from collector.store.usage import UsageStoreError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

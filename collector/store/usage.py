@@ -205,6 +205,12 @@ class UsageStore:
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / DB_FILENAME)
 
+    @classmethod
+    def open_existing(cls, data_dir: str | Path) -> UsageStore | None:
+        """``<data_dir>/analytics.db`` if a history exists there, else None (nothing is created)."""
+        path = Path(data_dir) / DB_FILENAME
+        return cls(path) if path.is_file() else None
+
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
