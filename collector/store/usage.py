@@ -116,6 +116,10 @@ class UsageStoreError(RuntimeError):
     """The analytics database cannot be used (e.g. written by a newer schema)."""
 
 
+USAGE_ERRORS: tuple[type[Exception], ...] = (OSError, sqlite3.Error, UsageStoreError)
+"""What opening or reading the usage history can raise (callers catch these, not a backend's own types)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DayState:
     """A day whose walk completed: when, whether the day was final then, rows and pages of that fetch."""
