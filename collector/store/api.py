@@ -124,12 +124,13 @@ class ShardLog(Protocol):
         ...
 
     def records_between(self, since_ms: int, upto_seq: int) -> Iterator[tuple[int, Any]]:
-        """``(time_ms, body)`` of records at or after ``since_ms`` with ``seq <= upto_seq``, in ``seq`` order."""
+        """``(time_ms, body)`` of records at or after ``since_ms`` with ``seq <= upto_seq``, in ``seq`` order
+        (streamed in bounded memory)."""
         ...
 
     def points_between(
         self, since_ms: int, upto_seq: int, *, cumulative_only: bool = False, newest: int | None = None
-    ) -> list[Any]:
+    ) -> Iterator[Any]:
         """Bodies of metric points at or after ``since_ms`` with ``seq <= upto_seq`` in ``seq`` order (only
         cumulative ones if asked; only the ``newest`` N if given)."""
         ...

@@ -139,23 +139,37 @@ class ShardReader:
     def points_after(self, seq: int, limit: int) -> list[tuple[int, Any]]:
         return self._fetch("SELECT seq, body FROM metric_points WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
 
+    def _stream(self, sql: str, args: Sequence[Any], batch: int = 2000) -> Iterator[Any]:
+        """Rows of a long read on a connection of its own (the shared one stays free), in bounded memory."""
+        try:
+            conn = connect(self.path, readonly=True)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from None
+        with contextlib.closing(conn):
+            try:
+                cur = conn.execute(sql, args)
+                while rows := cur.fetchmany(batch):
+                    yield from rows
+            except sqlite3.Error as exc:
+                raise storage_error(exc) from None
+
     def records_between(self, since_ms: int, upto_seq: int) -> Iterator[tuple[int, Any]]:
-        yield from self._fetch(
+        yield from self._stream(
             "SELECT time_ms, body FROM records WHERE time_ms >= ? AND seq <= ? ORDER BY seq", (since_ms, upto_seq)
         )
 
     def points_between(
         self, since_ms: int, upto_seq: int, *, cumulative_only: bool = False, newest: int | None = None
-    ) -> list[Any]:
+    ) -> Iterator[Any]:
         sql = "SELECT body FROM metric_points WHERE time_ms >= ? AND seq <= ?"
         args: list[Any] = [since_ms, upto_seq]
         if cumulative_only:
             sql += " AND instr(body, ?) > 0"
             args.append(CUMULATIVE_MARK)
         if newest is None:
-            return [b for (b,) in self._fetch(sql + " ORDER BY seq", args)]
+            return (b for (b,) in self._stream(sql + " ORDER BY seq", args))
         rows = self._fetch(sql + " ORDER BY seq DESC LIMIT ?", [*args, newest])
-        return [b for (b,) in reversed(rows)]
+        return (b for (b,) in reversed(rows))
 
 
 class ShardQuery:

@@ -69,7 +69,7 @@ def test_seq_reads_for_tailers(tmp_path):
         assert [t for t, _ in log.records_between(2000, 3)] == [2000, 3000]
         cumulative = log.points_between(0, 3, cumulative_only=True)
         assert [orjson.loads(b)["time_unix_nano"] for b in cumulative] == [1_000_000_000, 3_000_000_000]
-        assert len(log.points_between(0, 3, newest=1)) == 1
+        assert len(list(log.points_between(0, 3, newest=1))) == 1
         with pytest.raises(ValueError):
             log.first_position("spans", 0)
     finally:
