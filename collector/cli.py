@@ -22,6 +22,8 @@ import orjson
 from collector import config as config_mod
 from collector.config import Config, ConfigError
 from collector.runtime import tune_malloc
+from collector.store.lock import DataDirLock, DataDirLocked
+from collector.store.lock import holder as lock_holder
 
 log = logging.getLogger("ccbridge")
 
@@ -143,6 +145,18 @@ def _run_workers(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def _lock_data_dir(directory: str, action: str) -> DataDirLock | None:
+    """Take the data directory's single-writer lock, or print one line naming the holder and return None."""
+    try:
+        return DataDirLock(directory).acquire()
+    except DataDirLocked as exc:
+        pid = f"pid {exc.pid}" if exc.pid is not None else "unknown pid"
+        print(f"cannot {action}: data directory {directory} is locked by a running ccbridge ({pid})", file=sys.stderr)
+    except OSError as exc:
+        print(f"cannot {action}: cannot lock data directory {directory}: {exc.strerror or exc}", file=sys.stderr)
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     tune_malloc()
     cfg = load_config(args.config, args.data_dir)
@@ -151,8 +165,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker_index:
         from collector.service import Service
 
+        holder = lock_holder(cfg.storage.directory)
+        if holder != os.getppid():
+            print(
+                f"cannot start worker {args.worker_index}: data directory {cfg.storage.directory} is not locked by "
+                "its primary process (workers are started by `ccbridge run`)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
         asyncio.run(Service(cfg, worker_index=args.worker_index, serve_telemetry=False, reuse_port=True).run())
         return EXIT_OK
+    lock = _lock_data_dir(cfg.storage.directory, "start")
+    if lock is None:
+        return EXIT_FAILURE
+    try:
+        return _run_locked(args, cfg, workers)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, cfg: Config, workers: int) -> int:
     if workers > 1:
         mp_dir = Path(cfg.storage.directory) / ".metrics"
         shutil.rmtree(mp_dir, ignore_errors=True)
@@ -205,7 +237,7 @@ def _csv_value(v: Any) -> str:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from collector.store.sqlite import RecordQuery, StorageError, iter_records
+    from collector.store import RecordQuery, StorageError, iter_records
 
     data_dir = args.data_dir or (load_config(args.config, None).storage.directory if args.config else None)
     data_dir = data_dir or config_mod.DEFAULT_DATA_DIR
@@ -302,14 +334,15 @@ def _data_dir(args: argparse.Namespace) -> str:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from collector.store.sqlite import StorageError, shard_paths, verify_chain
+    from collector.store import StorageError, open_reader
 
     data_dir = _data_dir(args)
-    if not shard_paths(data_dir):
+    reader = open_reader(data_dir)
+    if not reader.shards():
         print(f"cannot verify: no store under {data_dir}", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        report = verify_chain(data_dir)
+        report = reader.verify_chain()
     except (StorageError, OSError) as exc:
         print(f"cannot verify: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -388,7 +421,13 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(cfg.exporters)) or "none configured"
         print(f"destination {args.destination!r} is not in the configuration (known: {known})", file=sys.stderr)
         return EXIT_USAGE
-    result = asyncio.run(replay(cfg, args.destination))
+    lock = _lock_data_dir(cfg.storage.directory, "replay dead letters")
+    if lock is None:
+        return EXIT_FAILURE
+    try:
+        result = asyncio.run(replay(cfg, args.destination))
+    finally:
+        lock.release()
     print(f"replayed: {result.delivered} delivered, {result.failed} still failing")
     for name in result.skipped_destinations:
         print(f"skipped dead letters of {name}: not in the configuration", file=sys.stderr)
@@ -398,7 +437,17 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 def cmd_analytics_sync(args: argparse.Namespace) -> int:
     from collector.enrich.sync import run_sync_cli
 
-    return run_sync_cli(args.config, args.data_dir, args.since, args.until)
+    try:
+        directory = load_config(args.config, args.data_dir).storage.directory
+    except ConfigError:
+        return run_sync_cli(args.config, args.data_dir, args.since, args.until)  # reports it in its own words
+    lock = _lock_data_dir(directory, "sync analytics")
+    if lock is None:
+        return EXIT_FAILURE
+    try:
+        return run_sync_cli(args.config, args.data_dir, args.since, args.until)
+    finally:
+        lock.release()
 
 
 def cmd_report(args: argparse.Namespace) -> int:

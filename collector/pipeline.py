@@ -19,7 +19,7 @@ import orjson
 from collector.jsonbytes import dumps_kept
 from collector.processing.decode import LogEvent
 from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, rfc3339_ms
-from collector.store.sqlite import AppendResult, AuditStore, MetricRow, RecordRow, SpanRow
+from collector.store.api import AppendResult, AuditLog, MetricRow, RecordRow, SpanRow
 from collector.telemetry.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class Pipeline:
 
     def __init__(
         self,
-        store: AuditStore,
+        store: AuditLog,
         metrics: SelfMetrics,
         enricher: Enricher | None = None,
         redactor: Redactor | None = None,

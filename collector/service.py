@@ -23,7 +23,7 @@ from collector.receivers.inflight import InflightBudget
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.runtime import tune_gc
-from collector.store.sqlite import AuditStore
+from collector.store import open_store, open_usage_history
 from collector.telemetry.selfmetrics import SelfMetrics
 from collector.telemetry.server import TelemetryServer
 
@@ -41,14 +41,7 @@ class Service:
         self.serve_telemetry = serve_telemetry
         self.reuse_port = reuse_port
         self.metrics = SelfMetrics()
-        self.store = AuditStore(
-            cfg.storage.directory,
-            shard=worker_index,
-            synchronous=cfg.storage.synchronous,
-            max_commit_records=cfg.storage.max_commit_records,
-            commit_interval=cfg.storage.commit_interval,
-            writer=cfg.storage.writer,
-        )
+        self.store = open_store(cfg.storage, shard=worker_index)
         self.enricher = create_enricher(cfg)
         self.pipeline = Pipeline(self.store, self.metrics, enricher=self.enricher, redactor=self._redactor())
         self.auth = TokenAuthenticator(cfg.receivers.auth) if cfg.receivers.auth.enabled else None
@@ -203,11 +196,10 @@ class Service:
         """Periodic Analytics API sync: one per bridge (the primary worker), history in ``analytics.db``."""
         from collector.enrich.analytics_client import AnalyticsClient
         from collector.enrich.sync import UsageSyncScheduler
-        from collector.enrich.usage_store import UsageStore
         from collector.reports.metrics import AnalyticsGauges
 
         api = self.cfg.enrichment.analytics_api
-        store = UsageStore.open(self.cfg.storage.directory)
+        store = open_usage_history(self.cfg.storage.directory)
         client = AnalyticsClient(api)
         gauges = AnalyticsGauges(store, self.cfg.reports)
         gauges.register(self.metrics.registry)

@@ -70,7 +70,7 @@ class _Usage(Exception):
 
 def cmd_approvals_export(args: argparse.Namespace) -> int:
     from collector.cli import _data_dir
-    from collector.store.sqlite import StorageError
+    from collector.store.api import StorageError
 
     since_ms = int(args.since.timestamp() * 1000)
     until_ms = int(args.until.timestamp() * 1000)

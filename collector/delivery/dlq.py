@@ -1,6 +1,6 @@
 """Dead letters: list, show and replay records a destination refused or never confirmed.
 
-Dead letters live per store shard (``store/shard-N.delivery.db``); an entry is named ``<shard>-<n>``. Replay builds
+Dead letters live per store shard (its delivery state); an entry is named ``<shard>-<n>``. Replay builds
 the destination from the configuration and sends the entries directly (the bridge may be running or not), with the
 destination's batching and retry settings; confirmed entries are deleted, refused ones stay with a new reason.
 """
@@ -18,14 +18,10 @@ import exporters
 from collector.config import Config
 from collector.delivery.outcome import Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff
-from collector.delivery.state import DeadLetter, DeliveryState, state_paths
+from collector.store.delivery_state import DeadLetter, DeliveryState, state_shards
 from exporters.base import DeliveryRecord, Exporter
 
 log = logging.getLogger(__name__)
-
-
-def _shard_of(path: Path) -> int:
-    return int(path.name.removeprefix("shard-").removesuffix(".delivery.db"))
 
 
 def entry_name(shard: int, dl: DeadLetter) -> str:
@@ -38,10 +34,10 @@ def iso(ms: int) -> str:
 
 def list_entries(data_dir: str | Path, destination: str | None = None) -> list[tuple[int, DeadLetter]]:
     out: list[tuple[int, DeadLetter]] = []
-    for p in state_paths(data_dir):
-        st = DeliveryState(p)
+    for shard in state_shards(data_dir):
+        st = DeliveryState.for_shard(data_dir, shard)
         try:
-            out.extend((_shard_of(p), dl) for dl in st.dead_letters(destination))
+            out.extend((shard, dl) for dl in st.dead_letters(destination))
         finally:
             st.close()
     return out
@@ -124,8 +120,8 @@ async def replay(cfg: Config, destination: str | None = None) -> ReplayResult:
     """Re-send dead letters of ``destination`` (or of every configured destination)."""
     result = ReplayResult()
     skipped: set[str] = set()
-    for p in state_paths(cfg.storage.directory):
-        state = DeliveryState(p)
+    for shard in state_shards(cfg.storage.directory):
+        state = DeliveryState.for_shard(cfg.storage.directory, shard)
         try:
             names = sorted({dl.destination for dl in state.dead_letters(destination)})
             for name in names:

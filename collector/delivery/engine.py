@@ -23,8 +23,6 @@ import collections
 import contextlib
 import logging
 import math
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,9 +30,9 @@ from pathlib import Path
 
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff, interruptible_sleep
-from collector.delivery.state import DeliveryState
 from collector.receivers.status import Backpressure
-from collector.store.sqlite import as_bytes, connect, shard_path, shard_paths
+from collector.store import open_reader
+from collector.store.api import DeliveryStateStore, ShardLog, StoreReader
 from collector.telemetry.selfmetrics import SelfMetrics
 from exporters.base import DeliveryRecord, Exporter, Payload
 
@@ -44,78 +42,6 @@ IDLE_POLL_INTERVAL = 0.2
 STATS_INTERVAL = 1.0
 RETENTION_INTERVAL = 3600.0
 RETENTION_BATCH = 10_000
-
-
-class ShardReader:
-    """Read-only access to one shard's records by ``seq``; safe to call from any thread, one call at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = connect(self.path, readonly=True)
-        return self._conn
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def read_after(self, seq: int, max_records: int, max_bytes: int) -> tuple[list[DeliveryRecord], int]:
-        with self._lock:
-            return self._read_after(seq, max_records, max_bytes)
-
-    def _read_after(self, seq: int, max_records: int, max_bytes: int) -> tuple[list[DeliveryRecord], int]:
-        """Up to ``max_records`` records after ``seq`` within ``max_bytes`` (at least one); first one's arrival."""
-        rows = (
-            self.conn()
-            .execute(
-                "SELECT seq, id, body, time_ms, received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, max_records),
-            )
-            .fetchall()
-        )
-        out: list[DeliveryRecord] = []
-        total = 0
-        oldest = 0
-        for s, rid, body, t, received in rows:
-            b = as_bytes(body)
-            if out and total + len(b) > max_bytes:
-                break
-            total += len(b)
-            out.append(DeliveryRecord(s, rid, b, t))
-            if not oldest:
-                oldest = received
-        return out, oldest
-
-    def last_seq(self) -> int:
-        with self._lock:
-            row = self.conn().execute("SELECT MAX(seq) FROM records").fetchone()
-        return int(row[0] or 0)
-
-    def oldest_received_after(self, seq: int) -> int | None:
-        with self._lock:
-            row = (
-                self.conn()
-                .execute("SELECT received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
-                .fetchone()
-            )
-        return int(row[0]) if row else None
-
-    def average_size(self, sample: int = 200) -> float:
-        with self._lock:
-            row = (
-                self.conn()
-                .execute(
-                    "SELECT AVG(length(body)) FROM (SELECT body FROM records ORDER BY seq DESC LIMIT ?)", (sample,)
-                )
-                .fetchone()
-            )
-        return float(row[0] or 0.0)
 
 
 class _Interrupted(Exception):
@@ -137,8 +63,8 @@ class DestinationWorker:
         self,
         exporter: Exporter,
         shard: int,
-        reader: ShardReader,
-        state: DeliveryState,
+        reader: ShardLog,
+        state: DeliveryStateStore,
         metrics: SelfMetrics,
         stop: asyncio.Event,
         new_data: asyncio.Event,
@@ -225,7 +151,9 @@ class DestinationWorker:
         """
         b = self.batch
         while not self.stop.is_set() and not self._drop_target:
-            records, oldest_ms = await asyncio.to_thread(self.reader.read_after, after, b.max_records, b.max_bytes)
+            records, oldest_ms = await asyncio.to_thread(
+                self.reader.read_after, after, b.max_records, b.max_bytes, DeliveryRecord
+            )
             if records:
                 full = len(records) >= b.max_records or sum(len(r.body) for r in records) >= b.max_bytes * 0.9
                 waited = time.time() - oldest_ms / 1000
@@ -377,7 +305,7 @@ class DestinationWorker:
             inflight.popleft()
             self.cursor = seq
         inflight.clear()
-        records, _ = await asyncio.to_thread(self.reader.read_after, self.cursor, n, 1 << 62)
+        records, _ = await asyncio.to_thread(self.reader.read_after, self.cursor, n, 1 << 62, DeliveryRecord)
         if records:
             reason = f"dropped (backlog limit, policy drop_oldest): {self.backlog.over_limit}"
             await self._dead_letter(records, reason, None, 0)
@@ -404,6 +332,7 @@ class DeliveryEngine:
         run_retention: object = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.store: StoreReader = open_reader(data_dir)
         self.shards = list(shards)
         self.exporters = list(exporters)
         self.metrics = metrics
@@ -413,8 +342,8 @@ class DeliveryEngine:
         self.new_data = asyncio.Event()
         self.workers: list[DestinationWorker] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._states: list[DeliveryState] = []
-        self._readers: list[ShardReader] = []
+        self._states: list[DeliveryStateStore] = []
+        self._readers: list[ShardLog] = []
         self._blocked: dict[str, str] = {}
 
     def notify(self) -> None:
@@ -425,13 +354,12 @@ class DeliveryEngine:
         for exp in self.exporters:
             await exp.start()
         for shard in self.shards:
-            path = shard_path(self.data_dir, shard)
-            if not path.exists():
+            if not self.store.has_shard(shard):
                 continue
-            state = DeliveryState.for_shard(self.data_dir, shard)
+            state = self.store.delivery_state(shard)
             self._states.append(state)
             for exp in self.exporters:
-                reader = ShardReader(path)
+                reader = self.store.shard_log(shard)
                 self._readers.append(reader)
                 w = DestinationWorker(exp, shard, reader, state, self.metrics, self.stop_event, self.new_data)
                 self.workers.append(w)
@@ -538,4 +466,5 @@ class DeliveryEngine:
 
 
 def all_shards(data_dir: str | Path) -> list[int]:
-    return [int(p.stem.removeprefix("shard-")) for p in shard_paths(data_dir)]
+    """Shards that exist under ``data_dir``."""
+    return open_reader(data_dir).shards()

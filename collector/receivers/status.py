@@ -1,7 +1,7 @@
 """The one table that maps internal errors to HTTP status, gRPC code and Retry-After.
 
 Receivers raise or catch the typed errors below (and :class:`~collector.processing.decode.DecodeError`,
-:class:`~collector.store.sqlite.StorageError`) and ask :func:`classify` how to answer, so an error means the same
+:class:`~collector.store.api.StorageError`) and ask :func:`classify` how to answer, so an error means the same
 thing on both transports.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from collector.processing.decode import DecodeError
-from collector.store.sqlite import StorageError
+from collector.store.api import StorageError
 
 
 class ReceiverError(Exception):

@@ -22,16 +22,18 @@ import concurrent.futures
 import contextlib
 import errno
 import hashlib
-import heapq
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from collector.store.api import AppendResult, MetricRow, RecordRow, SpanRow, StorageError
+from collector.store.chain import chain_genesis
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,10 @@ CHECKPOINT_INTERVAL_S = 0.2
 PROBE_INTERVAL_S = 2.0
 CHECKPOINT_TRUNCATE_WAL_BYTES = 256 * 1024 * 1024
 
-RecordRow = tuple[str, int, str, str | None, str | None, str | None, int, bytes]
-MetricRow = tuple[int, str, str, bytes]
-SpanRow = tuple[str, str, int, str, bytes]
 
 _INSERT_RECORD = (
     "INSERT OR IGNORE INTO records(id, time_ms, kind, user, user_id, session, received_ms, body, chain) VALUES "
 )
-CHAIN_DOMAIN = b"ccbridge-chain-v1"
 _INSERT_SPAN = "INSERT OR IGNORE INTO spans(trace_id, span_id, time_ms, name, body) VALUES "
 INSERT_CHUNK_ROWS = 256
 _sql_cache: dict[tuple[str, int, int], str] = {}
@@ -143,15 +141,6 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class StorageError(Exception):
-    """The store cannot accept writes right now (disk full, read-only, I/O error, locked). Retry later."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"storage unavailable ({reason}): {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 _REASON_BY_SQLITE_CODE = (
     ("SQLITE_FULL", "disk_full"),
     ("SQLITE_READONLY", "read_only"),
@@ -184,16 +173,6 @@ def classify_sqlite_error(exc: BaseException) -> StorageError:
     elif isinstance(exc, OSError):
         reason = _REASON_BY_ERRNO.get(exc.errno or 0, "io_error")
     return StorageError(reason, str(exc))
-
-
-@dataclass
-class AppendResult:
-    """What one append did: rows offered, and new (non-duplicate) records stored."""
-
-    records: int = 0
-    new_records: int = 0
-    metric_points: int = 0
-    spans: int = 0
 
 
 @dataclass
@@ -240,16 +219,6 @@ def as_bytes(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
     return repr(value).encode()
-
-
-def chain_genesis(shard: int) -> bytes:
-    """The link before a shard's first record."""
-    return hashlib.sha256(CHAIN_DOMAIN + b"\x00genesis\x00" + str(shard).encode()).digest()
-
-
-def chain_link(prev: bytes, body: bytes) -> bytes:
-    """Tamper-evidence link of a record: SHA-256 over the previous link and the record's stored bytes."""
-    return hashlib.sha256(prev + body).digest()
 
 
 def shard_path(directory: str | Path, shard: int) -> Path:
@@ -773,128 +742,3 @@ def _settle(p: _Pending) -> None:
         fut.set_exception(p.error)
     else:
         fut.set_result(p.result)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class RecordQuery:
-    """Filters for :func:`iter_records`; times are Unix milliseconds, bounds inclusive/exclusive."""
-
-    since_ms: int | None = None
-    until_ms: int | None = None
-    kinds: tuple[str, ...] = ()
-    user: str | None = None
-    session: str | None = None
-
-
-def _with_chain(body: bytes, shard: int, seq: int, link: bytes | None) -> bytes:
-    """The record's JSON with its tamper-evidence link added as ``chain`` (the stored bytes stay as hashed)."""
-    if link is None or not body.endswith(b"}"):
-        return body
-    return body[:-1] + b',"chain":{"hash":"%s","seq":%d,"shard":%d}}' % (as_bytes(link).hex().encode(), seq, shard)
-
-
-def _iter_shard(db: Path, sql: str, args: list[Any], batch_size: int) -> Iterator[tuple[int, str, bytes]]:
-    shard = int(db.stem.removeprefix("shard-"))
-    with contextlib.closing(connect(db, readonly=True)) as conn:
-        cur = conn.execute(sql, args)
-        while True:
-            rows = cur.fetchmany(batch_size)
-            if not rows:
-                return
-            for time_ms, rid, body, seq, link in rows:
-                yield time_ms, rid, _with_chain(as_bytes(body), shard, seq, link)
-
-
-def iter_records(directory: str | Path, q: RecordQuery, batch_size: int = 1000) -> Iterator[bytes]:
-    """Stream stored records (JSON bytes, with their ``chain`` link) in time order across shards, in bounded memory.
-
-    A record stored in two shards (a client retried on a connection that reached the other worker) has the same
-    time and id in both, so the merged stream drops the second copy.
-    """
-    dbs = shard_paths(directory)
-    if not dbs:
-        raise StorageError("missing", f"no store under {directory}")
-    where: list[str] = []
-    args: list[Any] = []
-    if q.since_ms is not None:
-        where.append("time_ms >= ?")
-        args.append(q.since_ms)
-    if q.until_ms is not None:
-        where.append("time_ms < ?")
-        args.append(q.until_ms)
-    if q.kinds:
-        where.append(f"kind IN ({','.join('?' * len(q.kinds))})")
-        args.extend(q.kinds)
-    if q.user:
-        where.append("(user = ? OR user_id = ?)")
-        args.extend((q.user, q.user))
-    if q.session:
-        where.append("session = ?")
-        args.append(q.session)
-    sql = "SELECT time_ms, id, body, seq, chain FROM records"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY time_ms, id"
-    streams = [_iter_shard(db, sql, args, batch_size) for db in dbs]
-    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda r: (r[0], r[1]))
-    last: tuple[int, str] | None = None
-    for time_ms, rid, body in merged:
-        key = (time_ms, rid)
-        if key == last:
-            continue
-        last = key
-        yield body
-
-
-@dataclass(frozen=True)
-class ChainBreak:
-    """The first record of a shard whose chain link does not match its content and predecessor."""
-
-    shard: int
-    seq: int
-    record_id: str
-    time_ms: int
-    reason: str
-
-
-@dataclass
-class ChainReport:
-    shards: int = 0
-    records: int = 0
-    head: dict[int, tuple[int, str]] = field(default_factory=dict)
-    broken: ChainBreak | None = None
-
-
-def verify_chain(directory: str | Path) -> ChainReport:
-    """Walk every shard's chain in ``seq`` order and report the first break (modified, removed or reordered)."""
-    report = ChainReport()
-    for db in shard_paths(directory):
-        shard = int(db.stem.removeprefix("shard-"))
-        report.shards += 1
-        with contextlib.closing(connect(db, readonly=True)) as conn:
-            anchor = conn.execute("SELECT value FROM meta WHERE key = 'chain_anchor'").fetchone()
-            if anchor is not None:
-                aseq, _, ahex = str(anchor[0]).partition(":")
-                prev, prev_seq = bytes.fromhex(ahex), int(aseq)
-            else:
-                prev, prev_seq = chain_genesis(shard), 0
-            cur = conn.execute("SELECT seq, id, time_ms, body, chain FROM records ORDER BY seq")
-            while True:
-                rows = cur.fetchmany(2000)
-                if not rows:
-                    break
-                for seq, rid, t, body, link in rows:
-                    report.records += 1
-                    if link is None:
-                        reason = "record has no chain link (written by a version without tamper evidence)"
-                    elif seq != prev_seq + 1:
-                        reason = f"records {prev_seq + 1}..{seq - 1} are missing before this record"
-                    elif hashlib.sha256(prev + as_bytes(body)).digest() != as_bytes(link):
-                        reason = "record content or its predecessor was modified"
-                    else:
-                        prev, prev_seq = bytes(link), seq
-                        continue
-                    report.broken = ChainBreak(shard, seq, rid, t, reason)
-                    return report
-            report.head[shard] = (prev_seq, prev.hex())
-    return report

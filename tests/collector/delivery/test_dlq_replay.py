@@ -8,7 +8,7 @@ from typing import ClassVar
 from collector.delivery.dlq import _replay_group
 from collector.delivery.outcome import Outcome, Partial, Success
 from collector.delivery.settings import DestinationSettings
-from collector.delivery.state import DeliveryState
+from collector.store.delivery_state import DeliveryState
 from exporters.base import DeliveryRecord, Exporter, Payload
 
 

@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,8 +24,7 @@ import orjson
 import pytest
 
 from collector.delivery import engine as engine_mod
-from collector.delivery.engine import ShardReader
-from collector.store.sqlite import AuditStore, connect, shard_path
+from collector.store.sqlite import connect, shard_path
 from tests.collector.delivery.delivery_support import (
     LoadClients,
     Traffic,
@@ -101,28 +99,6 @@ async def send_all(http_url: str, reqs: list[Any]) -> None:
     for req in reqs:
         ans = await send_once(http_url, req)
         assert ans.ok, ans
-
-
-def test_shard_reader_is_usable_from_any_thread(tmp_path):
-    """Regression: the engine calls the reader through ``asyncio.to_thread``, i.e. from any executor thread."""
-    with AuditStore(tmp_path) as store:
-        store.append_sync(records=[(f"{i:032x}", i, "event", None, None, None, i, b"{}") for i in range(1, 6)])
-    reader = ShardReader(shard_path(tmp_path, 0))
-    assert reader.last_seq() == 5  # opened in this thread
-    errors: list[BaseException] = []
-
-    def other() -> None:
-        try:
-            assert len(reader.read_after(0, 10, 1 << 20)[0]) == 5
-            assert reader.average_size() == 2.0
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=other)
-    t.start()
-    t.join()
-    reader.close()
-    assert errors == []
 
 
 # ---------------------------------------------------------------------------------------------------------------

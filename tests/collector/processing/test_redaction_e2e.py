@@ -20,7 +20,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from collector.store.sqlite import RecordQuery, iter_records
+from collector.store import RecordQuery, iter_records
 from tests.conftest import serve_app
 from tests.fakes.datadog import DatadogFake
 from tests.fakes.splunk_hec import SplunkHecFake, TokenPolicy

@@ -116,6 +116,10 @@ class UsageStoreError(RuntimeError):
     """The analytics database cannot be used (e.g. written by a newer schema)."""
 
 
+USAGE_ERRORS: tuple[type[Exception], ...] = (OSError, sqlite3.Error, UsageStoreError)
+"""What opening or reading the usage history can raise (callers catch these, not a backend's own types)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DayState:
     """A day whose walk completed: when, whether the day was final then, rows and pages of that fetch."""
@@ -204,6 +208,12 @@ class UsageStore:
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / DB_FILENAME)
+
+    @classmethod
+    def open_existing(cls, data_dir: str | Path) -> UsageStore | None:
+        """``<data_dir>/analytics.db`` if a history exists there, else None (nothing is created)."""
+        path = Path(data_dir) / DB_FILENAME
+        return cls(path) if path.is_file() else None
 
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:

@@ -42,14 +42,23 @@ def state_path(directory: str | Path, shard: int) -> Path:
     return Path(directory) / STORE_DIRNAME / f"shard-{shard}.delivery.db"
 
 
-def state_paths(directory: str | Path) -> list[Path]:
+def _state_files(directory: str | Path) -> list[tuple[int, Path]]:
     base = Path(directory) / STORE_DIRNAME
     found = []
     for p in base.glob("shard-*.delivery.db"):
         idx = p.name.removeprefix("shard-").removesuffix(".delivery.db")
         if idx.isdigit():
             found.append((int(idx), p))
-    return [p for _, p in sorted(found)]
+    return sorted(found)
+
+
+def state_paths(directory: str | Path) -> list[Path]:
+    return [p for _, p in _state_files(directory)]
+
+
+def state_shards(directory: str | Path) -> list[int]:
+    """Shards under a data directory that have delivery state (cursors or dead letters), in order."""
+    return [i for i, _ in _state_files(directory)]
 
 
 @dataclass(frozen=True)
