@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from collector.compliance.cli import register as register_approvals
 
-    register_approvals(sub, parse_time)
+    register_approvals(sub, parse_time, _data_dir)
 
     dlq = sub.add_parser("dlq", help="dead letters: records a destination refused").add_subparsers(
         dest="dlq_command", required=True

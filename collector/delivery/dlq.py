@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.config import Config
+from collector.delivery.api import Exporter
 from collector.delivery.engine import DestinationWorker, GaveUp, ShardReader
+from collector.delivery.registry import create as create_exporter
 from collector.delivery.state import DeadLetter, DeadLetterGroup, DeliveryState, state_paths
 from collector.store.sqlite import shard_path
 from collector.telemetry.selfmetrics import SelfMetrics
-from exporters import create as create_exporter
-from exporters.base import Exporter
 
 log = logging.getLogger(__name__)
 

@@ -36,13 +36,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.delivery.api import DeliveryRecord, Exporter, Payload
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff, interruptible_sleep
 from collector.delivery.state import DeadLetter, DeliveryState
 from collector.receivers.status import Backpressure
 from collector.store.sqlite import as_bytes, connect, shard_path, shard_paths
 from collector.telemetry.selfmetrics import SelfMetrics
-from exporters.base import DeliveryRecord, Exporter, Payload
 
 log = logging.getLogger(__name__)
 
