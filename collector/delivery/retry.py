@@ -15,6 +15,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from collector.configtypes import ConfigError, Duration
 
@@ -56,12 +57,16 @@ class RetrySettings:
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,6})?")
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None, now: float | datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent or invalid.
 
-    Only ASCII decimal seconds are accepted (no signs, exponents, ``inf`` or other scripts' digits); the result is
-    capped at one hour so a hostile header cannot stall delivery.
+    The one parser of the project (destinations and the Analytics API client). Only ASCII decimal seconds are
+    accepted (RFC 9110 section 10.2.3 delta-seconds, plus a decimal fraction some servers send; no signs, exponents,
+    ``inf`` or other scripts' digits); a date in the past means now; the result is capped at one hour so a hostile
+    header cannot stall a client. ``now`` (epoch seconds or an aware datetime) is for tests.
     """
+    if isinstance(now, datetime):
+        now = now.timestamp()
     if not value:
         return None
     v = value.strip()
