@@ -10,8 +10,9 @@ Failures follow the exporter's typed :mod:`~collector.delivery.outcome`: ``Retry
 408, 429, 5xx) waits (the server's delay, or exponential backoff with jitter capped at ``retry.max_interval``) and
 tries again for as long as the destination's backlog is within its limits: an outage never sends records to dead
 letters by itself (``retry.max_elapsed_time`` only marks a batch as stalled in the log). ``Permanent`` dead-letters
-at once; ``Partial`` dead-letters the one failing record and re-sends the rest. Shutdown interrupts every wait; an
-interrupted batch is simply not confirmed, and is sent again after restart.
+at once (a 413 for several records first splits them in halves, :meth:`DestinationWorker._split`); ``Partial``
+dead-letters the records the destination refused and re-sends the ones it did not take. Shutdown interrupts every
+wait; an interrupted batch is simply not confirmed, and is sent again after restart.
 
 When a destination accepts records again after retryable failures, its dead letters are re-sent through the same
 loop (``dead_letter.auto_replay``); ``ccbridge dlq replay`` uses that loop too
@@ -36,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.delivery.api import DeliveryRecord, Exporter, Payload
+from collector.delivery.api import DeliveryRecord, Exporter, LogThrottle, Payload
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff, interruptible_sleep
 from collector.delivery.state import DeadLetter, DeliveryState
@@ -176,6 +177,7 @@ class DestinationWorker:
         self._unhealthy = False
         self._last_replay = -math.inf
         self._replay_task: asyncio.Task[tuple[int, int]] | None = None
+        self._split_log = LogThrottle(60.0)
         s = exporter.settings
         self.batch = s.batch
         self.concurrency = s.concurrency
@@ -332,6 +334,9 @@ class DestinationWorker:
             if isinstance(outcome, Partial):
                 await self._partial(outcome, records, attempts, settled, give_up_after)
                 return
+            if isinstance(outcome, Permanent) and outcome.status == 413 and n > 1:
+                await self._split(outcome, records, settled, give_up_after)
+                return
             if isinstance(outcome, Permanent):
                 self.m_failed.inc(n)
                 log.warning("%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason)
@@ -373,27 +378,53 @@ class DestinationWorker:
         settled: Settled,
         give_up_after: float | None,
     ) -> None:
-        """The first ``accepted`` records were confirmed, the next one refused for good; the rest is sent again."""
-        n = len(records)
-        ok = max(0, min(outcome.accepted, n))
-        self.m_sent.inc(ok)
-        settled.delivered.extend(records[:ok])
-        if ok:
+        """Count what the destination took, dead-letter what it refused, send again everything else.
+
+        "Everything else" is derived from the payload, not trusted from the outcome: a record the exporter listed
+        neither as accepted nor as refused is re-sent, so an exporter cannot lose one.
+        """
+        accepted = list(outcome.accepted)
+        taken = {id(r) for r in accepted}
+        refused_ids = {id(x.record) for x in outcome.refused}
+        self.m_sent.inc(len(accepted))
+        settled.delivered.extend(accepted)
+        if accepted:
             self._accepted()
-        if ok < n:
+        for x in outcome.refused:
             self.m_failed.inc(1)
-            log.warning(
-                "%s: record %d of a batch of %d refused permanently (%s); %d re-sent",
-                self.name,
-                ok,
-                n,
-                outcome.reason,
-                n - ok - 1,
+            settled.refused.append(
+                ([x.record], x.reason, x.status if x.status is not None else outcome.status, attempts)
             )
-            settled.refused.append(([records[ok]], outcome.reason, outcome.status, attempts))
-        rest = records[ok + 1 :]
+        rest = [r for r in records if id(r) not in taken and id(r) not in refused_ids]
+        log.warning(
+            "%s: a batch of %d partly accepted: %d accepted, %d refused permanently (%s), %d sent again",
+            self.name,
+            len(records),
+            len(accepted),
+            len(outcome.refused),
+            outcome.reason,
+            len(rest),
+        )
         if rest:
             await self._send(rest, settled, give_up_after)
+
+    async def _split(
+        self, outcome: Permanent, records: list[DeliveryRecord], settled: Settled, give_up_after: float | None
+    ) -> None:
+        """The one 413 splitter: the destination refused the request as too large; send each half on its own (in
+        order), halving again as needed, down to a single record (whose 413 is final)."""
+        if (held := self._split_log.ready()) is not None:
+            log.warning(
+                "%s: a request of %d records refused as too large (%s); sending it in halves. Lower the "
+                "destination's request size limit below the server's.%s",
+                self.name,
+                len(records),
+                outcome.reason,
+                f" ({held} more since the last message)" if held else "",
+            )
+        mid = len(records) // 2
+        await self._send(records[:mid], settled, give_up_after)
+        await self._send(records[mid:], settled, give_up_after)
 
     async def _dead_letter(
         self, records: Sequence[DeliveryRecord], reason: str, status: int | None, attempts: int

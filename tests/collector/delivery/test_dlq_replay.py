@@ -10,7 +10,7 @@ from typing import ClassVar
 from collector.configtypes import Duration
 from collector.delivery.dlq import _replay_group
 from collector.delivery.engine import DestinationWorker, ShardReader
-from collector.delivery.outcome import Outcome, Partial, Retry, Success
+from collector.delivery.outcome import Outcome, Partial, Refused, Retry, Success
 from collector.delivery.retry import RetrySettings
 from collector.delivery.settings import DeadLetterSettings, DestinationSettings
 from collector.delivery.state import DeliveryState
@@ -34,7 +34,7 @@ class ScriptedExporter(Exporter):
     async def push(self, payload: Payload) -> Outcome:
         self.pushed.append([r.id for r in payload.records])
         if len(self.pushed) == 1:
-            return Partial(1, "record 1 refused")
+            return Partial(payload.records[:1], [Refused(payload.records[1], "record 1 refused")], reason="refused")
         return Success()
 
 
@@ -121,4 +121,40 @@ async def test_a_refused_replay_keeps_the_entry_with_its_new_reason_and_one_more
     assert await w.replay_entries(state.dead_letters()) == (1, 1)
     (left,) = state.dead_letters()
     assert (left.record_id, left.reason, left.attempts) == ("r2", "record 1 refused", 2)
+    state.close()
+
+
+class ForgetfulExporter(Exporter):
+    """Answers a Partial that accounts for only some records (accepts the first, refuses the second, forgets the
+    rest) on its first push; accepts everything afterwards."""
+
+    type_name: ClassVar[str] = "forgetful"
+    config_class: ClassVar[type[DestinationSettings]] = DestinationSettings
+
+    def __init__(self) -> None:
+        super().__init__("forgetful/x", DestinationSettings())
+        self.pushed: list[list[str]] = []
+
+    def encode(self, records: Sequence[DeliveryRecord]) -> list[Payload]:
+        return [Payload(records, b"")]
+
+    async def push(self, payload: Payload) -> Outcome:
+        self.pushed.append([r.id for r in payload.records])
+        if len(self.pushed) == 1:
+            return Partial(payload.records[:1], [Refused(payload.records[1], "bad", 400)], reason="partly")
+        return Success()
+
+
+async def test_partial_outcome_records_the_exporter_did_not_account_for_are_sent_again(tmp_path):
+    from collector.delivery.engine import Settled
+
+    state = DeliveryState(tmp_path / "shard-0.delivery.db")
+    exp = ForgetfulExporter()
+    w = _worker(exp, state, tmp_path)
+    batch = _batch(1, 4)
+    settled = Settled()
+    await w._send(batch, settled)
+    assert exp.pushed == [["n1", "n2", "n3", "n4"], ["n3", "n4"]]
+    assert settled.delivered == [batch[0], batch[2], batch[3]]
+    assert settled.refused == [([batch[1]], "bad", 400, 1)]
     state.close()
