@@ -626,6 +626,10 @@ class DeliveryEngine:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        replays = [w._replay_task for w in self.workers if w._replay_task is not None and not w._replay_task.done()]
+        for t in replays:  # an automatic replay left over by a worker that was cancelled (its state closes below)
+            t.cancel()
+        await asyncio.gather(*replays, return_exceptions=True)
         for exp in self.exporters:
             with contextlib.suppress(Exception):
                 await exp.close()
