@@ -361,14 +361,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from collector.delivery.dlq import entry_name, iso, list_entries
+    from collector.delivery.dlq import entry_name, iso, list_entries, list_groups
 
-    entries = list_entries(_data_dir(args), args.destination)
+    data_dir = _data_dir(args)
     if args.format == "jsonl":
+        entries = list_entries(data_dir, args.destination)
         for shard, dl in entries:
             doc = {
                 "id": entry_name(shard, dl),
                 "destination": dl.destination,
+                "batch": f"shard {shard} {dl.batch}".strip(),
                 "record_id": dl.record_id,
                 "record_time": iso(dl.time_ms),
                 "failed_at": iso(dl.failed_ms),
@@ -377,13 +379,41 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
                 "attempts": dl.attempts,
             }
             sys.stdout.write(orjson.dumps(doc).decode() + "\n")
-    else:
-        print(f"{'ID':<10} {'DESTINATION':<20} {'FAILED AT':<25} {'STATUS':<6} REASON")
-        for shard, dl in entries:
-            status = "" if dl.status is None else str(dl.status)
-            reason = dl.reason if len(dl.reason) <= 100 else dl.reason[:97] + "..."
-            print(f"{entry_name(shard, dl):<10} {dl.destination:<20} {iso(dl.failed_ms):<25} {status:<6} {reason}")
-    print(f"{len(entries)} dead letter(s)", file=sys.stderr)
+        print(f"{len(entries)} dead letter(s)", file=sys.stderr)
+        return EXIT_OK
+    groups = list_groups(data_dir, args.destination)
+    print(f"{'IDS':<16} {'COUNT':>6} {'DESTINATION':<20} {'BATCH':<22} {'LAST FAILED':<25} {'STATUS':<6} REASON")
+    for shard, g in groups:
+        ids = f"{shard}-{g.first_id}" + (f"..{g.last_id}" if g.last_id != g.first_id else "")
+        batch = f"shard {shard} {g.batch}".strip()
+        status = "" if g.status is None else str(g.status)
+        reason = g.reason if len(g.reason) <= 100 else g.reason[:97] + "..."
+        print(
+            f"{ids:<16} {g.count:>6} {g.destination:<20} {batch:<22} {iso(g.last_failed_ms):<25} {status:<6} {reason}"
+        )
+    total = sum(g.count for _, g in groups)
+    print(f"{total} dead letter(s) in {len(groups)} group(s) (by batch and reason)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_dlq_purge(args: argparse.Namespace) -> int:
+    from collector.delivery.dlq import iso, purge
+
+    if args.destination is None and args.older_than is None and not args.all:
+        print("dlq purge: name what to remove: --destination, --older-than, or --all", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        older_than = None if args.older_than is None else float(config_mod.parse_duration(args.older_than))
+    except ConfigError:
+        print(f"--older-than: invalid duration {args.older_than!r} (use e.g. 12h, 7d)", file=sys.stderr)
+        return EXIT_USAGE
+    result = purge(_data_dir(args), args.destination, older_than)
+    for shard, g in result.groups:
+        print(
+            f"removed {g.count} from {g.destination} (shard {shard} {g.batch}, last failed "
+            f"{iso(g.last_failed_ms)}): {g.reason}"
+        )
+    print(f"purged: {result.removed} dead letter(s)")
     return EXIT_OK
 
 
@@ -421,16 +451,23 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(cfg.exporters)) or "none configured"
         print(f"destination {args.destination!r} is not in the configuration (known: {known})", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        wait = float(config_mod.parse_duration(args.wait))
+    except ConfigError:
+        print(f"--wait: invalid duration {args.wait!r} (use e.g. 30s, 5m)", file=sys.stderr)
+        return EXIT_USAGE
     lock = _lock_data_dir(cfg.storage.directory, "replay dead letters")
     if lock is None:
         return EXIT_FAILURE
     try:
-        result = asyncio.run(replay(cfg, args.destination))
+        result = asyncio.run(replay(cfg, args.destination, wait))
     finally:
         lock.release()
     print(f"replayed: {result.delivered} delivered, {result.failed} still failing")
     for name in result.skipped_destinations:
         print(f"skipped dead letters of {name}: not in the configuration", file=sys.stderr)
+    for name in result.unreachable:
+        print(f"gave up on {name}: still failing after --wait {args.wait}; its entries stay", file=sys.stderr)
     return EXIT_OK if result.failed == 0 and not result.skipped_destinations else EXIT_FAILURE
 
 
@@ -491,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from collector.compliance.cli import register as register_approvals
 
-    register_approvals(sub, parse_time)
+    register_approvals(sub, parse_time, _data_dir)
 
     dlq = sub.add_parser("dlq", help="dead letters: records a destination refused").add_subparsers(
         dest="dlq_command", required=True
@@ -500,12 +537,26 @@ def build_parser() -> argparse.ArgumentParser:
     dl_show = dlq.add_parser("show", help="show one dead letter with its record")
     dl_show.add_argument("id", help="dead-letter id as listed, e.g. 0-17")
     dl_replay = dlq.add_parser("replay", help="re-send dead letters to their destination (uses the config)")
-    for sp in (dl_list, dl_show, dl_replay):
+    dl_replay.add_argument(
+        "--wait",
+        default="60s",
+        help="give up on a destination that keeps failing (timeouts, 429, 5xx) after this long (default: %(default)s)",
+    )
+    dl_purge = dlq.add_parser("purge", help="delete dead letters by destination and/or age; prints what it removed")
+    dl_purge.add_argument("--older-than", help="only entries that failed longer ago than this, e.g. 7d, 12h")
+    dl_purge.add_argument("--all", action="store_true", help="every dead letter (when no other filter is given)")
+    for sp in (dl_list, dl_show, dl_replay, dl_purge):
         sp.add_argument("--config")
         sp.add_argument("--data-dir")
-    for sp in (dl_list, dl_replay):
+    for sp in (dl_list, dl_replay, dl_purge):
         sp.add_argument("--destination", help="only this destination (config key, e.g. http/siem)")
-    dl_list.add_argument("--format", choices=("table", "jsonl"), default="table")
+    dl_list.add_argument(
+        "--format",
+        choices=("table", "jsonl"),
+        default="table",
+        help="table: one line per batch and reason; jsonl: one line per entry (default: %(default)s)",
+    )
+    dl_purge.set_defaults(func=cmd_dlq_purge)
     dl_list.set_defaults(func=cmd_dlq_list)
     dl_show.set_defaults(func=cmd_dlq_show)
     dl_replay.set_defaults(func=cmd_dlq_replay)

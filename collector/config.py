@@ -30,6 +30,8 @@ from collector.configtypes import (
     parse_endpoint,
     parse_size,
 )
+from collector.delivery.registry import registry as destination_types
+from collector.delivery.registry import type_of
 from collector.enrich.analytics_config import AnalyticsApiConfig
 from collector.enrich.enrichment_config import UsageEnrichmentConfig
 from collector.processing.redact import RedactionConfig
@@ -340,13 +342,29 @@ def validate_tree(obj: object, path: str = "") -> None:
             validate_tree(child, sub)
 
 
+def build_exporter_configs(raw: dict[str, Any], path: str = "exporters") -> dict[str, Any]:
+    """Typed config per destination key, validated; unknown types and keys are refused naming the path."""
+    known = destination_types()
+    out: dict[str, Any] = {}
+    for key, section in raw.items():
+        kind = type_of(str(key))
+        if kind not in known:
+            raise ConfigError(f"{path}.{key}: unknown exporter type {kind!r} (known: {', '.join(sorted(known))})")
+        cfg = build(known[kind].config_class, section, f"{path}.{key}")
+        validate_tree(cfg, f"{path}.{key}")
+        out[str(key)] = cfg
+    for kind, cls in known.items():
+        same = sorted(k for k in out if type_of(k) == kind)
+        if getattr(cls, "singleton", False) and len(same) > 1:
+            raise ConfigError(f"{path}: at most one {kind} destination per bridge (found {', '.join(same)})")
+    return out
+
+
 def load_tree(tree: object, environ: typing.Mapping[str, str] | None = None) -> Config:
     """Build and validate a :class:`Config` from a parsed tree (``${env:...}`` expanded), as every loader does."""
     expanded = _expand(tree if tree is not None else {}, "", os.environ if environ is None else environ)
     cfg = build(Config, expanded)
-    from exporters import build_configs
-
-    cfg = dataclasses.replace(cfg, exporters=build_configs(cfg.exporters or {}))
+    cfg = dataclasses.replace(cfg, exporters=build_exporter_configs(cfg.exporters or {}))
     validate_tree(cfg)
     return cfg
 

@@ -14,6 +14,7 @@ import signal
 
 from collector.config import Config
 from collector.delivery.engine import DeliveryEngine, all_shards
+from collector.delivery.registry import create as create_exporter
 from collector.enrich.enricher import create_enricher
 from collector.pipeline import Pipeline
 from collector.processing.redact import Redactor
@@ -144,10 +145,8 @@ class Service:
         return shards
 
     async def _start_delivery(self) -> None:
-        import exporters
-
         active = {k: v for k, v in self.cfg.exporters.items() if v.enabled}
-        exps = [exporters.create(key, cfg) for key, cfg in active.items()]
+        exps = [create_exporter(key, cfg) for key, cfg in active.items()]
         await self._start_pull([e for e in exps if getattr(e, "pull", False)])
         exps = [e for e in exps if not getattr(e, "pull", False)]
         for exp in exps:

@@ -6,10 +6,17 @@ with up to ``concurrency`` batches in flight. The cursor advances only over batc
 confirmed by the destination or moved to dead letters, in order, so a crash re-sends at most the batches that were
 in flight (at-least-once).
 
-Failures follow the exporter's typed :mod:`~collector.delivery.outcome`: ``Retry`` waits (server delay or
-exponential backoff with jitter) and tries again until ``retry.max_elapsed_time``, then dead-letters; ``Permanent``
-dead-letters at once; ``Partial`` dead-letters the one failing record and re-sends the rest. Shutdown interrupts
-every wait; an interrupted batch is simply not confirmed, and is sent again after restart.
+Failures follow the exporter's typed :mod:`~collector.delivery.outcome`: ``Retry`` (connection errors, timeouts,
+408, 429, 5xx) waits (the server's delay, or exponential backoff with jitter capped at ``retry.max_interval``) and
+tries again for as long as the destination's backlog is within its limits: an outage never sends records to dead
+letters by itself (``retry.max_elapsed_time`` only marks a batch as stalled in the log). ``Permanent`` dead-letters
+at once (a 413 for several records first splits them in halves, :meth:`DestinationWorker._split`); ``Partial``
+dead-letters the records the destination refused and re-sends the ones it did not take. Shutdown interrupts every
+wait; an interrupted batch is simply not confirmed, and is sent again after restart.
+
+When a destination accepts records again after retryable failures, its dead letters are re-sent through the same
+loop (``dead_letter.auto_replay``); ``ccbridge dlq replay`` uses that loop too
+(:meth:`DestinationWorker.replay_entries`).
 
 A slow or dead destination never blocks ingestion or the other destinations until its own backlog limit: then the
 ``backpressure`` policy makes receivers answer 429 / RESOURCE_EXHAUSTED (:meth:`DeliveryEngine.admit`), and the
@@ -25,16 +32,17 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.delivery.api import DeliveryRecord, Exporter, LogThrottle, Payload
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff, interruptible_sleep
 from collector.receivers.status import Backpressure
 from collector.store import open_reader
 from collector.store.api import DeliveryStateStore, ShardLog, StoreReader
+from collector.store.delivery_state import DeadLetter
 from collector.telemetry.selfmetrics import SelfMetrics
-from exporters.base import DeliveryRecord, Exporter, Payload
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,19 @@ RETENTION_BATCH = 10_000
 
 class _Interrupted(Exception):
     """Shutdown interrupted a batch before the destination confirmed it."""
+
+
+class GaveUp(Exception):
+    """A send with a time limit (``dlq replay``) stopped waiting for a destination that keeps failing."""
+
+
+@dataclass
+class Settled:
+    """What the destination made of the records of one send: confirmed ones, and groups refused for good as
+    ``(records, reason, status, attempts)``."""
+
+    delivered: list[DeliveryRecord] = field(default_factory=list)
+    refused: list[tuple[list[DeliveryRecord], str, int | None, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +101,10 @@ class DestinationWorker:
         self.cursor = state.cursor(self.name)
         self.backlog = BacklogStatus()
         self._drop_target = 0
+        self._unhealthy = False
+        self._last_replay = -math.inf
+        self._replay_task: asyncio.Task[tuple[int, int]] | None = None
+        self._split_log = LogThrottle(60.0)
         s = exporter.settings
         self.batch = s.batch
         self.concurrency = s.concurrency
@@ -117,6 +142,8 @@ class DestinationWorker:
             if inflight:
                 await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
                 self._advance(inflight)
+            if self._replay_task is not None and self.stop.is_set():
+                await asyncio.gather(self._replay_task, return_exceptions=True)
 
     def _advance(self, inflight: collections.deque[tuple[int, asyncio.Task[None]]]) -> None:
         """Move the cursor over the completed batches at the head of the window, in order.
@@ -174,28 +201,48 @@ class DestinationWorker:
     # -- one batch ------------------------------------------------------------------------------------------------
 
     async def _deliver(self, records: Sequence[DeliveryRecord]) -> None:
+        """Send one batch until every record is confirmed or refused for good; the refused go to dead letters."""
+        settled = Settled()
+        await self._send(records, settled)
+        for refused, reason, status, attempts in settled.refused:
+            await self._dead_letter(refused, reason, status, attempts)
+
+    async def _send(
+        self, records: Sequence[DeliveryRecord], settled: Settled, give_up_after: float | None = None
+    ) -> None:
+        """The one delivery loop: encode ``records``, push every payload with retry, act on each outcome.
+
+        Results are added to ``settled`` as they come, so a caller still knows what was confirmed when the send is
+        interrupted (shutdown: :class:`_Interrupted`) or, with ``give_up_after`` seconds, abandoned
+        (:class:`GaveUp`; only ``dlq replay`` sets it — the engine itself retries for as long as the backlog is within
+        its limits).
+        """
         try:
             payloads = self.exporter.encode(records)
         except Exception as exc:
             log.exception("%s: cannot encode a batch of %d records", self.name, len(records))
-            await self._dead_letter(records, f"encode failed: {exc}", None, 0)
+            settled.refused.append((list(records), f"encode failed: {exc}", None, 0))
             return
         finally:
             for r in records:
                 r.forget()  # payloads in flight (and awaiting acks) keep the bytes, not the parsed dicts
         if len(payloads) == 1:
-            await self._push_with_retry(payloads[0])
+            await self._push_with_retry(payloads[0], settled, give_up_after)
             return
         # The requests of one batch go out together: each may wait for its own confirmation (a Splunk indexer
         # acknowledgement takes a poll interval), and the batch counts as delivered only when all are settled.
-        results = await asyncio.gather(*(self._push_with_retry(p) for p in payloads), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._push_with_retry(p, settled, give_up_after) for p in payloads), return_exceptions=True
+        )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:  # a failure other than a shutdown interruption is the one to report
             raise next((e for e in errors if not isinstance(e, _Interrupted)), errors[0])
 
-    async def _push_with_retry(self, payload: Payload) -> None:
-        backoff = Backoff(self.exporter.settings.retry)
+    async def _push_with_retry(self, payload: Payload, settled: Settled, give_up_after: float | None) -> None:
+        retry = self.exporter.settings.retry
+        backoff = Backoff(retry)
         attempts = 0
+        stall_at = float(retry.max_elapsed_time)
         while True:
             attempts += 1
             started = time.perf_counter()
@@ -204,43 +251,41 @@ class DestinationWorker:
             except Exception as exc:
                 outcome = Retry(f"push raised {type(exc).__name__}: {exc}")
             self.m_latency.observe(time.perf_counter() - started)
-            n = len(payload.records)
+            records = list(payload.records)
+            n = len(records)
             if isinstance(outcome, Success):
                 self.m_sent.inc(n)
+                settled.delivered.extend(records)
                 if attempts > 1:
                     log.info("%s: batch of %d delivered after %d attempts", self.name, n, attempts)
+                self._accepted()
                 return
             if isinstance(outcome, Partial):
-                ok = max(0, min(outcome.accepted, n))
-                self.m_sent.inc(ok)
-                if ok < n:
-                    self.m_failed.inc(1)
-                    log.warning(
-                        "%s: record %d of a batch of %d refused permanently (%s); %d re-sent",
-                        self.name,
-                        ok,
-                        n,
-                        outcome.reason,
-                        n - ok - 1,
-                    )
-                    await self._dead_letter([payload.records[ok]], outcome.reason, outcome.status, attempts)
-                rest = list(payload.records[ok + 1 :])
-                if rest:
-                    for p in self.exporter.encode(rest):
-                        await self._push_with_retry(p)
+                await self._partial(outcome, records, attempts, settled, give_up_after)
+                return
+            if isinstance(outcome, Permanent) and outcome.status == 413 and n > 1:
+                await self._split(outcome, records, settled, give_up_after)
                 return
             if isinstance(outcome, Permanent):
                 self.m_failed.inc(n)
                 log.warning("%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason)
-                await self._dead_letter(payload.records, outcome.reason, outcome.status, attempts)
+                settled.refused.append((records, outcome.reason, outcome.status, attempts))
                 return
+            self._unhealthy = True
             delay = backoff.next_delay(outcome.delay)
-            if backoff.expired(delay):
-                self.m_failed.inc(n)
-                reason = f"retry time exhausted after {attempts} attempts: {outcome.reason}"
-                log.warning("%s: batch of %d to dead letters: %s", self.name, n, reason)
-                await self._dead_letter(payload.records, reason, outcome.status, attempts)
-                return
+            if give_up_after is not None and backoff.elapsed() + delay > give_up_after:
+                raise GaveUp(f"still failing after {attempts} attempts: {outcome.reason}")
+            if stall_at > 0 and backoff.elapsed() >= stall_at:
+                stall_at += retry.max_elapsed_time
+                log.warning(
+                    "%s: destination stalled: a batch of %d has been retrying for %.0fs (%d attempts, last: %s); "
+                    "it stays in the backlog and is retried until the destination accepts it",
+                    self.name,
+                    n,
+                    backoff.elapsed(),
+                    attempts,
+                    outcome.reason,
+                )
             self.m_retries.inc()
             log.warning(
                 "%s: retrying a batch of %d in %.1fs (attempt %d): %s%s",
@@ -254,12 +299,132 @@ class DestinationWorker:
             if await interruptible_sleep(delay, self.stop):
                 raise _Interrupted
 
+    async def _partial(
+        self,
+        outcome: Partial,
+        records: list[DeliveryRecord],
+        attempts: int,
+        settled: Settled,
+        give_up_after: float | None,
+    ) -> None:
+        """Count what the destination took, dead-letter what it refused, send again everything else.
+
+        "Everything else" is derived from the payload, not trusted from the outcome: a record the exporter listed
+        neither as accepted nor as refused is re-sent, so an exporter cannot lose one.
+        """
+        accepted = list(outcome.accepted)
+        taken = {id(r) for r in accepted}
+        refused_ids = {id(x.record) for x in outcome.refused}
+        self.m_sent.inc(len(accepted))
+        settled.delivered.extend(accepted)
+        if accepted:
+            self._accepted()
+        for x in outcome.refused:
+            self.m_failed.inc(1)
+            settled.refused.append(
+                ([x.record], x.reason, x.status if x.status is not None else outcome.status, attempts)
+            )
+        rest = [r for r in records if id(r) not in taken and id(r) not in refused_ids]
+        log.warning(
+            "%s: a batch of %d partly accepted: %d accepted, %d refused permanently (%s), %d sent again",
+            self.name,
+            len(records),
+            len(accepted),
+            len(outcome.refused),
+            outcome.reason,
+            len(rest),
+        )
+        if rest:
+            await self._send(rest, settled, give_up_after)
+
+    async def _split(
+        self, outcome: Permanent, records: list[DeliveryRecord], settled: Settled, give_up_after: float | None
+    ) -> None:
+        """The one 413 splitter: the destination refused the request as too large; send each half on its own (in
+        order), halving again as needed, down to a single record (whose 413 is final)."""
+        if (held := self._split_log.ready()) is not None:
+            log.warning(
+                "%s: a request of %d records refused as too large (%s); sending it in halves. Lower the "
+                "destination's request size limit below the server's.%s",
+                self.name,
+                len(records),
+                outcome.reason,
+                f" ({held} more since the last message)" if held else "",
+            )
+        mid = len(records) // 2
+        await self._send(records[:mid], settled, give_up_after)
+        await self._send(records[mid:], settled, give_up_after)
+
     async def _dead_letter(
         self, records: Sequence[DeliveryRecord], reason: str, status: int | None, attempts: int
     ) -> None:
         rows = [(r.seq, r.id, r.time_ms, r.body) for r in records]
         self.state.dead_letter(self.name, rows, reason, status, attempts)
         self.m_dead.inc(len(rows))
+
+    # -- dead letters: replay through the same loop ----------------------------------------------------------------
+
+    def _accepted(self) -> None:
+        """The destination confirmed records; after retryable failures that means it is back: auto-replay."""
+        if not self._unhealthy:
+            return
+        self._unhealthy = False
+        log.info("%s: destination accepts records again", self.name)
+        dl = self.exporter.settings.dead_letter
+        if not dl.auto_replay or (self._replay_task is not None and not self._replay_task.done()):
+            return
+        if time.monotonic() - self._last_replay < dl.replay_interval:
+            return
+        if not self.state.dead_letter_count(self.name):
+            return
+        self._last_replay = time.monotonic()
+        self._replay_task = asyncio.create_task(self.auto_replay(), name=f"replay-{self.name}-{self.shard}")
+
+    def _backpressured(self) -> bool:
+        return bool(self.backlog.over_limit) and self.exporter.settings.backlog.policy == "backpressure"
+
+    async def auto_replay(self) -> tuple[int, int]:
+        """Re-send this destination's dead letters of this shard, batch by batch, oldest first; returns (delivered,
+        refused again). Entries added while it runs (``drop_oldest`` during the catch-up) are included; it stops at
+        shutdown, and while receivers are held back by this destination's backlog (policy ``backpressure``), so the
+        backlog drains first."""
+        delivered = failed = 0
+        after = 0
+        try:
+            while not self.stop.is_set() and not self._backpressured():
+                entries = self.state.dead_letters(self.name, limit=self.batch.max_records, after=after)
+                if not entries:
+                    break
+                after = entries[-1].dlq_id
+                d, f = await self.replay_entries(entries)
+                delivered += d
+                failed += f
+        except _Interrupted:
+            pass
+        except Exception:
+            log.exception("%s: automatic dead-letter replay failed", self.name)
+        if delivered or failed:
+            log.info(
+                "%s: automatic dead-letter replay: %d delivered, %d refused again (kept)", self.name, delivered, failed
+            )
+        return delivered, failed
+
+    async def replay_entries(
+        self, entries: Sequence[DeadLetter], give_up_after: float | None = None
+    ) -> tuple[int, int]:
+        """Send dead letters through the delivery loop; delete exactly the confirmed ones, give the refused ones their
+        new reason. Returns (delivered, refused again). Raises :class:`GaveUp` / :class:`_Interrupted` after
+        recording what was settled before."""
+        records = [DeliveryRecord(dl.record_seq, dl.record_id, dl.body, dl.time_ms) for dl in entries]
+        owner = {id(r): dl.dlq_id for r, dl in zip(records, entries, strict=True)}
+        settled = Settled()
+        try:
+            await self._send(records, settled, give_up_after)
+        finally:
+            self.state.delete_dead_letters([owner[id(r)] for r in settled.delivered])
+            for refused, reason, status, _attempts in settled.refused:
+                self.state.fail_again([owner[id(r)] for r in refused], reason, status)
+        return len(settled.delivered), sum(len(r) for r, *_ in settled.refused)
 
     # -- backlog ------------------------------------------------------------------------------------------------------
 
@@ -390,6 +555,10 @@ class DeliveryEngine:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        replays = [w._replay_task for w in self.workers if w._replay_task is not None and not w._replay_task.done()]
+        for t in replays:  # an automatic replay left over by a worker that was cancelled (its state closes below)
+            t.cancel()
+        await asyncio.gather(*replays, return_exceptions=True)
         for exp in self.exporters:
             with contextlib.suppress(Exception):
                 await exp.close()

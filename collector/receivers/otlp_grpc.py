@@ -19,7 +19,7 @@ from grpc import aio
 from collector.config import GrpcReceiverConfig, parse_endpoint
 from collector.processing.decode import DECODERS, DecodeError
 from collector.receivers.context import ReceiverContext
-from collector.receivers.status import ReceiverError, ShuttingDown, classify
+from collector.receivers.status import ReceiverError, ShuttingDown, classify, encode_status
 
 log = logging.getLogger(__name__)
 
@@ -32,33 +32,9 @@ SERVICES = {
 GrpcAuthenticator = Callable[[aio.ServicerContext], Awaitable[str | None]]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(num: int, payload: bytes) -> bytes:
-    return bytes([(num << 3) | 2]) + _varint(len(payload)) + payload
-
-
 def status_details(code: int, message: str, retry_after: float | None) -> bytes:
     """``google.rpc.Status`` with an optional ``google.rpc.RetryInfo`` detail, for ``grpc-status-details-bin``."""
-    body = bytes([0x08]) + _varint(code) + _field(2, message.encode("utf-8", "replace"))
-    if retry_after is not None:
-        secs = int(retry_after)
-        nanos = int((retry_after - secs) * 1e9)
-        duration = (bytes([0x08]) + _varint(secs) if secs else b"") + (bytes([0x10]) + _varint(nanos) if nanos else b"")
-        retry_info = _field(1, duration)
-        any_msg = _field(1, b"type.googleapis.com/google.rpc.RetryInfo") + _field(2, retry_info)
-        body += _field(3, any_msg)
-    return body
+    return encode_status(code, message, retry_after)
 
 
 class OtlpGrpcReceiver:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from collector.config import HttpReceiverConfig, parse_endpoint
 from collector.processing.decode import DECODERS, DecodeError
+from collector.receivers.auth import server_ssl_context
 from collector.receivers.context import ReceiverContext
 from collector.receivers.status import (
     ClientGone,
@@ -32,6 +33,7 @@ from collector.receivers.status import (
     UnsupportedEncoding,
     UnsupportedMediaType,
     classify,
+    encode_status,
 )
 
 log = logging.getLogger(__name__)
@@ -45,31 +47,6 @@ MEDIA_TYPES = {
 READ_CHUNK = 256 * 1024
 
 Authenticator = Callable[[web.Request], Awaitable[str | None]]
-
-
-def encode_status(code: int, message: str) -> bytes:
-    """A ``google.rpc.Status`` protobuf with ``code`` and ``message`` (fields 1 and 2)."""
-    msg = message.encode("utf-8", "replace")
-    out = bytearray()
-    if code:
-        out.append(0x08)
-        out += _varint(code)
-    out.append(0x12)
-    out += _varint(len(msg))
-    out += msg
-    return bytes(out)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def media_of(content_type: str) -> str:
@@ -126,15 +103,7 @@ class OtlpHttpReceiver:
         return app
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        tls = self.cfg.tls
-        if not tls.enabled:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file:
-            ctx.load_verify_locations(tls.client_ca_file)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        return ctx
+        return server_ssl_context(self.cfg.tls)
 
     async def start(self) -> None:
         host, port = parse_endpoint(self.cfg.endpoint)
