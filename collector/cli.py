@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 
 from collector import config as config_mod
+from collector import csvsafe
 from collector.config import Config, ConfigError
 from collector.runtime import tune_malloc
 
@@ -194,6 +194,11 @@ def _dig(rec: dict[str, Any], dotted: str) -> Any:
     return cur
 
 
+def _csv_cell(v: Any) -> Any:
+    """A cell of ``audit export --format csv``: numbers stay numbers, the rest as :func:`_csv_value`."""
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else _csv_value(v)
+
+
 def _csv_value(v: Any) -> str:
     if v is None:
         return ""
@@ -226,11 +231,11 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 buf.write(b"\n")
                 n += 1
         else:
-            writer = csv.writer(out, lineterminator="\n")
+            writer = csvsafe.writer(out)
             writer.writerow([c for c, _ in CSV_COLUMNS])
             for body in iter_records(data_dir, q):
                 rec = orjson.loads(body)
-                writer.writerow([_csv_value(_dig(rec, path)) for _, path in CSV_COLUMNS])
+                writer.writerow([_csv_cell(_dig(rec, path)) for _, path in CSV_COLUMNS])
                 n += 1
         out.flush()
     except StorageError as exc:
