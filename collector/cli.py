@@ -21,6 +21,7 @@ import orjson
 from collector import config as config_mod
 from collector import csvsafe
 from collector.config import Config, ConfigError
+from collector.private import use_private_umask
 from collector.runtime import tune_malloc
 
 log = logging.getLogger("ccbridge")
@@ -145,8 +146,12 @@ def _run_workers(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     tune_malloc()
+    use_private_umask()  # every file and directory the bridge (and SQLite) creates: 0600 / 0700
     cfg = load_config(args.config, args.data_dir)
     setup_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
+    warning = config_mod.exposed_secrets_warning(args.config, cfg)
+    if warning and not args.worker_index:
+        log.warning("%s", warning)
     workers = cfg.server.workers
     if args.worker_index:
         from collector.service import Service
@@ -173,10 +178,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
     try:
-        config_mod.load(args.file)
+        cfg = config_mod.load(args.file)
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    warning = config_mod.exposed_secrets_warning(args.file, cfg)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: configuration is valid")
     return EXIT_OK
 

@@ -25,6 +25,7 @@ from collector.configtypes import (
     ByteSize,
     ConfigError,
     Duration,
+    FromEnv,
     Secret,
     parse_duration,
     parse_endpoint,
@@ -32,6 +33,7 @@ from collector.configtypes import (
 )
 from collector.enrich.analytics_config import AnalyticsApiConfig
 from collector.enrich.enrichment_config import UsageEnrichmentConfig
+from collector.private import exposed
 from collector.processing.redact import RedactionConfig
 from collector.receivers.auth import ReceiverAuthConfig
 from collector.reports.config import ReportsConfig
@@ -219,7 +221,8 @@ def substitute_env(value: str, path: str, environ: typing.Mapping[str, str]) -> 
 
 def _expand(node: object, path: str, environ: typing.Mapping[str, str]) -> object:
     if isinstance(node, str):
-        return substitute_env(node, path, environ)
+        expanded = substitute_env(node, path, environ)
+        return FromEnv(expanded) if _ENV_RE.search(node) else expanded
     if isinstance(node, dict):
         return {k: _expand(v, f"{path}.{k}" if path else str(k), environ) for k, v in node.items()}
     if isinstance(node, list):
@@ -276,7 +279,7 @@ def convert(tp: Any, value: object, path: str) -> Any:
             return value
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string")
-        return Secret(value)
+        return Secret(str(value), literal=not isinstance(value, FromEnv))
     if tp is bool:
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
@@ -357,6 +360,41 @@ def load_text(text: str, environ: typing.Mapping[str, str] | None = None, source
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     return load_tree(raw, environ)
+
+
+def literal_secrets(node: object, path: str = "") -> list[str]:
+    """Key paths of the non-empty secrets written literally in the configuration (not from ``${env:...}``)."""
+    if isinstance(node, Secret):
+        return [path] if node.literal and node else []
+    found: list[str] = []
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            found += literal_secrets(getattr(node, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            found += literal_secrets(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list | tuple):
+        for i, v in enumerate(node):
+            found += literal_secrets(v, f"{path}[{i}]")
+    return found
+
+
+def exposed_secrets_warning(path: str | Path | None, cfg: Config) -> str | None:
+    """A warning when the configuration file ``path`` holds literal secrets and is readable by group or others."""
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    keys = literal_secrets(cfg)
+    if not keys or not exposed(mode):
+        return None
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return (
+        f"config file {path} holds literal secrets ({shown}) and is readable by group or others; "
+        "chmod 600 it or take the secrets from the environment with ${env:NAME}"
+    )
 
 
 def load(path: str | Path | None, environ: typing.Mapping[str, str] | None = None) -> Config:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.private import private_dirs, private_file
+
 log = logging.getLogger(__name__)
 
 STORE_DIRNAME = "store"
@@ -223,6 +225,7 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
             check_same_thread=False,
         )
     else:
+        private_file(path)  # 0600 before SQLite creates it, so its -wal/-shm files are 0600 too
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -326,7 +329,7 @@ class AuditStore:
     def open(self) -> AuditStore:
         """Create the directory and schema, start the writer thread. Raises :class:`StorageError` if unusable."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(self.path.parent)
             conn = connect(self.path, synchronous=self.synchronous)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
