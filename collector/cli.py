@@ -55,6 +55,8 @@ CSV_COLUMNS = (
     ("cost_usd", "cost_usd"),
     ("tokens_input", "tokens.input"),
     ("tokens_output", "tokens.output"),
+    ("source_identity", "source.identity"),
+    ("id_collision", "id_collision.id"),
 )
 
 

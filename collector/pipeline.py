@@ -186,6 +186,8 @@ class Pipeline:
             self.metrics.records_by_kind.labels(kind).inc(n)
         if result.new_records < result.records:
             self.metrics.duplicates.inc(result.records - result.new_records)
+        if result.collisions:
+            self.metrics.id_collisions.inc(result.collisions)
         return result
 
     async def publish_chain_head(self, host: str) -> bool:
