@@ -61,6 +61,8 @@ DEFAULT_DATA_DIR = "./ccbridge-data"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES = 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
 DEFAULT_RETENTION_SECONDS = 90 * 86400.0
 MAX_ATTRIBUTE_DEPTH = 40
 
@@ -92,11 +94,21 @@ class GrpcReceiverConfig:
     endpoint: str = DEFAULT_GRPC_ENDPOINT
     max_recv_msg_size: ByteSize = ByteSize(DEFAULT_MAX_REQUEST_BYTES)
     tls: TLSServerConfig = field(default_factory=TLSServerConfig)
+    handshake_timeout: Duration = Duration(10.0)
+    call_timeout: Duration = Duration(30.0)
+    max_connection_idle: Duration = Duration(300.0)
+    max_connection_age: Duration = Duration(1800.0)
+    max_connection_age_grace: Duration = Duration(30.0)
 
     def validate(self, path: str) -> None:
         parse_endpoint(self.endpoint, f"{path}.endpoint")
         if self.max_recv_msg_size < 1024:
             raise ConfigError(f"{path}.max_recv_msg_size: must be at least 1KiB")
+        for key in ("handshake_timeout", "call_timeout", "max_connection_idle", "max_connection_age"):
+            if not 0.1 <= getattr(self, key) <= 86400:
+                raise ConfigError(f"{path}.{key}: must be between 100ms and 24h")
+        if not 0 <= self.max_connection_age_grace <= 3600:
+            raise ConfigError(f"{path}.max_connection_age_grace: must be between 0 and 1h")
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,10 @@ class HttpReceiverConfig:
     max_request_body_size: ByteSize = ByteSize(DEFAULT_MAX_REQUEST_BYTES)
     max_decompressed_size: ByteSize = ByteSize(DEFAULT_MAX_DECOMPRESSED_BYTES)
     tls: TLSServerConfig = field(default_factory=TLSServerConfig)
+    header_timeout: Duration = Duration(10.0)
+    idle_timeout: Duration = Duration(30.0)
+    body_timeout: Duration = Duration(30.0)
+    min_body_rate: ByteSize = ByteSize(4096)
 
     def validate(self, path: str) -> None:
         parse_endpoint(self.endpoint, f"{path}.endpoint")
@@ -113,6 +129,9 @@ class HttpReceiverConfig:
             raise ConfigError(f"{path}.max_request_body_size: must be at least 1KiB")
         if self.max_decompressed_size < self.max_request_body_size:
             raise ConfigError(f"{path}.max_decompressed_size: must be >= max_request_body_size")
+        for key in ("header_timeout", "idle_timeout", "body_timeout"):
+            if not 0.1 <= getattr(self, key) <= 3600:
+                raise ConfigError(f"{path}.{key}: must be between 100ms and 1h")
 
 
 @dataclass(frozen=True)
@@ -127,10 +146,19 @@ class ReceiversConfig:
     max_attribute_depth: int = 32
     auth: ReceiverAuthConfig = field(default_factory=ReceiverAuthConfig)
     max_inflight_bytes: ByteSize = ByteSize(DEFAULT_MAX_INFLIGHT_BYTES)
+    max_inflight_share: float = 0.25
+    max_attribute_value_size: ByteSize = ByteSize(DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES)
+    max_record_size: ByteSize = ByteSize(DEFAULT_MAX_RECORD_BYTES)
 
     def validate(self, path: str) -> None:
         if 0 < self.max_inflight_bytes < 1024 * 1024:
             raise ConfigError(f"{path}.max_inflight_bytes: must be at least 1MiB, or 0 for no bound")
+        if not 0.01 <= self.max_inflight_share <= 1.0:
+            raise ConfigError(f"{path}.max_inflight_share: must be between 0.01 and 1.0")
+        if self.max_attribute_value_size < 1024:
+            raise ConfigError(f"{path}.max_attribute_value_size: must be at least 1KiB")
+        if self.max_record_size < max(4096, self.max_attribute_value_size):
+            raise ConfigError(f"{path}.max_record_size: must be at least 4KiB and >= max_attribute_value_size")
         if not 1 <= self.max_attribute_depth <= MAX_ATTRIBUTE_DEPTH:
             raise ConfigError(
                 f"{path}.max_attribute_depth: must be between 1 and {MAX_ATTRIBUTE_DEPTH} "

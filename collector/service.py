@@ -100,7 +100,10 @@ class Service:
             reuse_port=self.reuse_port,
             admit=self.delivery.admit if self.delivery is not None else None,
             inflight=InflightBudget(
-                int(rcv.max_inflight_bytes), self.metrics.inflight_bytes.set, self.metrics.inflight_waits.inc
+                int(rcv.max_inflight_bytes),
+                self.metrics.inflight_bytes.set,
+                self.metrics.inflight_waits.inc,
+                share=float(rcv.max_inflight_share),
             ),
         )
         if self.serve_telemetry:
