@@ -51,6 +51,8 @@ class Service:
         )
         self.enricher = create_enricher(cfg)
         self.pipeline = Pipeline(self.store, self.metrics, enricher=self.enricher, redactor=self._redactor())
+        self.pipeline.max_value_size = int(cfg.receivers.max_attribute_value_size)
+        self.pipeline.max_record_size = int(cfg.receivers.max_record_size)
         self.auth = TokenAuthenticator(cfg.receivers.auth) if cfg.receivers.auth.enabled else None
         self.store.on_commit_stats = self._commit_stats
         self.http: OtlpHttpReceiver | None = None

@@ -96,7 +96,7 @@ class OtlpGrpcReceiver:
                                 items: Iterable[Any] = decode(request, self.ctx.max_depth)
                             except RecursionError:
                                 raise DecodeError("message is nested too deeply") from None
-                            await self.ctx.pipeline.consume(signal, items, "grpc", identity)
+                            await self.ctx.pipeline.consume(signal, items, "grpc", identity, len(request))
                 except TimeoutError:
                     raise RequestTimeout(
                         f"the export did not complete within {call_timeout:g}s (receivers.otlp.grpc.call_timeout)"

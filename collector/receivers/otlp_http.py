@@ -343,8 +343,9 @@ class OtlpHttpReceiver:
                 body = gunzip_capped(body, self.cfg.max_decompressed_size)
                 held.grow_to(held.size + len(body))
             items = self._decode(signal, media, body)
+            size = len(body)
             del body
-            await self.ctx.pipeline.consume(signal, items, "http", identity)
+            await self.ctx.pipeline.consume(signal, items, "http", identity, size)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         signal = SIGNAL_PATHS[request.path]
