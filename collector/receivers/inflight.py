@@ -119,10 +119,12 @@ class InflightBudget:
             self._notify(self._on_change, self.in_use)
 
     def _fits(self, size: int, owner: object = None) -> bool:
-        if self.in_use == 0:
-            return True
-        if self.in_use + size > self.limit:
-            return False
+        return self._room(size) and self._within_share(size, owner)
+
+    def _room(self, size: int) -> bool:
+        return self.in_use == 0 or self.in_use + size <= self.limit
+
+    def _within_share(self, size: int, owner: object) -> bool:
         own = self._owners.get(owner, 0)
         return own == 0 or own + size <= self.share_limit
 
@@ -153,6 +155,7 @@ class InflightBudget:
         self._notify(self._on_wait)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((size, owner, fut))
+        self._wake()  # those ahead may only wait for their owner's share: this one may fit now
         try:
             await fut
         except asyncio.CancelledError:
@@ -186,14 +189,18 @@ class InflightBudget:
         self._notify(self._on_change, self.in_use)
 
     def _wake(self) -> None:
-        while self._waiters:
-            size, owner, fut = self._waiters[0]
+        # first come, first served for room; a request waiting only because its owner holds its share is passed
+        # over (it does not hold up other owners) and keeps its place
+        for entry in list(self._waiters):
+            size, owner, fut = entry
             if fut.done():
-                self._waiters.popleft()
+                self._waiters.remove(entry)
                 continue
-            if not self._fits(size, owner):
+            if not self._room(size):
                 break
-            self._waiters.popleft()
+            if not self._within_share(size, owner):
+                continue
+            self._waiters.remove(entry)
             self.in_use += size
             self._count(owner, size)
             fut.set_result(None)
