@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import logging
 import os
 import shutil
@@ -20,7 +19,9 @@ from typing import Any
 import orjson
 
 from collector import config as config_mod
+from collector import csvsafe
 from collector.config import Config, ConfigError
+from collector.private import use_private_umask
 from collector.runtime import tune_malloc
 from collector.store.lock import DataDirLock, DataDirLocked
 from collector.store.lock import holder as lock_holder
@@ -56,6 +57,8 @@ CSV_COLUMNS = (
     ("cost_usd", "cost_usd"),
     ("tokens_input", "tokens.input"),
     ("tokens_output", "tokens.output"),
+    ("source_identity", "source.identity"),
+    ("id_collision", "id_collision.id"),
 )
 
 
@@ -159,8 +162,12 @@ def _lock_data_dir(directory: str, action: str) -> DataDirLock | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     tune_malloc()
+    use_private_umask()  # every file and directory the bridge (and SQLite) creates: 0600 / 0700
     cfg = load_config(args.config, args.data_dir)
     setup_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
+    warning = config_mod.exposed_secrets_warning(args.config, cfg)
+    if warning and not args.worker_index:
+        log.warning("%s", warning)
     workers = cfg.server.workers
     if args.worker_index:
         from collector.service import Service
@@ -205,10 +212,13 @@ def _run_locked(args: argparse.Namespace, cfg: Config, workers: int) -> int:
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
     try:
-        config_mod.load(args.file)
+        cfg = config_mod.load(args.file)
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    warning = config_mod.exposed_secrets_warning(args.file, cfg)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: configuration is valid")
     return EXIT_OK
 
@@ -224,6 +234,11 @@ def _dig(rec: dict[str, Any], dotted: str) -> Any:
             return None
         cur = cur.get(part)
     return cur
+
+
+def _csv_cell(v: Any) -> Any:
+    """A cell of ``audit export --format csv``: numbers stay numbers, the rest as :func:`_csv_value`."""
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else _csv_value(v)
 
 
 def _csv_value(v: Any) -> str:
@@ -258,11 +273,11 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 buf.write(b"\n")
                 n += 1
         else:
-            writer = csv.writer(out, lineterminator="\n")
+            writer = csvsafe.writer(out)
             writer.writerow([c for c, _ in CSV_COLUMNS])
             for body in iter_records(data_dir, q):
                 rec = orjson.loads(body)
-                writer.writerow([_csv_value(_dig(rec, path)) for _, path in CSV_COLUMNS])
+                writer.writerow([_csv_cell(_dig(rec, path)) for _, path in CSV_COLUMNS])
                 n += 1
         out.flush()
     except StorageError as exc:

@@ -45,6 +45,8 @@ class Service:
         self.store = open_store(cfg.storage, shard=worker_index)
         self.enricher = create_enricher(cfg)
         self.pipeline = Pipeline(self.store, self.metrics, enricher=self.enricher, redactor=self._redactor())
+        self.pipeline.max_value_size = int(cfg.receivers.max_attribute_value_size)
+        self.pipeline.max_record_size = int(cfg.receivers.max_record_size)
         self.auth = TokenAuthenticator(cfg.receivers.auth) if cfg.receivers.auth.enabled else None
         self.store.on_commit_stats = self._commit_stats
         self.http: OtlpHttpReceiver | None = None
@@ -94,7 +96,10 @@ class Service:
             reuse_port=self.reuse_port,
             admit=self.delivery.admit if self.delivery is not None else None,
             inflight=InflightBudget(
-                int(rcv.max_inflight_bytes), self.metrics.inflight_bytes.set, self.metrics.inflight_waits.inc
+                int(rcv.max_inflight_bytes),
+                self.metrics.inflight_bytes.set,
+                self.metrics.inflight_waits.inc,
+                share=float(rcv.max_inflight_share),
             ),
         )
         if self.serve_telemetry:

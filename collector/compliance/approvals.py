@@ -25,7 +25,6 @@ Rows are ordered by session, then by decision time within the session.
 
 from __future__ import annotations
 
-import csv
 import heapq
 import itertools
 from collections import OrderedDict
@@ -36,6 +35,7 @@ from typing import IO, Any
 
 import orjson
 
+from collector import csvsafe
 from collector.processing.normalize import parse_rfc3339
 from collector.store import StorageError, open_reader
 from collector.store.api import ShardView
@@ -400,24 +400,16 @@ def grouped_by_session(
 # output
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(v: Any) -> str:
-    """A CSV cell; text a spreadsheet would run as a formula is prefixed with ``'`` (CSV injection)."""
-    if v is None:
-        return ""
-    s = str(v)
-    if s.startswith(_FORMULA_START):
-        return "'" + s
-    return s
+def csv_cell(v: Any) -> Any:
+    """A CSV cell, as :func:`collector.csvsafe.cell` writes it (formula text neutralized)."""
+    return csvsafe.cell(v)
 
 
 def write_rows(rows: Iterable[Row], out: IO[str], fmt: str) -> int:
     """Write ``rows`` as ``csv`` (header first) or ``jsonl``; returns the number written."""
     n = 0
     if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csvsafe.writer(out)
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow([csv_cell(row[c]) for c in COLUMNS])

@@ -8,7 +8,8 @@ the same file (SO_REUSEPORT workers); SQLite's lock serialises their short trans
 Duplicate records (an exporter retrying the same events) are stored once: ``INSERT OR IGNORE`` on the unique key
 ``(time_ms, id)``. A retried event carries the same event time and id, so it collides; keying on time first keeps
 the index's inserts at its right edge, which is what keeps write amplification low (a random-id index dirties one
-page per record).
+page per record). A record that arrives with a stored id but different content is not a retry: it is stored under
+a new id and flagged ``id_collision`` (:func:`collided_row`), never dropped.
 
 Storage failures (disk full, read-only file system, I/O errors, lock timeouts) raise :class:`StorageError`; nothing
 partial is committed, the writer keeps running and the next append tries again, so the service recovers by itself
@@ -32,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from collector.private import private_dirs, private_file
 from collector.store.api import AppendResult, MetricRow, RecordRow, SpanRow, StorageError
 from collector.store.chain import chain_genesis
 
@@ -75,6 +79,53 @@ def _existing_keys(conn: sqlite3.Connection, rows: Sequence[RecordRow]) -> set[t
             params.append(row[0])
         found.update((int(t), str(i_)) for t, i_ in conn.execute(sql, params))
     return found
+
+
+VOLATILE_FIELDS = frozenset({"received_time", "observed_time", "usage", "id_collision"})
+"""Record fields that may differ between a record and its retry (set on receipt or by enrichment): left out when
+deciding whether a record with a stored id is a retry or different content."""
+
+
+def _content(body: bytes) -> Any:
+    try:
+        rec = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(rec, dict):
+        return rec
+    src = rec.get("source")
+    if isinstance(src, dict) and "transport" in src:
+        rec["source"] = {k: v for k, v in src.items() if k != "transport"}
+    return {k: v for k, v in rec.items() if k not in VOLATILE_FIELDS}
+
+
+def same_content(a: bytes, b: bytes) -> bool:
+    """Whether two record bodies with the same id are the same record (a retry), ignoring :data:`VOLATILE_FIELDS`
+    and the transport it came by."""
+    return a == b or _content(a) == _content(b)
+
+
+def collided_row(row: RecordRow) -> RecordRow:
+    """``row`` re-keyed after its id met a stored record with different content: the new id is derived from the
+    old one and the content (so a retry of this record collides with itself again, and dedups), and the body
+    carries ``id_collision: {"id": <the id it arrived with>}``."""
+    content = orjson.dumps(_content(row[7]), option=orjson.OPT_SORT_KEYS, default=str)
+    new_id = hashlib.sha256(b"collision\x1f" + row[0].encode() + b"\x1f" + content).hexdigest()[:32]
+    try:
+        rec = orjson.loads(row[7])
+    except orjson.JSONDecodeError:
+        rec = None
+    body = row[7]
+    if isinstance(rec, dict):
+        rec["id"] = new_id
+        rec["id_collision"] = {"id": row[0]}
+        body = orjson.dumps(rec)
+    return (new_id, row[1], row[2], row[3], row[4], row[5], row[6], body)
+
+
+def _stored_body(conn: sqlite3.Connection, key: tuple[int, str]) -> bytes | None:
+    found = conn.execute("SELECT body FROM records WHERE time_ms = ? AND id = ?", key).fetchone()
+    return None if found is None else as_bytes(found[0])
 
 
 def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -202,6 +253,7 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
             check_same_thread=False,
         )
     else:
+        private_file(path)  # 0600 before SQLite creates it, so its -wal/-shm files are 0600 too
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -284,6 +336,7 @@ class AuditStore:
         self.on_commit_stats: Callable[[int, float], None] | None = None
         self.last_error: StorageError | None = None
         self.last_error_time = 0.0
+        self._collided = 0  # id collisions (different content) of the append being inserted
         self.commits = 0
         self.committed_rows = 0
         self.chain_head = chain_genesis(shard)
@@ -295,7 +348,7 @@ class AuditStore:
     def open(self) -> AuditStore:
         """Create the directory and schema, start the writer thread. Raises :class:`StorageError` if unusable."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(self.path.parent)
             conn = connect(self.path, synchronous=self.synchronous)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -593,13 +646,14 @@ class AuditStore:
                 if p.op is not None:
                     results.append(AppendResult(new_records=p.op(conn)))
                     continue
+                self._collided = 0
                 chained = self._insert_chained(conn, p.records)
                 new = len(chained)
                 if chained:
                     self.chain_seq = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                 _insert_rows(conn, _INSERT_METRIC, p.metrics)
                 _insert_rows(conn, _INSERT_SPAN, p.spans)
-                results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
+                results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans), self._collided))
                 p.records = p.metrics = p.spans = ()  # inserted: the transaction holds them now
         except BaseException:
             self.chain_head, self.chain_seq = head_before, seq_before
@@ -640,14 +694,23 @@ class AuditStore:
         if not rows:
             return []
         existing = _existing_keys(conn, rows)
-        seen: set[tuple[int, str]] = set()
+        seen: dict[tuple[int, str], bytes] = {}
         out: list[tuple[Any, ...]] = []
         head = self.chain_head
         for row in rows:
             key = (row[1], row[0])
             if key in existing or key in seen:
-                continue
-            seen.add(key)
+                prior = seen.get(key)
+                if prior is None:
+                    prior = _stored_body(conn, key)
+                if prior is None or same_content(prior, row[7]):
+                    continue  # a retry of the same record: stored once
+                row = collided_row(row)  # same id, different content: kept under a new id, flagged
+                key = (row[1], row[0])
+                if key in seen or _stored_body(conn, key) is not None:
+                    continue  # that collision was stored already (the colliding record's retry)
+                self._collided += 1
+            seen[key] = row[7]
             head = hashlib.sha256(head + row[7]).digest()
             out.append((*row, head))
         self.chain_head = head
