@@ -110,8 +110,8 @@ def parse_endpoint(value: str, path: str = "") -> tuple[str, int]:
 REDACTED = "***"
 _PG_URI_SCHEMES = ("postgresql://", "postgres://")
 _KV_PASSWORD_RE = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE)
+_ANY_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _QUERY_PASSWORD_RE = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
-_KV_RE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -127,7 +127,7 @@ def redact_dsn(dsn: str) -> str:
     info is taken to end at the *last* ``@``.
     """
     s = dsn.strip()
-    if is_pg_uri(s):
+    if _ANY_URI_RE.match(s):  # any scheme: a wrong one (mysql://) must not leak its password in the error either
         scheme, rest = s.split("://", 1)
         at = rest.rfind("@")
         if at >= 0:
@@ -141,7 +141,7 @@ def redact_dsn(dsn: str) -> str:
 def dsn_password(dsn: str) -> str:
     """The password a DSN carries (URI user info, ``password`` query parameter or keyword), or ``""``."""
     s = dsn.strip()
-    if is_pg_uri(s):
+    if _ANY_URI_RE.match(s):
         rest = s.split("://", 1)[1]
         at = rest.rfind("@")
         if at >= 0 and ":" in rest[:at]:
@@ -169,44 +169,34 @@ def scrub_secret_text(text: str, dsn: str) -> str:
 
 
 def check_pg_dsn(dsn: str, path: str) -> None:
-    """Refuse a DSN that is neither a ``postgresql://`` URI nor ``key=value`` pairs, or has a bad port or sslmode.
+    """Refuse a DSN that is not a ``postgresql://`` URI, or has a bad port, query or ``sslmode``.
 
-    Messages show the DSN through :func:`redact_dsn` only.
+    The URI form only: the driver (asyncpg) does not read libpq's ``key=value`` strings or service files. Messages
+    show the DSN through :func:`redact_dsn` only.
     """
     s = dsn.strip()
     shown = redact_dsn(s)
-    params: dict[str, str] = {}
-    if is_pg_uri(s):
-        rest = s.split("://", 1)[1]
-        at = rest.rfind("@")
-        hostpart = rest[at + 1 :] if at >= 0 else rest
-        authority = re.split(r"[/?]", hostpart, maxsplit=1)[0]
-        for host in filter(None, authority.split(",")):
-            port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
-            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-                raise ConfigError(f"{path}: invalid port {port!r} in {shown}")
-        if "?" in hostpart:
-            query = hostpart.split("?", 1)[1]
-            try:
-                params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True))
-            except ValueError:
-                raise ConfigError(f"{path}: invalid query parameters in {shown}") from None
-    else:
-        pos = 0
-        while pos < len(s):
-            m = _KV_RE.match(s, pos)
-            if not m:
-                raise ConfigError(
-                    f"{path}: not a PostgreSQL connection string (expected postgresql://user@host:5432/db "
-                    f"or key=value pairs): {shown}"
-                )
-            params[m.group(1).lower()] = m.group(2).strip("'")
-            pos = m.end()
-            while pos < len(s) and s[pos].isspace():
-                pos += 1
-        port = params.get("port", "")
-        if port and not all(p.isdigit() and 1 <= int(p) <= 65535 for p in port.split(",")):
+    if not is_pg_uri(s):
+        raise ConfigError(
+            f"{path}: expected a PostgreSQL URI such as postgresql://user:password@host:5432/db?sslmode=verify-full "
+            f"(key=value connection strings are not supported); got {shown}"
+        )
+    rest = s.split("://", 1)[1]
+    at = rest.rfind("@")
+    hostpart = rest[at + 1 :] if at >= 0 else rest
+    authority = re.split(r"[/?]", hostpart, maxsplit=1)[0]
+    for host in filter(None, authority.split(",")):
+        after_bracket = host.rsplit("]", 1)[-1]
+        port = after_bracket.rpartition(":")[2] if ":" in after_bracket else ""
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             raise ConfigError(f"{path}: invalid port {port!r} in {shown}")
+    params: dict[str, str] = {}
+    if "?" in hostpart:
+        query = hostpart.split("?", 1)[1]
+        try:
+            params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+        except ValueError:
+            raise ConfigError(f"{path}: invalid query parameters in {shown}") from None
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in SSL_MODES:
         raise ConfigError(f"{path}: sslmode must be one of {', '.join(SSL_MODES)}; got {sslmode!r} in {shown}")
