@@ -8,21 +8,23 @@ others wait, then find nothing pending. All pending migrations apply in one tran
 transactional): a failure leaves the schema as it was. A schema newer than this code knows is refused
 (:class:`SchemaTooNew`), naming both versions, so an older bridge never writes into tables it does not understand.
 
-Design for 100 M records (docs/schema.md, "PostgreSQL"):
+Design for 100 M records (docs/schema.md, "PostgreSQL schema"):
 
-* ``records``, ``metric_points`` and ``spans`` are range-partitioned on ``time_ms`` (the event time, part of the
-  deduplication key ``(time_ms, id)`` as in the embedded store, so a unique key can span partitions). Retention
-  drops whole expired partitions (``DROP TABLE`` of a partition: no dead tuples, no vacuum, no index bloat) and
-  trims only the one partition straddling the cut-off with batched, index-driven deletes. A ``DEFAULT`` partition
-  takes events with clock-skewed timestamps outside every created partition.
 * Every row carries its writer (``writer_id``: one per replica x worker, table ``writers``) and a per-writer
-  sequence ``writer_seq``. One writer commits its batches one after another, so within a writer the sequence is in
-  commit order: a destination's progress is a cursor per (destination, stream, writer) in ``delivery_progress``,
-  and that row is what a replica leases (owner, expiry) to deliver. When a replica dies its leases expire and
-  another replica continues from the cursor. A global sequence would not do: concurrent writers commit out of
-  sequence order, and a tailer would skip rows that commit late.
+  sequence ``writer_seq`` (``UNIQUE (writer_id, writer_seq)``). One writer commits its batches one after another,
+  so within a writer the sequence is in commit order: a destination's progress is a cursor per (destination,
+  stream, writer) in ``delivery_progress``, and that row is what a replica leases (owner, expiry) to deliver. When
+  a replica dies its leases expire and another replica continues from the cursor. A global sequence would not do:
+  concurrent writers commit out of sequence order, and a tailer would skip rows that commit late.
+* Records are deduplicated cluster-wide by ``PRIMARY KEY (time_ms, id)`` (the embedded store's key).
 * Each writer has its own tamper-evidence chain (``chain`` column: the link after this record); its head is in
-  ``chain_heads`` and the anchors retention leaves behind are in ``chain_anchors``.
+  ``chain_heads``; the anchors retention leaves behind are in ``chain_anchors``.
+* Retention deletes, per writer, the oldest prefix of the writer's sequence in batches driven by the
+  ``(writer_id, writer_seq)`` index (:mod:`collector.store.postgres.retention`), so a chain stays one unbroken run
+  from its anchor. Time partitions would make expiry a ``DROP TABLE``, but a unique key on a partitioned table must
+  contain the partition key: partitions on event time cannot expire in chain order (late events), partitions on
+  receive time cannot hold the cluster-wide ``(time_ms, id)`` key. Measured, the batched delete is cheap at this
+  size (docs/performance.md, "PostgreSQL retention").
 
 Statements use ``{schema}`` for the quoted schema name.
 """
@@ -51,10 +53,6 @@ __all__ = [
     "schema_status",
 ]
 
-#: Width of a time partition of records, metric points and spans (ms). A week keeps a 90-day store at ~14
-#: partitions (every cross-partition query probes each one) while retention frees a week at a time.
-PARTITION_WIDTH_MS = 7 * 86_400_000
-
 _V1 = (
     """CREATE TABLE {schema}.meta (
         key        text PRIMARY KEY,
@@ -82,10 +80,9 @@ _V1 = (
         writer_seq  bigint NOT NULL,
         body        bytea  NOT NULL,
         chain       bytea,
-        PRIMARY KEY (time_ms, id)
-    ) PARTITION BY RANGE (time_ms)""",
-    "CREATE TABLE {schema}.records_default PARTITION OF {schema}.records DEFAULT",
-    "CREATE INDEX records_writer ON {schema}.records (writer_id, writer_seq)",
+        PRIMARY KEY (time_ms, id),
+        UNIQUE (writer_id, writer_seq)
+    )""",
     "CREATE INDEX records_session ON {schema}.records (session, time_ms)",
     'CREATE INDEX records_user ON {schema}.records ("user", time_ms)',
     "CREATE INDEX records_kind ON {schema}.records (kind, time_ms)",
@@ -96,10 +93,9 @@ _V1 = (
         writer_id  integer NOT NULL,
         writer_seq bigint NOT NULL,
         body       bytea  NOT NULL,
-        PRIMARY KEY (time_ms, key)
-    ) PARTITION BY RANGE (time_ms)""",
-    "CREATE TABLE {schema}.metric_points_default PARTITION OF {schema}.metric_points DEFAULT",
-    "CREATE INDEX metric_points_writer ON {schema}.metric_points (writer_id, writer_seq)",
+        PRIMARY KEY (time_ms, key),
+        UNIQUE (writer_id, writer_seq)
+    )""",
     """CREATE TABLE {schema}.spans (
         time_ms    bigint NOT NULL,
         trace_id   text   NOT NULL,
@@ -108,10 +104,10 @@ _V1 = (
         writer_id  integer NOT NULL,
         writer_seq bigint NOT NULL,
         body       bytea  NOT NULL,
-        PRIMARY KEY (time_ms, trace_id, span_id)
-    ) PARTITION BY RANGE (time_ms)""",
-    "CREATE TABLE {schema}.spans_default PARTITION OF {schema}.spans DEFAULT",
-    "CREATE INDEX spans_writer ON {schema}.spans (writer_id, writer_seq)",
+        PRIMARY KEY (trace_id, span_id),
+        UNIQUE (writer_id, writer_seq)
+    )""",
+    "CREATE INDEX spans_time ON {schema}.spans (time_ms)",
     # the next writer_seq per writer and stream, taken in the writer's commit transaction
     """CREATE TABLE {schema}.writer_sequences (
         writer_id integer NOT NULL REFERENCES {schema}.writers (writer_id),

@@ -10,7 +10,6 @@ import pytest
 
 from collector.store.postgres.migrations import (
     MIGRATIONS,
-    PARTITION_WIDTH_MS,
     Migration,
     SchemaTooNew,
     check_compatible,
@@ -57,17 +56,11 @@ async def test_fresh_schema_is_brought_to_the_latest_version(conn: asyncpg.Conne
         assert after.up_to_date and not after.pending and not after.too_new and after.modified == ()
         assert [a.version for a in after.applied] == list(range(1, LATEST + 1))
         expected = {
-            "meta", "schema_migrations", "writers", "records_default", "metric_points_default", "spans_default",
-            "writer_sequences", "chain_heads", "chain_anchors", "delivery_progress", "dead_letters", "usage_daily",
-            "usage_sync_state", "identity_map",
+            "meta", "schema_migrations", "writers", "records", "metric_points", "spans", "writer_sequences",
+            "chain_heads", "chain_anchors", "delivery_progress", "dead_letters", "usage_daily", "usage_sync_state",
+            "identity_map",
         }  # fmt: skip
         assert expected <= await _tables(conn, schema)
-        partitioned = await conn.fetch(
-            "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1",
-            schema,
-        )
-        assert {r["relname"] for r in partitioned} == {"records", "metric_points", "spans"}
         version = await conn.fetchval(f"SELECT value FROM {quote_ident(schema)}.meta WHERE key = 'schema_version'")
         assert version == str(LATEST)
     finally:
@@ -144,25 +137,21 @@ async def test_an_existing_schema_without_bookkeeping_is_at_version_zero(
     assert (await migrate(conn, pg_schema)).applied == tuple(range(1, LATEST + 1))
 
 
-async def test_records_are_deduplicated_by_time_and_id_across_partitions(
-    conn: asyncpg.Connection, pg_schema: str
-) -> None:
+async def test_records_are_deduplicated_cluster_wide_by_time_and_id(conn: asyncpg.Connection, pg_schema: str) -> None:
     await migrate(conn, pg_schema)
     q = quote_ident(pg_schema)
-    week = 2_900 * PARTITION_WIDTH_MS // 1000  # some week boundary
-    await conn.execute(
-        f"CREATE TABLE {q}.records_w PARTITION OF {q}.records FOR VALUES FROM ({week}) TO ({week + PARTITION_WIDTH_MS})"
-    )
-    await conn.execute(f"INSERT INTO {q}.writers (name, host, worker) VALUES ('h/0', 'h', 0)")
+    await conn.execute(f"INSERT INTO {q}.writers (name, host, worker) VALUES ('a/0', 'a', 0), ('b/0', 'b', 0)")
     insert = (
         f'INSERT INTO {q}.records (id, time_ms, kind, "user", user_id, session, received_ms, writer_id, writer_seq, '
-        "body, chain) VALUES ($1, $2, 'prompt', 'u', 'u1', 's', $2, 1, $3, $4, NULL) ON CONFLICT DO NOTHING"
+        "body, chain) VALUES ($1, $2, 'prompt', 'u', 'u1', 's', $2, $3, $4, '{}', NULL) ON CONFLICT DO NOTHING"
     )
-    rows = [("a" * 32, week + 5, 1, b"{}"), ("b" * 32, 5, 2, b"{}")]  # one in the week, one in the default partition
-    await conn.executemany(insert, rows)
-    await conn.executemany(insert, [(i, t, s + 10, b) for i, t, s, b in rows])  # a retry, from another writer seq
-    placed = await conn.fetch(f"SELECT tableoid::regclass::text AS part, writer_seq FROM {q}.records ORDER BY id")
-    assert [(r["part"].split(".")[-1], r["writer_seq"]) for r in placed] == [("records_w", 1), ("records_default", 2)]
+    await conn.executemany(insert, [("a" * 32, 1000, 1, 1), ("b" * 32, 1001, 1, 2)])
+    # the same request retried through the other replica: nothing new is stored
+    await conn.executemany(insert, [("a" * 32, 1000, 2, 1), ("b" * 32, 1001, 2, 2), ("c" * 32, 1001, 2, 3)])
+    rows = await conn.fetch(f"SELECT id, writer_id, writer_seq FROM {q}.records ORDER BY id")
+    assert [tuple(r) for r in rows] == [("a" * 32, 1, 1), ("b" * 32, 1, 2), ("c" * 32, 2, 3)]
+    with pytest.raises(asyncpg.UniqueViolationError):  # a writer's sequence has no duplicates
+        await conn.execute(insert.replace(" ON CONFLICT DO NOTHING", ""), "d" * 32, 5, 1, 1)
 
 
 async def _status(dsn: str, schema: str, migrations: tuple[Migration, ...]):
