@@ -368,8 +368,13 @@ async def migrate(
     latest = latest_version(migrations)
     q = quote_ident(schema)
     async with conn.transaction():
+        # A migration may rebuild an index on a large table: no statement_timeout for it, and replicas wait for it.
+        await conn.execute("SET LOCAL statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema))
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+        # CREATE SCHEMA needs CREATE on the database even with IF NOT EXISTS; a DBA may have created the schema for
+        # a role that lacks it, so only create what is missing.
+        if not await _schema_exists(conn, schema):
+            await conn.execute(f"CREATE SCHEMA {q}")
         await conn.execute(_BOOKKEEPING.format(schema=q))
         current = int(await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {q}.schema_migrations"))
         if current > latest:

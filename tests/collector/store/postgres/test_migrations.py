@@ -160,3 +160,25 @@ async def _status(dsn: str, schema: str, migrations: tuple[Migration, ...]):
         return await schema_status(c, schema, migrations)
     finally:
         await c.close()
+
+
+async def test_a_role_without_create_on_the_database_migrates_a_schema_made_for_it(
+    postgres: PostgresTarget, pg_database: str
+) -> None:
+    role, password = f"ccb_owner_{abs(lock_key(pg_database)) % 10**6}", "Owner-pw-1"
+    admin = await asyncpg.connect(pg_database)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        await admin.execute(f"CREATE SCHEMA audit AUTHORIZATION {role}")
+        dsn = f"postgresql://{role}:{password}@" + pg_database.split("@", 1)[1]
+        owner = await asyncpg.connect(dsn)
+        try:
+            assert not await owner.fetchval("SELECT has_database_privilege(current_database(), 'CREATE')")
+            assert (await migrate(owner, "audit")).applied == tuple(range(1, LATEST + 1))
+            assert (await migrate(owner, "audit")).applied == ()
+        finally:
+            await owner.close()
+        await admin.execute("DROP SCHEMA audit CASCADE")
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
