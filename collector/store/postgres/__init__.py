@@ -2,9 +2,11 @@
 
 The record, delivery and chain operations of the backend build on the storage interface of ``collector/store``;
 until they are in place a bridge configured for PostgreSQL refuses to start (:func:`require_backend_available`)
-rather than pretend to store anything. The schema (:mod:`collector.store.postgres.migrations`) is complete and can
-be applied and inspected already. Nothing here imports the driver at module load: it is an optional extra
-(``pip install 'ccbridge[postgresql]'``).
+rather than pretend to store anything. What is in place: the schema and its versioned migrations
+(:mod:`~collector.store.postgres.migrations`), connecting from the settings with redacted one-line errors and the
+bounded wait at start, plus what ``ccbridge db migrate|status`` run (:mod:`~collector.store.postgres.connection`),
+and retention (:mod:`~collector.store.postgres.retention`). Nothing here imports the driver at module load: it is
+an optional extra (``pip install 'ccbridge[postgresql]'``).
 """
 
 from __future__ import annotations
