@@ -138,9 +138,8 @@ class ThrowawayPostgres:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, args: list[str], timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
-        if self._account is not None:
-            kwargs = {"user": self._account[0], "group": self._account[1], "extra_groups": []}
+        """Run a server program, as the unprivileged account when we are root."""
+        uid, gid = self._account if self._account is not None else (None, None)
         return subprocess.run(
             args,
             capture_output=True,
@@ -149,7 +148,9 @@ class ThrowawayPostgres:
             cwd=self.base,
             env={**os.environ, "LC_ALL": "C", "TZ": "UTC"},
             check=False,
-            **kwargs,  # type: ignore[arg-type]
+            user=uid,
+            group=gid,
+            extra_groups=[] if uid is not None else None,
         )
 
     def _chown(self, path: Path) -> None:
