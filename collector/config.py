@@ -27,6 +27,7 @@ from collector.configtypes import (
     Duration,
     FromEnv,
     Secret,
+    check_pg_dsn,
     parse_duration,
     parse_endpoint,
     parse_size,
@@ -168,8 +169,39 @@ class ReceiversConfig:
             )
 
 
+_PG_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class PostgresStorageConfig:
+    dsn: Secret = field(default_factory=lambda: Secret(""))
+    schema: str = "ccbridge"
+    pool_size: int = 10
+    connect_timeout: Duration = Duration(10.0)
+    statement_timeout: Duration = Duration(30.0)
+    wait_at_start: Duration = Duration(0.0)
+
+    def validate(self, path: str) -> None:
+        if self.dsn:
+            check_pg_dsn(self.dsn.get(), f"{path}.dsn")
+        if not _PG_SCHEMA_RE.fullmatch(self.schema) or self.schema.startswith("pg_"):
+            raise ConfigError(
+                f"{path}.schema: {self.schema!r} is not a usable schema name (lower-case letters, digits and _, "
+                "at most 63 characters, not starting with a digit or pg_)"
+            )
+        if not 1 <= self.pool_size <= 200:
+            raise ConfigError(f"{path}.pool_size: must be between 1 and 200")
+        if not 0 < self.connect_timeout <= 300:
+            raise ConfigError(f"{path}.connect_timeout: must be more than 0s and at most 5m")
+        if 0 < self.statement_timeout < 0.001:
+            raise ConfigError(f"{path}.statement_timeout: must be at least 1ms, or 0 for no limit")
+        if self.wait_at_start > 86400:
+            raise ConfigError(f"{path}.wait_at_start: must be at most 24h")
+
+
 @dataclass(frozen=True)
 class StorageConfig:
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
     directory: str = DEFAULT_DATA_DIR
     synchronous: Literal["full", "normal"] = "full"
     commit_interval: Duration = Duration(0.0)
@@ -178,8 +210,14 @@ class StorageConfig:
     retry_after: Duration = Duration(5.0)
     writer: Literal["inline", "thread"] = "inline"
     chain_head_interval: Duration = Duration(300.0)
+    postgresql: PostgresStorageConfig = field(default_factory=PostgresStorageConfig)
 
     def validate(self, path: str) -> None:
+        if self.backend == "postgresql" and not self.postgresql.dsn:
+            raise ConfigError(
+                f"{path}.postgresql.dsn: required with {path}.backend: postgresql "
+                "(e.g. ${env:CCBRIDGE_POSTGRES_DSN} holding postgresql://user:password@host:5432/db?sslmode=verify-full)"
+            )
         if self.max_commit_records < 1:
             raise ConfigError(f"{path}.max_commit_records: must be >= 1")
         if self.commit_interval > 1.0:

@@ -25,6 +25,7 @@ from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.runtime import tune_gc
 from collector.store import open_store, open_usage_history
+from collector.store.postgres import require_backend_available
 from collector.telemetry.selfmetrics import SelfMetrics
 from collector.telemetry.server import TelemetryServer
 
@@ -37,6 +38,7 @@ class Service:
     def __init__(
         self, cfg: Config, *, worker_index: int = 0, serve_telemetry: bool = True, reuse_port: bool = False
     ) -> None:
+        require_backend_available(cfg.storage)  # before anything is opened or bound
         self.cfg = cfg
         self.worker_index = worker_index
         self.serve_telemetry = serve_telemetry

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from collector import cli
+from collector import config as config_mod
 from collector.config import (
     ByteSize,
     Config,
@@ -518,3 +519,87 @@ def test_validate_config_requires_a_file_argument(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["validate-config"])
     assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# storage.backend and storage.postgresql
+
+PG_PASSWORD = "Xy9-not-for-logs"
+
+
+def test_storage_backend_defaults_to_sqlite():
+    cfg = config_mod.load_tree({})
+    assert cfg.storage.backend == "sqlite"
+    pg = cfg.storage.postgresql
+    assert (pg.schema, pg.pool_size, pg.connect_timeout, pg.statement_timeout, pg.wait_at_start) == (
+        "ccbridge", 10, 10.0, 30.0, 0.0,
+    )  # fmt: skip
+    assert not pg.dsn
+
+
+def test_postgresql_settings_load_with_the_dsn_from_the_environment():
+    tree = {
+        "storage": {
+            "backend": "postgresql",
+            "postgresql": {
+                "dsn": "${env:CCBRIDGE_POSTGRES_DSN}",
+                "schema": "audit_trail",
+                "pool_size": 4,
+                "connect_timeout": "5s",
+                "statement_timeout": "2m",
+                "wait_at_start": "1m",
+            },
+        }
+    }
+    dsn = f"postgresql://app:{PG_PASSWORD}@db:5432/audit?sslmode=verify-full"
+    cfg = config_mod.load_tree(tree, environ={"CCBRIDGE_POSTGRES_DSN": dsn})
+    pg = cfg.storage.postgresql
+    assert cfg.storage.backend == "postgresql" and pg.dsn.get() == dsn
+    assert (pg.schema, pg.pool_size, pg.connect_timeout, pg.statement_timeout, pg.wait_at_start) == (
+        "audit_trail", 4, 5.0, 120.0, 60.0,
+    )  # fmt: skip
+    assert PG_PASSWORD not in repr(cfg) and PG_PASSWORD not in str(pg)
+
+
+@pytest.mark.parametrize(
+    ("storage", "key", "problem"),
+    [
+        ({"backend": "postgres"}, "storage.backend", "must be one of sqlite, postgresql"),
+        ({"backend": "postgresql"}, "storage.postgresql.dsn", "required with storage.backend: postgresql"),
+        (
+            {"postgresql": {"dsn": f"host=db password={PG_PASSWORD}"}},
+            "storage.postgresql.dsn",
+            "expected a PostgreSQL URI",
+        ),
+        ({"postgresql": {"dsn": f"postgresql://a:{PG_PASSWORD}@db:0/x"}}, "storage.postgresql.dsn", "invalid port"),
+        ({"postgresql": {"schema": "Audit-Trail"}}, "storage.postgresql.schema", "not a usable schema name"),
+        ({"postgresql": {"schema": "pg_audit"}}, "storage.postgresql.schema", "not a usable schema name"),
+        ({"postgresql": {"pool_size": 0}}, "storage.postgresql.pool_size", "between 1 and 200"),
+        ({"postgresql": {"connect_timeout": 0}}, "storage.postgresql.connect_timeout", "more than 0s"),
+        ({"postgresql": {"statement_timeout": "0.5ms"}}, "storage.postgresql.statement_timeout", "at least 1ms"),
+        ({"postgresql": {"wait_at_start": "2d"}}, "storage.postgresql.wait_at_start", "at most 24h"),
+        ({"postgresql": {"host": "db"}}, "storage.postgresql.host", "unknown key"),
+    ],
+)
+def test_postgresql_settings_are_validated_naming_the_key(storage, key, problem):
+    with pytest.raises(config_mod.ConfigError) as exc:
+        config_mod.load_tree({"storage": storage})
+    msg = str(exc.value)
+    assert msg.startswith(key) and problem in msg, msg
+    assert PG_PASSWORD not in msg
+
+
+def test_validate_config_never_prints_the_dsn_password(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            {"storage": {"backend": "postgresql", "postgresql": {"dsn": f"postgresql://app:{PG_PASSWORD}@db/audit"}}}
+        )
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"storage": {"postgresql": {"dsn": f"postgresql://app:{PG_PASSWORD}@db:x/a"}}}))
+    assert cli.main(["validate-config", str(good)]) == 0
+    assert cli.main(["validate-config", str(bad)]) != 0
+    out = capsys.readouterr()
+    assert "configuration is valid" in out.out and "invalid port" in out.err
+    assert PG_PASSWORD not in out.out + out.err
