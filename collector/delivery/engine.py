@@ -29,12 +29,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff, interruptible_sleep
 from collector.delivery.state import DeliveryState
 from collector.receivers.status import Backpressure
 from collector.store.sqlite import as_bytes, connect, shard_path, shard_paths
+from collector.telemetry.logs import fields
 from collector.telemetry.selfmetrics import SelfMetrics
 from exporters.base import DeliveryRecord, Exporter, Payload
 
@@ -164,6 +166,8 @@ class DestinationWorker:
         self.m_dead = metrics.delivery_dead_letters.labels(*labels)
         self.m_dropped = metrics.delivery_dropped.labels(*labels)
         self.m_latency = metrics.delivery_latency.labels(*labels)
+        self.last_success: float | None = None
+        self.last_error: tuple[float, str] | None = None
 
     # -- the main loop -------------------------------------------------------------------------------------------
 
@@ -279,9 +283,22 @@ class DestinationWorker:
             n = len(payload.records)
             if isinstance(outcome, Success):
                 self.m_sent.inc(n)
+                self.last_success = time.time()
+                f = fields(destination=self.name, shard=self.shard, attempt=attempts, records=n)
                 if attempts > 1:
-                    log.info("%s: batch of %d delivered after %d attempts", self.name, n, attempts)
+                    log.info("%s: batch of %d delivered after %d attempts", self.name, n, attempts, extra=f)
+                elif log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s: batch of %d delivered", self.name, n, extra=f)
                 return
+            self.last_error = (time.time(), outcome.reason)
+            f = fields(
+                destination=self.name,
+                shard=self.shard,
+                attempt=attempts,
+                status=outcome.status,
+                records=n,
+                error=outcome.reason,
+            )
             if isinstance(outcome, Partial):
                 ok = max(0, min(outcome.accepted, n))
                 self.m_sent.inc(ok)
@@ -294,6 +311,7 @@ class DestinationWorker:
                         n,
                         outcome.reason,
                         n - ok - 1,
+                        extra=f,
                     )
                     await self._dead_letter([payload.records[ok]], outcome.reason, outcome.status, attempts)
                 rest = list(payload.records[ok + 1 :])
@@ -303,14 +321,16 @@ class DestinationWorker:
                 return
             if isinstance(outcome, Permanent):
                 self.m_failed.inc(n)
-                log.warning("%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason)
+                log.warning(
+                    "%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason, extra=f
+                )
                 await self._dead_letter(payload.records, outcome.reason, outcome.status, attempts)
                 return
             delay = backoff.next_delay(outcome.delay)
             if backoff.expired(delay):
                 self.m_failed.inc(n)
                 reason = f"retry time exhausted after {attempts} attempts: {outcome.reason}"
-                log.warning("%s: batch of %d to dead letters: %s", self.name, n, reason)
+                log.warning("%s: batch of %d to dead letters: %s", self.name, n, reason, extra=f)
                 await self._dead_letter(payload.records, reason, outcome.status, attempts)
                 return
             self.m_retries.inc()
@@ -322,6 +342,7 @@ class DestinationWorker:
                 attempts,
                 outcome.reason,
                 " (server asked for this delay)" if outcome.delay is not None else "",
+                extra=f,
             )
             if await interruptible_sleep(delay, self.stop):
                 raise _Interrupted
@@ -462,6 +483,10 @@ class DeliveryEngine:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception as exc:
+            log.warning("backlog accounting at shutdown failed: %s", exc)
         for exp in self.exporters:
             with contextlib.suppress(Exception):
                 await exp.close()
@@ -521,6 +546,42 @@ class DeliveryEngine:
             name, reason = next(iter(self._blocked.items()))
             retry_after = max(w.exporter.settings.backlog.retry_after for w in self.workers if w.name == name)
             raise Backpressure(f"destination {name} is over its backlog limit ({reason}); retry later", retry_after)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per destination: backlog (records, bytes, oldest age), last success, last error, dead letters."""
+        out: dict[str, dict[str, Any]] = {}
+        for w in self.workers:
+            d = out.setdefault(
+                w.name,
+                {
+                    "backlog_records": 0,
+                    "backlog_bytes": 0,
+                    "oldest_age_seconds": 0.0,
+                    "last_success": None,
+                    "last_error": None,
+                    "last_error_time": None,
+                    "dead_letters": 0,
+                },
+            )
+            d["backlog_records"] += w.backlog.records
+            d["backlog_bytes"] += int(w.backlog.bytes)
+            d["oldest_age_seconds"] = max(d["oldest_age_seconds"], round(w.backlog.oldest_age, 1))
+            if w.last_success is not None and (d["last_success"] or 0) < w.last_success:
+                d["last_success"] = w.last_success
+            if w.last_error is not None and (d["last_error_time"] or 0) < w.last_error[0]:
+                d["last_error_time"], d["last_error"] = w.last_error
+        for state in self._states:
+            for name, d in out.items():
+                with contextlib.suppress(Exception):
+                    d["dead_letters"] += state.dead_letter_count(name)
+        return out
+
+    def pending(self) -> dict[str, int]:
+        """Records each destination has not confirmed yet (from the last backlog accounting)."""
+        out: dict[str, int] = {}
+        for w in self.workers:
+            out[w.name] = out.get(w.name, 0) + w.backlog.records
+        return out
 
     async def apply_retention(self) -> int:
         """Delete records older than ``retention`` that every destination has (never the newest record)."""

@@ -12,7 +12,7 @@ from datetime import date
 import pytest
 
 from collector.configtypes import ConfigError
-from collector.reports.cli import resolve_period, run_report
+from collector.reports.run import resolve_period, run_report
 from tests.collector.reports.report_support import OPUS, SONNET, at, record, row, write_analytics, write_audit
 from tests.conftest import PROJECT_ROOT
 

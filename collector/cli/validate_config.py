@@ -1,0 +1,28 @@
+"""``ccbridge validate-config FILE``: check a config file without starting; every problem at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from collector.cli.common import EXIT_FAILURE, EXIT_OK, register_parser
+
+
+def register(sub: Any) -> None:
+    vc = register_parser(sub, "validate-config", help="check a config file without starting")
+    vc.add_argument("file", help="YAML config file")
+    vc.set_defaults(func=cmd_validate_config)
+
+
+def cmd_validate_config(args: argparse.Namespace) -> int:
+    from collector.config import check_file
+
+    problems = check_file(args.file)
+    if problems:
+        for p in problems:
+            print(f"{args.file}: {p}", file=sys.stderr)
+        print(f"{args.file}: {len(problems)} problem(s); configuration is invalid", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.file}: configuration is valid")
+    return EXIT_OK
