@@ -456,6 +456,13 @@ def _unknown_keys(cls: Any, data: object, path: str, problems: list[str]) -> obj
     return kept
 
 
+def file_problems(cfg: Config) -> list[str]:
+    """Referenced files of ``cfg`` that are missing or unreadable, each naming its key."""
+    problems: list[str] = []
+    _file_problems(cfg, "", problems)
+    return problems
+
+
 def _file_problems(obj: object, path: str, problems: list[str]) -> None:
     """Referenced files (TLS certificates and keys, CA bundles, token files) that are missing or unreadable."""
     if not dataclasses.is_dataclass(obj):

@@ -1,4 +1,4 @@
-"""The one time grammar of every ``--since``/``--until``: RFC 3339, a date, an age, ``today``, ``yesterday``.
+"""The one time grammar of every ``--since``/``--until``: RFC 3339, a date, an age, ``now``, ``today``, ``yesterday``.
 
 Dates, ``today`` and ``yesterday`` are midnight UTC; an age (``90m``, ``24h``, ``7d``, ``2w``) is that long before
 now. ``--until`` is exclusive everywhere: ``--until 2026-11-08`` ends at the first instant of 8 November.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time, timedelta
 
-TIME_FORMS = "RFC 3339 (2026-11-25T10:00:00Z), a date (2026-11-25), an age (24h, 7d), today or yesterday"
+TIME_FORMS = "RFC 3339 (2026-11-25T10:00:00Z), a date (2026-11-25), an age (24h, 7d), now, today or yesterday"
 _AGE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -20,6 +20,8 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     s = text.strip()
     low = s.lower()
     midnight = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
+    if low == "now":
+        return now
     if low == "today":
         return midnight
     if low == "yesterday":

@@ -88,6 +88,11 @@ def log_start(cfg: Config, config_path: str | None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     tune_malloc()
     cfg = load_config(args, read_only=False)
+    from collector.config import file_problems
+
+    missing = file_problems(cfg)
+    if missing:
+        raise Failure("; ".join(missing))
     setup_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
     workers = cfg.server.workers
     if args.worker_index:

@@ -22,7 +22,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
     if problems:
         for p in problems:
             print(f"{args.file}: {p}", file=sys.stderr)
-        print(f"{args.file}: {len(problems)} problem(s); configuration is invalid", file=sys.stderr)
+        print(f"{args.file}: invalid configuration: {len(problems)} problem(s)", file=sys.stderr)
         return EXIT_FAILURE
     print(f"{args.file}: configuration is valid")
     return EXIT_OK

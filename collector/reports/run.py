@@ -32,9 +32,10 @@ PROG = "ccbridge report"
 MAX_DAYS = 3660
 
 
-def _parse(value: str, option: str) -> datetime:
+def _parse(value: str, option: str, today: date) -> datetime:
+    now = datetime.now(UTC)
     try:
-        return timeparse.parse_time(value)
+        return timeparse.parse_time(value, now=datetime.combine(today, now.time(), UTC))
     except ValueError as exc:
         raise ConfigError(f"{option}: {exc}") from None
 
@@ -42,8 +43,8 @@ def _parse(value: str, option: str) -> datetime:
 def resolve_period(since: str | None, until: str | None, *, today: date, latest: date | None) -> compute.Period:
     """The report period (inclusive first and last UTC day) from the options, in the one time grammar of
     :mod:`collector.timeparse` (``--until`` exclusive), and the defaults in the module docstring."""
-    since_dt = _parse(since, "--since") if since is not None else None
-    until_dt = _parse(until, "--until") if until is not None else None
+    since_dt = _parse(since, "--since", today) if since is not None else None
+    until_dt = _parse(until, "--until", today) if until is not None else None
     if since_dt is not None and until_dt is not None and until_dt <= since_dt:
         raise ConfigError(f"--since {since} is not before --until {until} (--until is exclusive)")
     since_day = timeparse.first_day(since_dt) if since_dt is not None else None

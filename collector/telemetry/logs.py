@@ -1,8 +1,8 @@
 """Log set-up for every ccbridge process: text or JSON lines on stderr, with structured fields.
 
-A log call may pass ``extra={"fields": {...}}``; the JSON format puts each field at the top level of the line
-(``destination``, ``attempt``, ``status``, ``records``, ``error``, ...), the text format appends them as
-``key=value``. docs/operations.md lists the fields.
+A log call may pass ``extra=fields(...)``; the JSON format puts each field at the top level of the line
+(``destination``, ``attempt``, ``status``, ``records``, ``error``, ...); in the text format the message says the
+same in words. docs/operations.md lists the fields.
 """
 
 from __future__ import annotations
@@ -43,17 +43,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger[pid]: message key=value ...``."""
+    """``time LEVEL logger[pid]: message``; the message already says what the structured fields hold."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict) and extra:
-            line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
-        return line
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
