@@ -387,6 +387,20 @@ def load_tree(
     return cfg
 
 
+def destination_names(path: str | Path) -> list[str]:
+    """The keys of the ``exporters`` section of config file ``path``, without reading (or resolving the secrets
+    of) their settings."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    section = raw.get("exporters") if isinstance(raw, dict) else None
+    return sorted(str(k) for k in section) if isinstance(section, dict) else []
+
+
 def load_text(
     text: str,
     environ: typing.Mapping[str, str] | None = None,

@@ -59,7 +59,9 @@ class DemoSession:
     """(tool, decision, source) -> count of Edit/Write decisions, for ``claude_code.code_edit_tool.decision``."""
 
     def _add_usage(self, model: str, cost: float, tokens: dict[str, int]) -> None:
-        u = self.usage.setdefault(model, {"cost": 0.0, "input": 0.0, "output": 0.0, "cacheRead": 0.0, "cacheCreation": 0.0})
+        u = self.usage.setdefault(
+            model, {"cost": 0.0, "input": 0.0, "output": 0.0, "cacheRead": 0.0, "cacheCreation": 0.0}
+        )
         u["cost"] += cost
         for k, v in tokens.items():
             u[k] += v
@@ -194,7 +196,9 @@ class DemoSession:
         return out
 
 
-def demo_sessions(sessions: int, prompts: int, start_ns: int) -> Iterator[tuple[DemoSession, list[LogRecord], int, int]]:
+def demo_sessions(
+    sessions: int, prompts: int, start_ns: int
+) -> Iterator[tuple[DemoSession, list[LogRecord], int, int]]:
     """``ccbridge demo``'s sessions: ``(session, its events, start ns, end ns)``, one user each, reproducible
     (seeded by the session's number). Send the events before :func:`metrics_request`, which reports their totals."""
     for i in range(sessions):
@@ -253,9 +257,7 @@ def metrics_request(session: DemoSession, t_ns: int, start_ns: int) -> ExportMet
         (
             "claude_code.lines_of_code.count",
             "",
-            [
-                ([("type", "added"), ("model", m)], float(rng.randint(0, 80))) for m in models[:1]
-            ]
+            [([("type", "added"), ("model", m)], float(rng.randint(0, 80))) for m in models[:1]]
             + [([("type", "removed"), ("model", m)], float(rng.randint(0, 30))) for m in models[:1]],
         ),
         (

@@ -110,7 +110,9 @@ def _splunk_rows(args: argparse.Namespace, flt: Any, stats: Any) -> Any:
     username = _env(args.splunk_username_env, "Splunk username")
     password = _env(args.splunk_password_env, "Splunk password")
     if token is None and (username is None or password is None):
-        raise UsageError("--from-splunk needs --splunk-token-env VAR, or --splunk-username-env and --splunk-password-env")
+        raise UsageError(
+            "--from-splunk needs --splunk-token-env VAR, or --splunk-username-env and --splunk-password-env"
+        )
     target = SplunkTarget(
         url=args.from_splunk,
         token=token,

@@ -20,13 +20,12 @@ from typing import IO, Any
 
 from collector import config as config_mod
 from collector import timeparse
-from collector.timeparse import TIME_FORMS
 from collector.config import Config
+from collector.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from collector.timeparse import TIME_FORMS
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "TIME_FORMS"]
+
 
 class UsageError(Exception):
     """Bad options: the sub-command's usage and this message on stderr, exit 2."""
@@ -132,7 +131,8 @@ def add_store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         metavar="DIR",
-        help=f"data directory of the bridge (default: storage.directory of --config, else {config_mod.DEFAULT_DATA_DIR})",
+        help="data directory of the bridge "
+        f"(default: storage.directory of --config, else {config_mod.DEFAULT_DATA_DIR})",
     )
 
 

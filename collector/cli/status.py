@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
         "status",
         help="delivery backlog, last success and error, dead letters, receivers: from a running bridge or the store",
     )
-    add_store_options(st)
+    add_store_options(st)  # --config also names the destinations to show from the store
     st.add_argument(
         "--url",
         metavar="URL",
@@ -62,7 +62,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         except StatusUnavailable as exc:
             note = str(exc)
     if doc is None:
-        doc = status_from_store(require_store(data_dir(args)))
+        from collector.config import destination_names
+
+        names = destination_names(args.config) if args.config else None
+        doc = status_from_store(require_store(data_dir(args)), names)
         if note:
             print(f"{note}; reading the data directory", file=sys.stderr)
     if args.format == "json":

@@ -30,6 +30,7 @@ from collector.configtypes import ConfigError, Secret
 from collector.enrich.analytics_client import AnalyticsClient, ShutdownRequested
 from collector.enrich.analytics_config import DEFAULT_BASE_URL, AnalyticsApiConfig
 from collector.enrich.usage_store import UsageStore, UsageStoreError
+from collector.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 PARTIAL_DAYS = 2
 MAX_CATCHUP_DAYS = 31
@@ -382,21 +383,23 @@ def run_sync_cli(config_path: str | None, data_dir: str | None, since: str | Non
         until_day = _parse_day(until, "--until", today)
         since_day = _parse_day(since, "--since", until_day - timedelta(days=CLI_DEFAULT_DAYS - 1))
         if since_day > until_day:
-            raise ConfigError(f"--since {since or since_day} is not before --until {until or today} (--until is exclusive)")
+            raise ConfigError(
+                f"--since {since or since_day} is not before --until {until or today} (--until is exclusive)"
+            )
     except ConfigError as exc:
         print(f"ccbridge analytics sync: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         store = UsageStore.open(data_dir or default_dir)
     except (OSError, sqlite3.Error, UsageStoreError) as exc:
         print(f"ccbridge analytics sync: cannot open the analytics store: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         result = asyncio.run(_cli_sync(api, store, since_day, until_day))
     except KeyboardInterrupt:
         print("ccbridge analytics sync: interrupted; completed days are kept, run again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         store.close()
     print(result.summary())
-    return 0 if result.ok else 1
+    return EXIT_OK if result.ok else EXIT_FAILURE

@@ -33,6 +33,7 @@ from collector.receivers.status import (
     UnsupportedMediaType,
     classify,
 )
+from collector.telemetry.logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,18 @@ class OtlpHttpReceiver:
                 held.grow_to(held.size + len(body))
             items = self._decode(signal, media, body)
             del body
-            await self.ctx.pipeline.consume(signal, items, "http", identity)
+            stored = await self.ctx.pipeline.consume(signal, items, "http", identity)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "OTLP/HTTP %s request from %s: %d records (%d new), %d metric points, %d spans stored",
+                    signal,
+                    request.remote,
+                    stored.records,
+                    stored.new_records,
+                    stored.metric_points,
+                    stored.spans,
+                    extra=fields(transport="http", signal=signal, peer=request.remote, records=stored.new_records),
+                )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         signal = SIGNAL_PATHS[request.path]

@@ -2,11 +2,11 @@
 
 The period is whole UTC days: ``--since`` starts the first day, ``--until`` (exclusive, like every ``--until``)
 ends it, in the time grammar of :mod:`collector.timeparse` (dates, RFC 3339, ages such as ``7d``, today,
-yesterday). Period defaults: the last day is the last complete UTC day (yesterday), or the latest day of the Analytics API
-history when that is older (a history that stopped syncing still yields its last week); ``--since`` is six days
-before the last day (a week). When only ``--since`` is given and it is later than that default, the last day is
-today. Exit codes: 0 (also when the period has no data: a message says so), 1 when there is no store at all or a
-store cannot be read, 2 for bad options or configuration.
+yesterday). Period defaults: the last day is the last complete UTC day (yesterday), or the latest day of the
+Analytics API history when that is older (a history that stopped syncing still yields its last week); ``--since``
+is six days before the last day (a week). When only ``--since`` is given and it is later than that default, the
+last day is today. Exit codes: 0 (also when the period has no data: a message says so), 1 when there is no store
+at all or a store cannot be read, 2 for bad options or configuration.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from collector import timeparse
 from collector.configtypes import ConfigError
-from collector.enrich.usage_store import UsageStoreError
+from collector.enrich.usage_store import DB_FILENAME, UsageStoreError
+from collector.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from collector.reports import completeness, compute, render, sources
 from collector.reports.config import ReportsConfig
-from collector import timeparse
-from collector.enrich.usage_store import DB_FILENAME
 from collector.store.sqlite import StorageError, shard_paths
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 PROG = "ccbridge report"
 MAX_DAYS = 3660
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
-from prometheus_client import disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 # Counters and histograms would otherwise each add a ``*_created`` gauge family that no dashboard or alert uses.
 disable_created_metrics()
@@ -182,4 +189,7 @@ class SelfMetrics:
                 if sample.name.endswith("_total"):
                     key = f"{sample.labels['transport']}/{sample.labels['signal']}: {sample.labels['reason']}"
                     refused[key] = refused.get(key, 0) + sample.value
-        return {"accepted": {k: int(v) for k, v in accepted.items()}, "refused": {k: int(v) for k, v in refused.items()}}
+        return {
+            "accepted": {k: int(v) for k, v in accepted.items()},
+            "refused": {k: int(v) for k, v in refused.items()},
+        }

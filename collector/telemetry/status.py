@@ -39,8 +39,10 @@ def fetch_status(base_url: str, timeout: float = 3.0, context: ssl.SSLContext | 
     return doc
 
 
-def status_from_store(data_dir: str | Path) -> dict[str, Any]:
-    """Backlog and dead letters per destination as recorded in ``data_dir`` (bridge running or not)."""
+def status_from_store(data_dir: str | Path, destinations: list[str] | None = None) -> dict[str, Any]:
+    """Backlog and dead letters per destination as recorded in ``data_dir`` (bridge running or not): the
+    ``destinations`` named (from the config; one that never delivered has no cursor yet) and every destination
+    with a cursor or dead letters."""
     dests: dict[str, dict[str, Any]] = {}
     now = time.time()
     for db in shard_paths(data_dir):
@@ -51,7 +53,7 @@ def status_from_store(data_dir: str | Path) -> dict[str, Any]:
         state = DeliveryState(sp)
         reader = ShardReader(db)
         try:
-            names = set(state.cursors())
+            names = set(state.cursors()) | set(destinations or ())
             with contextlib.suppress(Exception):
                 names |= {dl.destination for dl in state.dead_letters()}
             last = reader.last_seq()

@@ -16,10 +16,11 @@ One record becomes one entry:
 
 Limits (spec: 5 MB per request, 1 MB per entry, 1000 entries per array): batches are split into consecutive groups
 of at most :data:`MAX_ENTRIES` entries and :data:`MAX_PAYLOAD_BYTES` bytes of JSON array. An entry above
-:data:`MAX_ENTRY_BYTES` is **truncated with a marker** rather than dead-lettered: tags, status and the small facet
+:data:`MAX_ENTRY_BYTES` is **cut visibly** rather than dead-lettered: tags, status and the small facet
 attributes stay, values over 1 KiB are removed from ``claude_code`` (the whole object as a last resort),
-``ccbridge.truncated`` is ``true`` and ``ccbridge.record_bytes`` holds the size of the record as it was. The full record stays in the bridge's own store (and any system-of-record destination);
-Datadog would silently truncate it anyway.
+``ccbridge.truncated`` is ``true`` and ``ccbridge.record_bytes`` holds the size of the record as it was. The full
+record stays in the bridge's own store (and any system-of-record destination); Datadog would silently truncate it
+anyway.
 """
 
 from __future__ import annotations

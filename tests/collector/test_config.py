@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from collector import cli
-from collector.runtime import available_cpus
 from collector.config import (
     ByteSize,
     Config,
@@ -28,6 +27,7 @@ from collector.config import (
     parse_endpoint,
     parse_size,
 )
+from collector.runtime import available_cpus
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 ROW_RE = re.compile(r"^\|\s*`(?P<key>[a-z_.]+)`\s*\|\s*`(?P<default>[^`]*)`\s*\|")
@@ -55,7 +55,8 @@ def leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def documented_value(text: str, actual: Any) -> Any:
-    """Parse a documented default the way the loader parses that key's type (``auto`` for a number: the CPUs available)."""
+    """Parse a documented default the way the loader parses that key's type (``auto`` for a number: the CPUs the
+    process may use)."""
     if text == "auto" and isinstance(actual, int) and not isinstance(actual, bool):
         return min(64, available_cpus())
     if text == '""':
@@ -511,7 +512,10 @@ def test_validate_config_reports_every_problem_at_once(tmp_path, capsys):
 
 def test_validate_config_checks_referenced_files(tmp_path, capsys):
     p = tmp_path / "tls.yaml"
-    p.write_text("receivers:\n  otlp:\n    http:\n      tls:\n        cert_file: /nonexistent/c.pem\n        key_file: /nonexistent/k.pem\n")
+    p.write_text(
+        "receivers:\n  otlp:\n    http:\n      tls:\n"
+        "        cert_file: /nonexistent/c.pem\n        key_file: /nonexistent/k.pem\n"
+    )
     assert cli.main(["validate-config", str(p)]) == 1
     _, err = capsys.readouterr()
     assert "receivers.otlp.http.tls.cert_file: file /nonexistent/c.pem does not exist" in err

@@ -313,7 +313,9 @@ def test_a_broken_pipe_ends_quietly(tmp_path):
         assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr and "Exception" not in done.stderr
 
 
-@pytest.mark.parametrize("argv", [["audit", "export", "--format", "csv"], ["approvals", "export", "--since", "7d", "--until", "now"]])
+@pytest.mark.parametrize(
+    "argv", [["audit", "export", "--format", "csv"], ["approvals", "export", "--since", "7d", "--until", "now"]]
+)
 def test_a_failed_export_leaves_no_half_written_header(tmp_path, argv):
     d = tmp_path / "broken"
     d.mkdir()
