@@ -2,8 +2,8 @@
 
 The period is whole UTC days: ``--since`` starts the first day, ``--until`` (exclusive, like every ``--until``)
 ends it, in the time grammar of :mod:`collector.timeparse` (dates, RFC 3339, ages such as ``7d``, today,
-yesterday). Period defaults: the last day is the last complete UTC day (yesterday), or the latest day of the
-Analytics API history when that is older (a history that stopped syncing still yields its last week); ``--since``
+yesterday). Period defaults: the last day is today without an Analytics API history (telemetry is live), else
+the last complete UTC day (yesterday), or the latest day of the Analytics API history when that is older (a history that stopped syncing still yields its last week); ``--since``
 is six days before the last day (a week). When only ``--since`` is given and it is later than that default, the
 last day is today. Exit codes: 0 (also when the period has no data: a message says so), 1 when there is no store
 at all or a store cannot be read, 2 for bad options or configuration.
@@ -47,7 +47,8 @@ def resolve_period(since: str | None, until: str | None, *, today: date, latest:
     since_day = timeparse.first_day(since_dt) if since_dt is not None else None
     until_day = timeparse.last_day(until_dt) if until_dt is not None else None
     if until_day is None:
-        until_day = today - timedelta(days=1)
+        # without an Analytics API history the figures are telemetry's, which is live: include today
+        until_day = today - timedelta(days=1) if latest is not None else today
         if latest is not None and latest < until_day:
             until_day = latest
         if since_day is not None and since_day > until_day:
@@ -70,7 +71,9 @@ def build_usage(data_dir: Path, period: compute.Period, cfg: ReportsConfig) -> d
     baseline_since = period.since - timedelta(days=cfg.anomaly.window_days)
     history = sources.read_analytics(data_dir, baseline_since, period.until)
     decisions = sources.load_tool_decisions(data_dir, period, history.identities)
-    return compute.build_usage_report(period, history.rows, decisions, cfg)
+    synced = set(history.days) | {r.day for r in history.rows}
+    telemetry = sources.telemetry_usage_rows(data_dir, period, history.identities, synced)
+    return compute.build_usage_report(period, [*history.rows, *telemetry], decisions, cfg)
 
 
 def build_completeness(data_dir: Path, period: compute.Period) -> dict[str, Any]:

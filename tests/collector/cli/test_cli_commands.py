@@ -8,6 +8,7 @@ import csv
 import io
 import re
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -333,3 +334,22 @@ def test_an_unwritable_data_directory_is_one_line(tmp_path):
     assert r.code != 0
     assert "Traceback" not in r.err
     assert str(blocker) in r.err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. analytics sync fails fast when the API cannot be reached
+
+
+def test_analytics_sync_fails_within_seconds_on_connection_refused(tmp_path):
+    from tests.conftest import free_port
+
+    env = {
+        "CCBRIDGE_ANALYTICS_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "ANTHROPIC_ADMIN_API_KEY": "sk-ant-admin01-test",
+    }
+    started = time.monotonic()
+    r = ccbridge("analytics", "sync", "--data-dir", str(tmp_path / "d"), "--since", "3d", env=env, timeout=60)
+    assert time.monotonic() - started < 15
+    assert r.code == 1
+    assert "connection refused" in r.out + r.err
+    assert "Traceback" not in r.err and "sk-ant-admin01-test" not in r.out + r.err

@@ -67,3 +67,24 @@ async def test_the_readmes_examples_return_rows_after_the_demo(bridge):
         if "csv" in argv or argv[0] == "approvals":
             data_lines = data_lines[1:] if "jsonl" not in argv else data_lines
         assert data_lines, f"README example returns nothing after the demo: {' '.join(argv)}\n{r.err}"
+
+
+async def test_report_works_from_telemetry_alone_after_the_demo(bridge):
+    import json
+
+    await run_demo(bridge, "--sessions", "2", "--prompts", "2")
+    r = await asyncio.to_thread(ccbridge, "report", "--data-dir", str(bridge.data_dir), "--format", "json")
+    assert r.code == 0, r.err  # no Analytics API history, no `analytics sync` needed
+    doc = json.loads(r.out)
+    records = bridge.records()
+    cost = sum(rec["cost_usd"] for rec in records if rec["kind"] == "api_request")
+    assert doc["org"]["developers"] == 2
+    assert doc["org"]["sessions"] == 2
+    assert doc["org"]["cost_usd"] == pytest.approx(cost, abs=0.01)
+    assert doc["org"]["tool_decisions"]
+    assert doc["sources"]["analytics_rows"] == 0 and doc["sources"]["telemetry_rows"] >= 2
+    assert doc["sources"]["days_from_telemetry"] and doc["sources"]["days_from_analytics_api"] == []
+    assert {u["source"] for u in doc["users"]} == {"telemetry"}
+    assert {u["email"] for u in doc["users"]} == {"demo.user1@example.com", "demo.user2@example.com"}
+    r = await asyncio.to_thread(ccbridge, "report", "--data-dir", str(bridge.data_dir))
+    assert r.code == 0 and "Telemetry only: " in r.out and "Analytics API: none" in r.out

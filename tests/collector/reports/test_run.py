@@ -171,8 +171,11 @@ def test_bad_format_and_config(data_dir, tmp_path):
 
 def test_default_period():
     today = date(2026, 3, 10)
-    assert resolve_period(None, None, today=today, latest=None).since == date(2026, 3, 3)
-    assert resolve_period(None, None, today=today, latest=None).until == date(2026, 3, 9)
+    synced = date(2026, 3, 9)  # an Analytics API history up to yesterday
+    assert resolve_period(None, None, today=today, latest=synced).since == date(2026, 3, 3)
+    assert resolve_period(None, None, today=today, latest=synced).until == date(2026, 3, 9)
+    # telemetry only: the week up to and including today (what the bridge received so far)
+    assert resolve_period(None, None, today=today, latest=None).until == date(2026, 3, 10)
     stale = resolve_period(None, None, today=today, latest=date(2026, 2, 20))
     assert (stale.since, stale.until) == (date(2026, 2, 14), date(2026, 2, 20))
     assert resolve_period(None, None, today=today, latest=date(2026, 3, 10)).until == date(2026, 3, 9)
