@@ -2,11 +2,16 @@
 
 The period is whole UTC days: ``--since`` starts the first day, ``--until`` (exclusive, like every ``--until``)
 ends it, in the time grammar of :mod:`collector.timeparse` (dates, RFC 3339, ages such as ``7d``, today,
-yesterday). Period defaults: the last day is today without an Analytics API history (telemetry is live), else
-the last complete UTC day (yesterday), or the latest day of the Analytics API history when that is older (a history that stopped syncing still yields its last week); ``--since``
-is six days before the last day (a week). When only ``--since`` is given and it is later than that default, the
-last day is today. Exit codes: 0 (also when the period has no data: a message says so), 1 when there is no store
-at all or a store cannot be read, 2 for bad options or configuration.
+yesterday). Period defaults: the last day is today without an Analytics API history (telemetry is live), else the
+last complete UTC day (yesterday), or the latest day of the Analytics API history when that is older (a history
+that stopped syncing still yields its last week); the first day is six days before the last (a week). When only
+``--since`` is given and it is later than that default, the last day is today.
+
+Figures come from the Analytics API on the days it covers and from telemetry (``api_request`` records, metric
+points, sessions) on the others; the report says which days came from which.
+
+Exit codes: 0 (also when the period has no data: a message says so), 1 when there is no store at all or a store
+cannot be read, 2 for bad options or configuration.
 """
 
 from __future__ import annotations
