@@ -29,6 +29,7 @@ from collector.config import ConfigError
 
 __all__ = ["CSV_COLUMNS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "parse_time"]
 
+DEBUG_ENV = "CCBRIDGE_DEBUG"
 COMMANDS = (run, validate_config, audit, approvals, dlq, analytics, report, status, demo, version)
 
 
@@ -89,4 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _quiet_stdout()
             return EXIT_OK
         print(f"{sub_parser.prog}: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"{sub_parser.prog}: internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import platform
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +113,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         from collector.telemetry.server import enable_multiprocess
 
         enable_multiprocess(str(mp_dir))
-        return _run_workers(args, cfg)
+        with _start_failures(cfg):
+            return _run_workers(args, cfg)
     from collector.service import Service
 
-    try:
+    with _start_failures(cfg):
         asyncio.run(Service(cfg).run())
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _start_failures(cfg: Config) -> Iterator[None]:
+    """Expected start failures as one line naming the key or path: the store (``storage.directory``) cannot be
+    opened, a port is taken."""
+    from collector.store.sqlite import StorageError
+
+    try:
+        yield
+    except StorageError as exc:
+        raise Failure(f"storage.directory {cfg.storage.directory}: {exc}") from None
     except OSError as exc:
         raise Failure(f"cannot start: {exc}") from None
-    return EXIT_OK
