@@ -24,7 +24,30 @@ from collector.config import Config
 from collector.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from collector.timeparse import TIME_FORMS
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "TIME_FORMS"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "TIME_FORMS",
+    "DeferredOutput",
+    "Failure",
+    "HelpFormatter",
+    "TimeRange",
+    "UsageError",
+    "add_format_option",
+    "add_store_options",
+    "add_time_options",
+    "add_tool_filters",
+    "add_user_filter",
+    "data_dir",
+    "deferred_stdout",
+    "load_config",
+    "parse_time",
+    "register_parser",
+    "require_store",
+    "time_range",
+]
 
 
 class UsageError(Exception):
@@ -242,10 +265,6 @@ def add_tool_filters(p: argparse.ArgumentParser) -> None:
         help=f"only this tool decision ({', '.join(DECISIONS)})",
     )
     p.add_argument("--mode", type=str.lower, choices=MODES, help=f"only this approval mode ({', '.join(MODES)})")
-
-
-def warn(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def register_parser(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from typing import Any
 
 from collector.cli.common import (
     EXIT_OK,
+    Failure,
     add_format_option,
     add_store_options,
     data_dir,
@@ -65,7 +66,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         from collector.config import destination_names
 
         names = destination_names(args.config) if args.config else None
-        doc = status_from_store(require_store(data_dir(args)), names)
+        try:
+            directory = require_store(data_dir(args))
+        except Failure as exc:
+            raise Failure(f"{note}; {exc}" if note else str(exc)) from None
+        doc = status_from_store(directory, names)
         if note:
             print(f"{note}; reading the data directory", file=sys.stderr)
     if args.format == "json":
