@@ -497,7 +497,9 @@ def _file_problems(obj: object, path: str, problems: list[str]) -> None:
             _file_problems(value, sub, problems)
 
 
-def check_file(path: str | Path, environ: typing.Mapping[str, str] | None = None) -> list[str]:
+def check_file(
+    path: str | Path, environ: typing.Mapping[str, str] | None = None, *, check_files: bool = True
+) -> list[str]:
     """Every problem of config file ``path`` (each naming its key, or the YAML line), or ``[]`` when it is valid.
 
     Unknown keys are all reported (with a "did you mean"); each top-level section, and each destination, is then
@@ -539,5 +541,6 @@ def check_file(path: str | Path, environ: typing.Mapping[str, str] | None = None
         cfg = load_tree(tree, environ)
     except ConfigError as exc:
         return [str(exc)]
-    _file_problems(cfg, "", problems)
+    if check_files:
+        _file_problems(cfg, "", problems)
     return problems
