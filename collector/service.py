@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Any
 
 from collector.config import Config
 from collector.delivery.engine import DeliveryEngine, all_shards
@@ -26,6 +27,7 @@ from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.runtime import tune_gc
 from collector.store import open_store, open_usage_history
 from collector.store.postgres import require_backend_available
+from collector.telemetry.logs import fields
 from collector.telemetry.selfmetrics import SelfMetrics
 from collector.telemetry.server import TelemetryServer
 
@@ -108,6 +110,7 @@ class Service:
             self.telemetry = TelemetryServer(
                 cfg.telemetry.endpoint, self.metrics.registry, server_ssl_context(cfg.telemetry.tls)
             )
+            self.telemetry.status_provider = self.status
             self.telemetry.add_readiness_check("storage", self._readiness_storage)
             self.telemetry.add_readiness_check("receivers", self._readiness_receivers)
             advisory = cfg.telemetry.readiness_destinations == "report"
@@ -254,20 +257,53 @@ class Service:
         if self.enricher is not None:
             await self.enricher.stop()
         await self._stop_pull()
+        pending: dict[str, int] = {}
         if self.delivery is not None:
             await self.delivery.stop(grace)
+            pending = {k: v for k, v in self.delivery.pending().items() if v}
         await asyncio.to_thread(self.store.close)
         if self.telemetry is not None:
             await self.telemetry.stop()
-        log.info("stopped")
+        if pending:
+            what = ", ".join(f"{name}: {n} record(s)" for name, n in sorted(pending.items()))
+            log.info(
+                "stopped; still to deliver (kept in the store, sent on the next start): %s",
+                what,
+                extra=fields(pending=pending),
+            )
+        else:
+            log.info("stopped; nothing pending delivery", extra=fields(pending={}))
 
     def request_stop(self) -> None:
         self._stopping.set()
 
     def reload_auth(self) -> None:
-        """SIGHUP: re-read the receiver tokens file (a no-op without one)."""
-        if self.auth is not None:
-            self.auth.reload()
+        """SIGHUP: re-read the receiver tokens file (a no-op without one), and log what was reloaded."""
+        if self.auth is None or not self.cfg.receivers.auth.tokens_file:
+            log.info("SIGHUP: nothing to reload (no receivers.auth.tokens_file; other settings need a restart)")
+            return
+        if self.auth.reload():
+            log.info(
+                "SIGHUP: reloaded receiver tokens from %s (other settings need a restart)",
+                self.cfg.receivers.auth.tokens_file,
+                extra=fields(reloaded=["receivers.auth.tokens_file"]),
+            )
+        else:
+            log.warning(
+                "SIGHUP: could not reload %s; the previous tokens stay in force", self.cfg.receivers.auth.tokens_file
+            )
+
+    def status(self) -> dict[str, Any]:
+        """What ``ccbridge status`` shows of a running bridge (``/status`` on the telemetry endpoint)."""
+        from collector import __version__
+
+        return {
+            "version": __version__,
+            "data_dir": self.cfg.storage.directory,
+            "source": "running bridge",
+            "destinations": self.delivery.status() if self.delivery is not None else {},
+            "receivers": self.metrics.receiver_status(),
+        }
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
