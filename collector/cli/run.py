@@ -22,8 +22,8 @@ from collector.config import Config
 from collector.private import use_private_umask
 from collector.runtime import tune_malloc
 from collector.store.lock import DataDirLock, DataDirLocked
-from collector.store.postgres import BackendUnavailable, require_backend_available
 from collector.store.lock import holder as lock_holder
+from collector.store.postgres import BackendUnavailable, require_backend_available
 from collector.telemetry.logs import fields, setup_logging
 
 log = logging.getLogger("ccbridge")
