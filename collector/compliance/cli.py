@@ -40,6 +40,7 @@ def register(sub: Any, parse_time: Any) -> None:
     ex.add_argument("--tool", help="only this tool name (e.g. Bash, Edit, mcp__github__create_issue)")
     ex.add_argument("--decision", choices=DECISIONS)
     ex.add_argument("--mode", choices=MODES, help="approval mode")
+    ex.add_argument("--q", metavar="TEXT", help="only rows whose command or file path contains TEXT (any case)")
     ex.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     ex.add_argument("--data-dir", help="data directory of the bridge (default: from --config, else ./ccbridge-data)")
     ex.add_argument("--config", help="bridge config file (for storage.directory)")
@@ -77,7 +78,7 @@ def cmd_approvals_export(args: argparse.Namespace) -> int:
     if until_ms <= since_ms:
         print("--until must be after --since", file=sys.stderr)
         return EXIT_USAGE
-    flt = ApprovalFilter(since_ms, until_ms, args.user, args.tool, args.decision, args.mode)
+    flt = ApprovalFilter(since_ms, until_ms, args.user, args.tool, args.decision, args.mode, args.q or None)
     stats = JoinStats()
     try:
         if args.from_splunk:

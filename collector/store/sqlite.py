@@ -119,6 +119,12 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_session ON records(session);
 CREATE INDEX IF NOT EXISTS records_user ON records(user);
+CREATE INDEX IF NOT EXISTS records_decisions ON records(
+    time_ms,
+    json_extract(CAST(body AS TEXT), '$.tool.decision'),
+    json_extract(CAST(body AS TEXT), '$.tool.approval_mode')
+) WHERE kind = 'tool_decision';
+CREATE INDEX IF NOT EXISTS records_chain_heads ON records(time_ms) WHERE kind = 'chain_head';
 CREATE TABLE IF NOT EXISTS metric_points (
     seq         INTEGER PRIMARY KEY,
     time_ms     INTEGER NOT NULL,

@@ -1,0 +1,273 @@
+"""What the console reads, as small functions over a data directory (all shards of the embedded SQLite store).
+
+Every function here takes the data directory and plain filter values and returns plain data, so the console's
+pages do not know tables or files. Approval rows are built by :mod:`collector.compliance.approvals` (the same join
+as ``ccbridge approvals export``), so a row on a page and the same row in an export have the same cells.
+
+Indexes used (created by :mod:`collector.store.sqlite`): ``records_decisions`` (partial, ``kind = 'tool_decision'``:
+time, decision, approval mode) for the trail's newest-first page and its counts; ``records_chain_heads`` (partial,
+``kind = 'chain_head'``) for the last published chain heads; ``records_session`` and ``records_user``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.compliance.approvals import (
+    ApprovalFilter,
+    JoinStats,
+    Row,
+    SessionJoin,
+    StoreSource,
+    store_rows,
+)
+from collector.store.sqlite import RecordQuery, StorageError, as_bytes, connect, iter_records, shard_paths
+
+PAGE_SIZE = 50
+SCAN_BATCH = 200
+DECISION_SQL = "json_extract(CAST(body AS TEXT), '$.tool.decision')"
+MODE_SQL = "json_extract(CAST(body AS TEXT), '$.tool.approval_mode')"
+TOOL_SQL = "json_extract(CAST(body AS TEXT), '$.tool.name')"
+MAX_TIMELINE = 5000
+MAX_USER_SESSIONS = 500
+
+
+@dataclass(frozen=True)
+class Counts:
+    decisions: int = 0
+    rejected: int = 0
+    manual: int = 0
+    automatic: int = 0
+    hook: int = 0
+
+
+@dataclass
+class TrailPage:
+    rows: list[Row]
+    counts: Counts
+    has_more: bool
+
+
+def _shards(data_dir: str | Path) -> list[Path]:
+    dbs = shard_paths(data_dir)
+    if not dbs:
+        raise StorageError("missing", f"no store under {data_dir}")
+    return dbs
+
+
+def _where(flt: ApprovalFilter) -> tuple[str, list[Any]]:
+    """SQL over the decisions that ``flt`` admits (all but the free text, which applies to joined rows)."""
+    sql = "kind = 'tool_decision' AND time_ms >= ? AND time_ms < ?"
+    args: list[Any] = [flt.since_ms, flt.until_ms]
+    if flt.user is not None:
+        sql += " AND (user = ? OR user_id = ?)"
+        args += [flt.user, flt.user]
+    if flt.tool is not None:
+        sql += f" AND {TOOL_SQL} = ?"
+        args.append(flt.tool)
+    if flt.decision is not None:
+        sql += f" AND {DECISION_SQL} = ?"
+        args.append(flt.decision)
+    if flt.mode is not None:
+        sql += f" AND {MODE_SQL} = ?"
+        args.append(flt.mode)
+    return sql, args
+
+
+def counts(data_dir: str | Path, flt: ApprovalFilter) -> Counts:
+    """Decisions the filter admits, rejected ones, and by approval mode (free text applied when set)."""
+    if flt.text:
+        tally: dict[str, int] = dict.fromkeys(("decisions", "rejected", "manual", "automatic", "hook"), 0)
+        for row in store_rows(data_dir, flt):
+            _tally(tally, row.get("decision"), row.get("approval_mode"), 1)
+        return Counts(**tally)
+    where, args = _where(flt)
+    tally = dict.fromkeys(("decisions", "rejected", "manual", "automatic", "hook"), 0)
+    sql = f"SELECT {DECISION_SQL}, {MODE_SQL}, COUNT(*) FROM records WHERE {where} GROUP BY 1, 2"
+    for db in _shards(data_dir):
+        with contextlib.closing(connect(db, readonly=True)) as conn:
+            for decision, mode, n in conn.execute(sql, args):
+                _tally(tally, decision, mode, int(n))
+    return Counts(**tally)
+
+
+def _tally(tally: dict[str, int], decision: Any, mode: Any, n: int) -> None:
+    tally["decisions"] += n
+    if decision == "reject":
+        tally["rejected"] += n
+    if mode in ("manual", "automatic", "hook"):
+        tally[mode] += n
+
+
+def _decisions_newest_first(db: Path, flt: ApprovalFilter, limit: int | None) -> Iterator[tuple[int, str, str | None]]:
+    """``(time_ms, record id, session)`` of the decisions ``flt`` admits in one shard, newest first."""
+    where, args = _where(flt)
+    sql = f"SELECT time_ms, id, session FROM records WHERE {where} ORDER BY time_ms DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args = [*args, limit]
+    with contextlib.closing(connect(db, readonly=True)) as conn:
+        cur = conn.execute(sql, args)
+        while batch := cur.fetchmany(SCAN_BATCH):
+            yield from batch
+
+
+def _merged_decisions(
+    data_dir: str | Path, flt: ApprovalFilter, limit: int | None
+) -> Iterator[tuple[int, str, str | None]]:
+    streams = [_decisions_newest_first(db, flt, limit) for db in _shards(data_dir)]
+    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda r: (r[0], r[1]), reverse=True)
+    last: tuple[int, str] | None = None
+    for t, rid, session in merged:
+        if (t, rid) == last:
+            continue
+        last = (t, rid)
+        yield t, rid, session
+
+
+class _SessionRows:
+    """Approval rows of whole sessions, joined exactly as the export joins them, cached per session."""
+
+    def __init__(self, src: StoreSource, flt: ApprovalFilter) -> None:
+        self.src = src
+        self.flt = flt
+        self.cache: dict[str | None, dict[str, Row]] = {}
+
+    def row(self, session: str | None, record_id: str) -> Row | None:
+        rows = self.cache.get(session)
+        if rows is None:
+            join = SessionJoin(session, self.flt, JoinStats())
+            out: list[Row] = []
+            for t, rec in self.src.session_records(session):
+                out.extend(join.feed(t, rec))
+            out.extend(join.finish(self.src.spans))
+            rows = self.cache[session] = {r["record_id"]: r for r in out if r["record_id"]}
+        return rows.get(record_id)
+
+
+def trail_page(data_dir: str | Path, flt: ApprovalFilter, page: int = 1, per_page: int = PAGE_SIZE) -> TrailPage:
+    """One page of the trail, newest decision first, with the counts of the whole filter."""
+    offset = (page - 1) * per_page
+    rows: list[Row] = []
+    seen = 0
+    has_more = False
+    try:
+        with StoreSource(data_dir, flt) as src:
+            joined = _SessionRows(src, flt)
+            limit = None if flt.text else offset + per_page + 1
+            for _t, rid, session in _merged_decisions(data_dir, flt, limit):
+                row = joined.row(session, rid)
+                if row is None or not flt.matches_text(row):
+                    continue
+                seen += 1
+                if seen <= offset:
+                    continue
+                if len(rows) == per_page:
+                    has_more = True
+                    break
+                rows.append(row)
+        return TrailPage(rows, counts(data_dir, flt), has_more)
+    except sqlite3.Error as exc:
+        raise StorageError("error", f"cannot read the store: {exc}") from None
+
+
+def export_rows(data_dir: str | Path, flt: ApprovalFilter) -> Iterator[Row]:
+    """The rows of ``ccbridge approvals export`` for ``flt`` (same join, same order)."""
+    return store_rows(data_dir, flt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a session, a user, chain heads
+
+
+def session_records(data_dir: str | Path, session_id: str, limit: int = MAX_TIMELINE) -> list[dict[str, Any]]:
+    """A session's records in time order (with their chain links), at most ``limit``."""
+    _shards(data_dir)
+    out: list[dict[str, Any]] = []
+    for body in iter_records(data_dir, RecordQuery(session=session_id)):
+        out.append(orjson.loads(body))
+        if len(out) >= limit:
+            break
+    return out
+
+
+@dataclass
+class UserSession:
+    session_id: str
+    first: str = ""
+    last: str = ""
+    decisions: int = 0
+    rejected: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class UserSummary:
+    user: str
+    sessions: list[UserSession] = field(default_factory=list)
+    decisions: int = 0
+    rejected: int = 0
+    cost_usd: float = 0.0
+    prompts: int = 0
+    truncated: bool = False
+
+
+USER_KINDS = ("tool_decision", "api_request", "user_prompt")
+
+
+def user_summary(data_dir: str | Path, user: str, since_ms: int, until_ms: int) -> UserSummary:
+    """A user's sessions, decisions, rejections and cost in ``[since_ms, until_ms)`` (email or user.id)."""
+    _shards(data_dir)
+    summary = UserSummary(user)
+    by_session: dict[str, UserSession] = {}
+    q = RecordQuery(since_ms=since_ms, until_ms=until_ms, kinds=USER_KINDS, user=user)
+    for body in iter_records(data_dir, q):
+        rec = orjson.loads(body)
+        sid = str((rec.get("session") or {}).get("id") or "")
+        us = by_session.get(sid)
+        if us is None:
+            us = by_session[sid] = UserSession(sid, first=str(rec.get("time", "")))
+        us.last = str(rec.get("time", ""))
+        kind = rec.get("kind")
+        if kind == "tool_decision":
+            rejected = (rec.get("tool") or {}).get("decision") == "reject"
+            us.decisions += 1
+            summary.decisions += 1
+            us.rejected += rejected
+            summary.rejected += rejected
+        elif kind == "api_request":
+            cost = rec.get("cost_usd")
+            if isinstance(cost, int | float) and not isinstance(cost, bool):
+                us.cost_usd += float(cost)
+                summary.cost_usd += float(cost)
+        elif kind == "user_prompt":
+            summary.prompts += 1
+    ordered = sorted(by_session.values(), key=lambda s: s.last, reverse=True)
+    summary.truncated = len(ordered) > MAX_USER_SESSIONS
+    summary.sessions = ordered[:MAX_USER_SESSIONS]
+    return summary
+
+
+def chain_heads(data_dir: str | Path, limit: int = 20) -> list[dict[str, Any]]:
+    """The last published ``chain_head`` records (newest first, all shards)."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    for db in _shards(data_dir):
+        with contextlib.closing(connect(db, readonly=True)) as conn:
+            rows = conn.execute(
+                "SELECT time_ms, body FROM records WHERE kind = 'chain_head' ORDER BY time_ms DESC LIMIT ?", (limit,)
+            )
+            found.extend((int(t), orjson.loads(as_bytes(b))) for t, b in rows)
+    found.sort(key=lambda r: r[0], reverse=True)
+    return [rec for _, rec in found[:limit]]
+
+
+def store_exists(data_dir: str | Path) -> bool:
+    return bool(shard_paths(data_dir))
