@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,7 @@ def write_store(data_dir: Path, records: list[dict[str, Any]]) -> None:
             from collector.compliance.approvals import rfc3339_to_ms
 
             t = t_ms if t_ms is not None else rfc3339_to_ms(r["time"])
-            rows.append(record_row(r, t * 1_000_000, t))
+            rows.append(record_row(r, t * 1_000_000, int(time.time() * 1000)))
         store.append_sync(records=rows)
     finally:
         store.close()
