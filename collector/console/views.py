@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collector.console.html import Markup, esc, link, path_part, render, table, url
@@ -62,6 +62,16 @@ def summary_of(rec: dict[str, Any]) -> tuple[str, str]:
     return str(rec.get("event") or kind), ""
 
 
+def _days_around(first: str, last: str) -> dict[str, str]:
+    """The whole UTC days a session spans, as a user-page period (``since`` and ``until`` dates)."""
+    try:
+        start = datetime.fromisoformat(first.replace("Z", "+00:00")).date()
+        end = datetime.fromisoformat(last.replace("Z", "+00:00")).date() + timedelta(days=1)
+    except ValueError:
+        return {}
+    return {"since": start.isoformat(), "until": end.isoformat()}
+
+
 def session_content(session_id: str, records: list[dict[str, Any]]) -> Markup:
     cost = 0.0
     tokens = dict.fromkeys(TOKEN_KINDS, 0)
@@ -90,7 +100,8 @@ def session_content(session_id: str, records: list[dict[str, Any]]) -> Markup:
         )
     head = "".join(f"<th>{h}</th>" for h in ("Time", "Kind", "What", "Detail"))
     timeline = Markup(f'<table id="timeline"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
-    user_html = link(url("/users/" + path_part(user)), user) if user else esc("unknown")
+    period = _days_around(str(records[0].get("time", "")), str(records[-1].get("time", ""))) if records else {}
+    user_html = link(url("/users/" + path_part(user), period), user) if user else esc("unknown")
     tok = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tokens.items())
     return render(
         "session.html",
