@@ -4,9 +4,11 @@ Every function here takes the data directory and plain filter values and returns
 pages do not know tables or files. Approval rows are built by :mod:`collector.compliance.approvals` (the same join
 as ``ccbridge approvals export``), so a row on a page and the same row in an export have the same cells.
 
-Indexes used (created by :mod:`collector.store.sqlite`): ``records_decisions`` (partial, ``kind = 'tool_decision'``:
-time, decision, approval mode) for the trail's newest-first page and its counts; ``records_chain_heads`` (partial,
-``kind = 'chain_head'``) for the last published chain heads; ``records_session`` and ``records_user``.
+What it relies on in the store (:mod:`collector.store.sqlite`): the ``decisions`` table, one small row per
+``tool_decision`` record (time, id, session, user, tool, decision, approval mode) kept by triggers, whose covering
+index ``decisions_time`` gives the trail's newest-first page and its counts without reading record bodies;
+``records_chain_heads`` (partial index, ``kind = 'chain_head'``) for the last published chain heads;
+``records_session`` and ``records_user``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ from collector.store.sqlite import RecordQuery, StorageError, as_bytes, connect,
 
 PAGE_SIZE = 50
 SCAN_BATCH = 200
-DECISION_SQL = "json_extract(CAST(body AS TEXT), '$.tool.decision')"
-MODE_SQL = "json_extract(CAST(body AS TEXT), '$.tool.approval_mode')"
-TOOL_SQL = "json_extract(CAST(body AS TEXT), '$.tool.name')"
 MAX_TIMELINE = 5000
 MAX_USER_SESSIONS = 500
 
@@ -64,21 +63,16 @@ def _shards(data_dir: str | Path) -> list[Path]:
 
 
 def _where(flt: ApprovalFilter) -> tuple[str, list[Any]]:
-    """SQL over the decisions that ``flt`` admits (all but the free text, which applies to joined rows)."""
-    sql = "kind = 'tool_decision' AND time_ms >= ? AND time_ms < ?"
+    """SQL over the ``decisions`` table for what ``flt`` admits (all but the free text, which applies to rows)."""
+    sql = "time_ms >= ? AND time_ms < ?"
     args: list[Any] = [flt.since_ms, flt.until_ms]
     if flt.user is not None:
         sql += " AND (user = ? OR user_id = ?)"
         args += [flt.user, flt.user]
-    if flt.tool is not None:
-        sql += f" AND {TOOL_SQL} = ?"
-        args.append(flt.tool)
-    if flt.decision is not None:
-        sql += f" AND {DECISION_SQL} = ?"
-        args.append(flt.decision)
-    if flt.mode is not None:
-        sql += f" AND {MODE_SQL} = ?"
-        args.append(flt.mode)
+    for column, value in (("tool", flt.tool), ("decision", flt.decision), ("mode", flt.mode)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            args.append(value)
     return sql, args
 
 
@@ -91,11 +85,16 @@ def counts(data_dir: str | Path, flt: ApprovalFilter) -> Counts:
         return Counts(**tally)
     where, args = _where(flt)
     tally = dict.fromkeys(("decisions", "rejected", "manual", "automatic", "hook"), 0)
-    sql = f"SELECT {DECISION_SQL}, {MODE_SQL}, COUNT(*) FROM records WHERE {where} GROUP BY 1, 2"
+    # one pass over the covering index, no grouping (a GROUP BY sorts into a temporary b-tree: twice as slow)
+    sql = (
+        "SELECT COUNT(*), TOTAL(decision = 'reject'), TOTAL(mode = 'manual'), TOTAL(mode = 'automatic'), "
+        f"TOTAL(mode = 'hook') FROM decisions WHERE {where}"
+    )
     for db in _shards(data_dir):
         with contextlib.closing(connect(db, readonly=True)) as conn:
-            for decision, mode, n in conn.execute(sql, args):
-                _tally(tally, decision, mode, int(n))
+            row = conn.execute(sql, args).fetchone()
+            for key, n in zip(("decisions", "rejected", "manual", "automatic", "hook"), row, strict=True):
+                tally[key] += int(n or 0)
     return Counts(**tally)
 
 
@@ -110,7 +109,7 @@ def _tally(tally: dict[str, int], decision: Any, mode: Any, n: int) -> None:
 def _decisions_newest_first(db: Path, flt: ApprovalFilter, limit: int | None) -> Iterator[tuple[int, str, str | None]]:
     """``(time_ms, record id, session)`` of the decisions ``flt`` admits in one shard, newest first."""
     where, args = _where(flt)
-    sql = f"SELECT time_ms, id, session FROM records WHERE {where} ORDER BY time_ms DESC, id DESC"
+    sql = f"SELECT time_ms, id, session FROM decisions WHERE {where} ORDER BY time_ms DESC, id DESC"
     if limit is not None:
         sql += " LIMIT ?"
         args = [*args, limit]
