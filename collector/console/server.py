@@ -542,6 +542,9 @@ class ConsoleApp:
         except StorageError as exc:
             status = 500
             log.error("console: export failed: %s", exc)
+            # drop the connection: an export cut short must not look complete (no final chunk is sent)
+            if request.transport is not None:
+                request.transport.abort()
         finally:
             sink.cancelled = True
             while not chunks.empty():

@@ -373,3 +373,46 @@ async def test_tokens_file_and_hashed_tokens(data_dir, tmp_path):
 
 def test_csrf_cookie_name_is_scoped():
     assert CSRF_COOKIE != SESSION_COOKIE
+
+
+async def test_integrity_page_names_the_first_broken_record_and_published_heads(data_dir):
+    import contextlib as _cl
+
+    from collector.pipeline import chain_head_record
+    from collector.store.sqlite import connect, shard_path
+
+    write_store(data_dir, [chain_head_record(0, 52, "ab" * 32, "host-1", (T0 + 9_000_000) * 1_000_000)])
+    app = ConsoleApp(console_cfg(), data_dir, Recorder())
+    app.integrity.verify_now()
+    async with client_for(app) as c:
+        html = await (await c.get("/integrity", headers=BEARER)).text()
+        assert 'id="verify-result">intact: 53 records in 1 shard(s)<' in html
+        assert "ab" * 32 in html and "host-1" in html
+    with _cl.closing(connect(shard_path(data_dir, 0))) as conn:
+        rid = conn.execute("SELECT id FROM records WHERE seq = 7").fetchone()[0]
+        conn.execute("UPDATE records SET body = CAST('{\"tampered\":1}' AS BLOB) WHERE seq = 7")
+    app.integrity.verify_now()
+    async with client_for(app) as c:
+        html = await (await c.get("/integrity", headers=BEARER)).text()
+        assert 'id="verify-result">BROKEN<' in html
+        assert f"shard 0, seq 7, record {rid}" in html and "was modified" in html
+
+
+async def test_a_view_that_cannot_be_recorded_is_not_shown(data_dir):
+    from collector.store.sqlite import StorageError
+
+    async def failing(_rec: dict[str, Any]) -> None:
+        raise StorageError("disk_full", "no space")
+
+    app = ConsoleApp(console_cfg(), data_dir, failing)
+    async with client_for(app) as c:
+        resp = await c.get(f"/approvals?since={SINCE}&until={UNTIL}", headers=BEARER)
+        assert resp.status == 503
+        html = await resp.text()
+        assert "could not be recorded" in html and "rm -rf" not in html
+        import aiohttp
+
+        exp = await c.get(f"/approvals/export?since={SINCE}&until={UNTIL}", headers=BEARER)
+        # the held-back last chunk is never sent without its record, and the cut-short download is not complete
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await exp.read()
