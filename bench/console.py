@@ -11,7 +11,8 @@ reviewer token, its ``trail_access`` records appended to the same store, and dri
 
 * the first page of the trail over the whole period (the counts then cover every decision), ``--requests`` times;
 * a session page of a random session, ``--requests`` times;
-* ``/approvals/export?format=csv`` over the whole period, streamed and counted.
+* ``/approvals/export?format=csv`` over the whole period, streamed and counted;
+* for comparison, ``ccbridge approvals export`` of the same period as a child process writing to /dev/null.
 
 Targets (docs/performance.md): trail first page p95 <= 300 ms, session page p95 <= 300 ms, export >= 20,000 rows/s.
 """
@@ -23,6 +24,7 @@ import asyncio
 import json
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,6 +142,31 @@ def main() -> int:
         with connect(shard_path(data_dir, 0), readonly=True) as conn:
             total = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         result = {"records": total, **asyncio.run(run(data_dir, args.requests))}
+        since, until = export_window()
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "collector.cli",
+                "approvals",
+                "export",
+                "--data-dir",
+                str(data_dir),
+                "--since",
+                since,
+                "--until",
+                until,
+                "--format",
+                "csv",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
+        cli_s = time.perf_counter() - started
+        result["cli_export_seconds"] = round(cli_s, 2)
+        result["cli_export_rows_per_s"] = round(result["export_rows"] / cli_s)
         print(json.dumps(result, indent=2))
     finally:
         if not args.data_dir and not args.keep:

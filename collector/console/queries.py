@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import heapq
 import sqlite3
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,26 +77,91 @@ def _where(flt: ApprovalFilter) -> tuple[str, list[Any]]:
     return sql, args
 
 
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class _ShardTally:
+    """Decisions per hour and (decision, approval mode) of one shard, brought up to date by ``seq``."""
+
+    seq: int = 0
+    low: int | None = None
+    hours: dict[int, dict[tuple[Any, Any], int]] = field(default_factory=dict)
+
+
+_tallies: dict[Path, _ShardTally] = {}
+_tally_lock = threading.Lock()
+
+
+def _hour_tally(conn: sqlite3.Connection, db: Path) -> _ShardTally:
+    """The shard's hourly tally, read incrementally: only decisions with a ``seq`` above the last one read.
+
+    Rebuilt when retention removed old decisions (the lowest ``seq`` moved) or the shard was replaced.
+    """
+    low, high = conn.execute("SELECT MIN(seq), MAX(seq) FROM decisions").fetchone()
+    tally = _tallies.get(db)
+    if tally is None or low != tally.low or (high or 0) < tally.seq:
+        tally = _tallies[db] = _ShardTally(low=low)
+    cur = conn.execute("SELECT seq, time_ms, decision, mode FROM decisions WHERE seq > ? ORDER BY seq", (tally.seq,))
+    while batch := cur.fetchmany(10_000):
+        for _seq, t, decision, mode in batch:
+            bucket = tally.hours.get(t // HOUR_MS)
+            if bucket is None:
+                bucket = tally.hours[t // HOUR_MS] = {}
+            key = (decision, mode)
+            bucket[key] = bucket.get(key, 0) + 1
+        tally.seq = batch[-1][0]
+    return tally
+
+
 def counts(data_dir: str | Path, flt: ApprovalFilter) -> Counts:
-    """Decisions the filter admits, rejected ones, and by approval mode (free text applied when set)."""
+    """Decisions the filter admits, rejected ones, and by approval mode (free text applied when set).
+
+    Without a user, tool or text filter (the trail's default view, over any period), whole hours come from an
+    in-memory hourly tally kept up to date incrementally, and only the partial hours at both ends are counted in
+    the store; otherwise the store's indexes answer directly.
+    """
+    tally: dict[str, int] = dict.fromkeys(("decisions", "rejected", "manual", "automatic", "hook"), 0)
     if flt.text:
-        tally: dict[str, int] = dict.fromkeys(("decisions", "rejected", "manual", "automatic", "hook"), 0)
         for row in store_rows(data_dir, flt):
             _tally(tally, row.get("decision"), row.get("approval_mode"), 1)
         return Counts(**tally)
-    where, args = _where(flt)
-    tally = dict.fromkeys(("decisions", "rejected", "manual", "automatic", "hook"), 0)
-    # one pass over the covering index, no grouping (a GROUP BY sorts into a temporary b-tree: twice as slow)
+    first_hour = -(-flt.since_ms // HOUR_MS)
+    end_hour = flt.until_ms // HOUR_MS
+    hourly = flt.user is None and flt.tool is None and first_hour < end_hour
+    for db in _shards(data_dir):
+        with contextlib.closing(connect(db, readonly=True)) as conn:
+            if not hourly:
+                _count_range(conn, flt, flt.since_ms, flt.until_ms, tally)
+                continue
+            with _tally_lock:
+                hours = _hour_tally(conn, db).hours
+                for h, bucket in hours.items():
+                    if first_hour <= h < end_hour:
+                        for (decision, mode), n in bucket.items():
+                            if (flt.decision is None or decision == flt.decision) and (
+                                flt.mode is None or mode == flt.mode
+                            ):
+                                _tally(tally, decision, mode, n)
+            _count_range(conn, flt, flt.since_ms, first_hour * HOUR_MS, tally)
+            _count_range(conn, flt, end_hour * HOUR_MS, flt.until_ms, tally)
+    return Counts(**tally)
+
+
+def _count_range(
+    conn: sqlite3.Connection, flt: ApprovalFilter, since_ms: int, until_ms: int, tally: dict[str, int]
+) -> None:
+    """Add the decisions of ``[since_ms, until_ms)`` that ``flt`` admits, in one pass over the covering index."""
+    if until_ms <= since_ms:
+        return
+    where, args = _where(replace(flt, since_ms=since_ms, until_ms=until_ms))
     sql = (
         "SELECT COUNT(*), TOTAL(decision = 'reject'), TOTAL(mode = 'manual'), TOTAL(mode = 'automatic'), "
         f"TOTAL(mode = 'hook') FROM decisions WHERE {where}"
     )
-    for db in _shards(data_dir):
-        with contextlib.closing(connect(db, readonly=True)) as conn:
-            row = conn.execute(sql, args).fetchone()
-            for key, n in zip(("decisions", "rejected", "manual", "automatic", "hook"), row, strict=True):
-                tally[key] += int(n or 0)
-    return Counts(**tally)
+    row = conn.execute(sql, args).fetchone()
+    for key, n in zip(("decisions", "rejected", "manual", "automatic", "hook"), row, strict=True):
+        tally[key] += int(n or 0)
 
 
 def _tally(tally: dict[str, int], decision: Any, mode: Any, n: int) -> None:
