@@ -416,3 +416,19 @@ async def test_a_view_that_cannot_be_recorded_is_not_shown(data_dir):
         # the held-back last chunk is never sent without its record, and the cut-short download is not complete
         with pytest.raises(aiohttp.ClientPayloadError):
             await exp.read()
+
+
+async def test_no_token_reaches_a_log_line_or_a_page(data_dir, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    app = ConsoleApp(console_cfg(), data_dir, Recorder())
+    async with client_for(app) as c:
+        await login(c, "wrong-token-abcdef")
+        await login(c)
+        pages = [await (await c.get(p)).text() for p in ("/approvals", "/integrity", "/sessions/s-bob-1")]
+        await c.get("/approvals", headers={"Authorization": "Bearer other-wrong-token"})
+    text = caplog.text + "".join(pages)
+    for secret in (TOKEN, "wrong-token-abcdef", "other-wrong-token"):
+        assert secret not in text
+    assert "signed in" in caplog.text and "failed sign-in" in caplog.text
