@@ -98,7 +98,9 @@ def _hour_tally(conn: sqlite3.Connection, db: Path) -> _ShardTally:
 
     Rebuilt when retention removed old decisions (the lowest ``seq`` moved) or the shard was replaced.
     """
-    low, high = conn.execute("SELECT MIN(seq), MAX(seq) FROM decisions").fetchone()
+    # two queries: SQLite answers MIN or MAX alone from the b-tree's edge, but scans the table for both at once
+    low = conn.execute("SELECT MIN(seq) FROM decisions").fetchone()[0]
+    high = conn.execute("SELECT MAX(seq) FROM decisions").fetchone()[0]
     tally = _tallies.get(db)
     if tally is None or low != tally.low or (high or 0) < tally.seq:
         tally = _tallies[db] = _ShardTally(low=low)
@@ -112,6 +114,13 @@ def _hour_tally(conn: sqlite3.Connection, db: Path) -> _ShardTally:
             bucket[key] = bucket.get(key, 0) + 1
         tally.seq = batch[-1][0]
     return tally
+
+
+def warm(data_dir: str | Path) -> None:
+    """Build the hourly tallies now (at start), so the first trail view does not read every decision."""
+    for db in shard_paths(data_dir):
+        with contextlib.closing(connect(db, readonly=True)) as conn, _tally_lock:
+            _hour_tally(conn, db)
 
 
 def counts(data_dir: str | Path, flt: ApprovalFilter) -> Counts:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -686,6 +687,7 @@ class ConsoleServer:
         self.ssl_context = ssl_context
         self.console = ConsoleApp(cfg, data_dir, append, tls=ssl_context is not None)
         self._runner: web.AppRunner | None = None
+        self._warm: asyncio.Future[None] | None = None
         self.port = 0
 
     @property
@@ -705,6 +707,7 @@ class ConsoleServer:
             raise
         self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
         self.console.integrity.start()
+        self._warm = asyncio.ensure_future(asyncio.to_thread(self._warm_counts))
         shown = f"[{host}]" if ":" in host else host
         base = f"{self.scheme}://{shown}:{self.port}"
         if self.console.auth.one_time is not None:
@@ -713,7 +716,16 @@ class ConsoleServer:
         else:
             log.info("console listening on %s", base)
 
+    def _warm_counts(self) -> None:
+        try:
+            queries.warm(self.console.data_dir)
+        except (StorageError, sqlite3.Error) as exc:
+            log.warning("console: could not pre-compute the trail's counts: %s", exc)
+
     async def stop(self) -> None:
+        if self._warm is not None:
+            with contextlib.suppress(Exception):
+                await self._warm
         await self.console.integrity.stop()
         if self._runner is not None:
             await self._runner.cleanup()
