@@ -336,7 +336,7 @@ class ConsoleApp:
         return resp
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPSeeOther("/approvals")
+        return web.Response(status=303, headers={"Location": "/approvals"})
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
