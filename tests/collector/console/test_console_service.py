@@ -105,3 +105,63 @@ async def test_bridge_refuses_to_start_with_an_exposed_console(bridge_factory, t
 
     with pytest.raises(ConfigError, match=message):
         await bridge_factory(tmp_path / "d", {"console": {"enabled": True, **console}})
+
+
+async def test_console_under_tls_sets_a_secure_cookie(tmp_path, bridge_factory):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    port = free_port()
+    await bridge_factory(
+        tmp_path / "d",
+        {
+            "console": {
+                "enabled": True,
+                "endpoint": f"127.0.0.1:{port}",
+                "tls": {"cert_file": str(cert), "key_file": str(key)},
+                "auth": {"tokens": [{"token": REVIEWER_TOKEN, "reviewer": "carol"}]},
+            }
+        },
+    )
+    ctx = ssl.create_default_context(cafile=str(cert))
+    base = f"https://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(base + "/login", ssl=ctx) as r:
+            html = await r.text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+        async with http.post(
+            base + "/login", data={"token": REVIEWER_TOKEN, "csrf": csrf}, ssl=ctx, allow_redirects=False
+        ) as r:
+            assert r.status == 303
+            session = next(v for v in r.headers.getall("Set-Cookie") if v.startswith("ccbridge_console="))
+            assert "Secure" in session and "HttpOnly" in session and "SameSite=Strict" in session
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(f"http://127.0.0.1:{port}/login") as r:
+                await r.read()
