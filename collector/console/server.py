@@ -572,7 +572,10 @@ class ConsoleApp:
         except StorageError as exc:
             return self._store_error(exc)
         if not records:
-            await self.record(request, "/sessions", {"session": sid}, 0, 404)
+            try:
+                await self.record(request, "/sessions", {"session": sid}, 0, 404)
+            except StorageError as exc:
+                log.error("console: cannot record a trail_access record: %s", exc)
             return self.error_page(404, "Not Found", "No records of this session are stored.")
         from collector.console.views import session_content
 

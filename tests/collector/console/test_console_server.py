@@ -287,6 +287,13 @@ async def test_export_is_exactly_the_cli_export_of_the_same_filter(setup, data_d
         assert rec.records[-1]["trail_access"]["rows"] == (body.count(b"\n") - (1 if fmt == "csv" else 0))
         assert rec.records[-1]["trail_access"]["format"] == fmt
     assert "attachment" in resp.headers["Content-Disposition"]
+    # the free text really filters: commands and paths holding "<script>" (two payloads, as command and as path)
+    resp = await c.get(
+        "/approvals/export", params={"format": "jsonl", "since": SINCE, "until": UNTIL, "q": "<SCRIPT>"}, headers=BEARER
+    )
+    rows = [orjson.loads(line) for line in (await resp.read()).splitlines()]
+    assert len(rows) == 4
+    assert all("<script>" in (r["command"] or r["file_path"]) for r in rows)
     flt = ApprovalFilter(1_763_942_400_000, 1_764_028_800_000)
     buf = io.StringIO()
     write_rows(store_rows(data_dir, flt), buf, "csv")
