@@ -439,3 +439,17 @@ async def test_no_token_reaches_a_log_line_or_a_page(data_dir, caplog):
     for secret in (TOKEN, "wrong-token-abcdef", "other-wrong-token"):
         assert secret not in text
     assert "signed in" in caplog.text and "failed sign-in" in caplog.text
+
+
+async def test_the_access_trail_is_exported_by_audit_export(setup, data_dir, capsysbinary):
+    from collector.pipeline import record_row
+    from collector.store.sqlite import AuditStore
+
+    c, rec, _app = setup
+    await c.get("/integrity", headers=BEARER)
+    with AuditStore(data_dir) as store:
+        t = rec.records[0]
+        store.append_sync(records=[record_row(t, 1_764_000_000_000 * 1_000_000, 1_764_000_000_000)])
+    assert cli.main(["audit", "export", "--data-dir", str(data_dir), "--kind", "trail_access"]) == 0
+    lines = [orjson.loads(x) for x in capsysbinary.readouterr().out.splitlines()]
+    assert [x["trail_access"]["page"] for x in lines] == ["/integrity"]
