@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector.console.html import Markup, esc, link, path_part, render, table, url
+from collector.console.html import Markup, esc, link, path_part, render, table, tag, url
 from collector.console.integrity import IntegrityState
-from collector.console.queries import UserSummary
+from collector.console.queries import MAX_TIMELINE, UserSummary
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_creation")
 
@@ -100,6 +100,12 @@ def session_content(session_id: str, records: list[dict[str, Any]]) -> Markup:
         )
     head = "".join(f"<th>{h}</th>" for h in ("Time", "Kind", "What", "Detail"))
     timeline = Markup(f'<table id="timeline"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    if len(records) >= MAX_TIMELINE:
+        note = (
+            f"Only the first {MAX_TIMELINE} records of this session are shown; "
+            "ccbridge audit export --session has them all."
+        )
+        timeline = Markup(timeline + tag("p", note, "note"))
     period = _days_around(str(records[0].get("time", "")), str(records[-1].get("time", ""))) if records else {}
     user_html = link(url("/users/" + path_part(user), period), user) if user else esc("unknown")
     tok = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tokens.items())
