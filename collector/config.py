@@ -32,6 +32,7 @@ from collector.configtypes import (
     parse_endpoint,
     parse_size,
 )
+from collector.console.settings import ConsoleConfig
 from collector.delivery.registry import registry as destination_types
 from collector.delivery.registry import type_of
 from collector.enrich.analytics_config import AnalyticsApiConfig
@@ -264,6 +265,7 @@ class Config:
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     exporters: dict[str, Any] = field(default_factory=dict)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def with_data_dir(self, directory: str) -> Config:
         return dataclasses.replace(self, storage=dataclasses.replace(self.storage, directory=directory))

@@ -14,6 +14,7 @@ import signal
 from typing import Any
 
 from collector.config import Config
+from collector.console.server import ConsoleServer
 from collector.delivery.engine import DeliveryEngine, all_shards
 from collector.delivery.registry import create as create_exporter
 from collector.enrich.enricher import create_enricher
@@ -56,6 +57,7 @@ class Service:
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
         self.telemetry: TelemetryServer | None = None
+        self.console: ConsoleServer | None = None
         self.delivery: DeliveryEngine | None = None
         self._stopping = asyncio.Event()
         self.started = False
@@ -127,8 +129,23 @@ class Service:
             await self.http.start()
         if cfg.enrichment.analytics_api.enabled and self.worker_index == 0:
             await self._start_analytics()
+        if cfg.console.enabled and self.worker_index == 0:
+            await self._start_console()
         self.started = True
         self._chain_task = asyncio.create_task(self._publish_chain_heads(), name="chain-heads")
+
+    async def _start_console(self) -> None:
+        """The reviewers' console (primary worker only); its ``trail_access`` records go through this pipeline."""
+        from collector.console.server import ConsoleServer
+
+        async def append(rec: dict[str, object]) -> None:
+            await self.pipeline.append_record(rec)
+
+        console = ConsoleServer(
+            self.cfg.console, self.cfg.storage.directory, append, server_ssl_context(self.cfg.console.tls)
+        )
+        await console.start()
+        self.console = console
 
     async def _publish_chain_heads(self) -> None:
         """Every ``storage.chain_head_interval``, publish this shard's chain head as a record (and at shutdown)."""
@@ -245,6 +262,8 @@ class Service:
             self.http.accepting = False
         if self.grpc is not None:
             self.grpc.accepting = False
+        if self.console is not None:
+            await self.console.stop()
         results = await asyncio.gather(
             *(r.stop(grace) for r in [self.grpc] if r is not None),
             *(r.stop() for r in [self.http] if r is not None),

@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
     add_time_options(ex, required=True, what="decisions")
     add_user_filter(ex)
     add_tool_filters(ex)
+    ex.add_argument("--text", metavar="TEXT", help="only rows whose command or file path contains TEXT (any case)")
     ex.add_argument(
         "--sort",
         choices=("session", "time"),
@@ -73,7 +74,9 @@ def cmd_approvals_export(args: argparse.Namespace) -> int:
 
     period = time_range(args)
     assert period.since_ms is not None and period.until_ms is not None  # both required
-    flt = ApprovalFilter(period.since_ms, period.until_ms, args.user, args.tool, args.decision, args.mode)
+    flt = ApprovalFilter(
+        period.since_ms, period.until_ms, args.user, args.tool, args.decision, args.mode, args.text or None
+    )
     stats = JoinStats()
     if args.from_splunk:
         rows = _splunk_rows(args, flt, stats)

@@ -83,6 +83,15 @@ class ApprovalFilter:
     tool: str | None = None
     decision: str | None = None
     mode: str | None = None
+    text: str | None = None
+    """Free text: a row is kept when its ``command`` or ``file_path`` contains it (case-insensitive)."""
+
+    def matches_text(self, row: Row) -> bool:
+        """True when there is no free text, or the joined row's command or file path contains it."""
+        if not self.text:
+            return True
+        needle = self.text.casefold()
+        return any(needle in (row.get(c) or "").casefold() for c in ("command", "file_path"))
 
     def admits(self, time_ms: int, rec: dict[str, Any]) -> bool:
         if not self.since_ms <= time_ms < self.until_ms:
@@ -265,11 +274,13 @@ def join(
         j = SessionJoin(session, flt, st, max_pending)
         for time_ms, rec in records:
             for row in j.feed(time_ms, rec):
+                if flt.matches_text(row):
+                    _count(st, row)
+                    yield row
+        for row in j.finish(spans):
+            if flt.matches_text(row):
                 _count(st, row)
                 yield row
-        for row in j.finish(spans):
-            _count(st, row)
-            yield row
         if st.rows > before:
             st.sessions += 1
 

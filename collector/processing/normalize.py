@@ -39,7 +39,7 @@ KIND_BY_EVENT = {
     "claude_code.api_error": "api_error",
     "claude_code.user_prompt": "user_prompt",
 }
-KINDS = (*KIND_BY_EVENT.values(), "file_change", "event", "chain_head")
+KINDS = (*KIND_BY_EVENT.values(), "file_change", "event", "chain_head", "trail_access")
 
 FILE_TOOLS = {"Write": "write", "Edit": "edit", "MultiEdit": "edit", "NotebookEdit": "notebook_edit"}
 APPROVAL_MODE_BY_SOURCE = {
