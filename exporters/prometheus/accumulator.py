@@ -107,9 +107,46 @@ EVENT_METRICS: dict[str, EventSpec] = {
             "",
             "File changes (file_change records: Write, Edit, NotebookEdit results naming a file).",
         ),
+        EventSpec(
+            "claude_code_permission_mode_changes_total",
+            ("from_mode", "to_mode"),
+            "",
+            "Permission mode changes (permission_mode_changed events), by the mode left and the mode entered.",
+        ),
+        EventSpec(
+            "claude_code_hook_executions_total",
+            ("hook_event", "outcome"),
+            "",
+            "Completed hook executions (hook_execution_complete events), by hook event and outcome "
+            "(blocking, error, cancelled, success).",
+        ),
+        EventSpec(
+            "claude_code_mcp_tool_calls_total",
+            ("server", "success"),
+            "",
+            "MCP tool calls that ran (tool_result events of MCP tools), by server (mcp_servers bounds it).",
+        ),
+        EventSpec(
+            "claude_code_mcp_connections_total",
+            ("server", "status", "allowed"),
+            "",
+            "MCP server connection events by server, status (connected, failed, disconnected) and whether the "
+            "server is on the mcp_servers allow-list (allowed=false: not on it; unknown: no list or no name).",
+        ),
     )
 }
-EVENT_KINDS = frozenset({"tool_decision", "tool_result", "api_request", "api_error", "file_change"})
+EVENT_KINDS = frozenset(
+    {
+        "tool_decision",
+        "tool_result",
+        "api_request",
+        "api_error",
+        "file_change",
+        "permission_mode_change",
+        "hook_execution",
+        "mcp_connection",
+    }
+)
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
 IGNORED_OUTCOMES = frozenset({"not_claude_code", "invalid", "unsupported", "name_conflict", "out_of_order"})
 
@@ -226,6 +263,7 @@ class Accumulator:
         self._by_base: dict[str, Family] = {}
         self._streams: dict[bytes, _Stream] = {}
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
+        self._seen_requests: OrderedDict[str, None] = OrderedDict()
         self._overflow: Counter[str] = Counter()
         self._ignored: Counter[str] = Counter()
         self._points = 0
@@ -420,9 +458,28 @@ class Accumulator:
                 self._seen_ids[rid] = None
                 if len(self._seen_ids) > self._dedupe_ids:
                     self._seen_ids.popitem(last=False)
+            if kind == "api_request" and self._seen_request(rec):
+                self._ignored["duplicate_request"] += 1
+                return False
             self._add_record(rec, str(kind))
             self._records += 1
             return True
+
+    def _seen_request(self, rec: Mapping[str, Any]) -> bool:
+        """True when an api_request of the same request id (``request_id``, else ``client_request_id``) was
+        already counted: a re-sent export or colliding parallel sessions must not count cost and tokens twice."""
+        api = rec.get("api")
+        if not isinstance(api, dict):
+            return False
+        rid = api.get("request_id") or api.get("client_request_id")
+        if not isinstance(rid, str) or not rid:
+            return False
+        if rid in self._seen_requests:
+            return True
+        self._seen_requests[rid] = None
+        if len(self._seen_requests) > self._dedupe_ids:
+            self._seen_requests.popitem(last=False)
+        return False
 
     def _add_record(self, rec: Mapping[str, Any], kind: str) -> None:
         extra: dict[str, str] = {}
@@ -436,10 +493,50 @@ class Accumulator:
             _, series = self._series(self._families[name], label_key({**labels, **extra}), now)
             series.value += amount
 
+        if kind == "permission_mode_change":
+            mode = rec.get("permission_mode")
+            mode = mode if isinstance(mode, dict) else {}
+            inc(
+                "claude_code_permission_mode_changes_total",
+                {"from_mode": naming.label_value(mode.get("from")), "to_mode": naming.label_value(mode.get("to"))},
+            )
+            return
+        if kind == "hook_execution":
+            hook = rec.get("hook")
+            hook = hook if isinstance(hook, dict) else {}
+            if hook.get("phase") == "complete":
+                labels = {
+                    "hook_event": naming.label_value(hook.get("event")),
+                    "outcome": naming.label_value(hook.get("outcome")),
+                }
+                inc("claude_code_hook_executions_total", labels)
+            return
+        if kind == "mcp_connection":
+            mcp = rec.get("mcp")
+            mcp = mcp if isinstance(mcp, dict) else {}
+            server = _str(mcp.get("server"))
+            allowed = "unknown" if not (server and self.mcp_servers) else str(server in self.mcp_servers).lower()
+            inc(
+                "claude_code_mcp_connections_total",
+                {
+                    "server": naming.mcp_server_label(server, self.mcp_servers),
+                    "status": naming.label_value(mcp.get("status")),
+                    "allowed": allowed,
+                },
+            )
+            return
         if kind in ("tool_decision", "tool_result"):
             tool = rec.get("tool")
             tool = tool if isinstance(tool, dict) else {}
             tname = naming.tool_label(tool.get("name"), self.mcp_servers)
+            if kind == "tool_result" and tool.get("source") == "mcp":
+                inc(
+                    "claude_code_mcp_tool_calls_total",
+                    {
+                        "server": naming.mcp_server_label(_str(tool.get("mcp_server")), self.mcp_servers),
+                        "success": naming.label_value(tool.get("success")),
+                    },
+                )
             if kind == "tool_decision":
                 inc(
                     "claude_code_tool_decisions_total",
