@@ -5,7 +5,8 @@ A row says when (``time``), who (``user_email``, ``user_id``, ``user_account_uui
 (``tool_name``, ``tool_use_id``), what it would do (``command`` for shell tools, ``file_path`` for file tools), the
 decision (``decision`` accept/reject, ``decision_source`` as Claude Code reports it, ``approval_mode``
 manual/automatic/hook), for a decision a hook made the ``hook`` that made it (the hook execution's name, such as
-``PreToolUse:Bash``, from the decision's ``tool.hook`` link), the ``outcome`` of the execution and the decision record's ``record_id`` and ``chain_hash``
+``PreToolUse:Bash``, from the decision's ``tool.hook`` link), the ``outcome`` of the execution and the decision
+record's ``record_id`` and ``chain_hash``
 (the tamper-evidence chain hash of the record, empty for records stored before the chain existed).
 
 ``outcome`` is ``success`` or ``failure`` from the call's ``tool_result``, ``not_executed`` for a rejected call
