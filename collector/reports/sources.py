@@ -256,11 +256,29 @@ def _add_sessions(out: TelemetryDaily, data_dir: str | Path, period: Period, ide
         out.figures(who, day_of_ms(first_ms)).sessions += 1
 
 
+def request_key(rec: Mapping[str, Any]) -> str | None:
+    """The API request an ``api_request`` record reports: ``api.request_id``, else ``api.client_request_id``.
+
+    Cost and tokens are counted once per request id (``None``: the record has neither and is counted as is)."""
+    api = rec.get("api")
+    if not isinstance(api, dict):
+        return None
+    rid = api.get("request_id") or api.get("client_request_id")
+    return rid if isinstance(rid, str) and rid else None
+
+
 def load_telemetry_daily(data_dir: str | Path, period: Period, identities: Identities) -> TelemetryDaily:
-    """Cost and tokens from ``api_request`` records, lines/commits/PRs from metric points, sessions from records."""
+    """Cost and tokens from ``api_request`` records (once per request id), lines/commits/PRs from metric points,
+    sessions from records."""
     out = TelemetryDaily()
     since_ms, until_ms = period_bounds_ms(period)
+    counted: set[str] = set()
     for rec in _records(data_dir, RecordQuery(since_ms=since_ms, until_ms=until_ms, kinds=("api_request",))):
+        key = request_key(rec)
+        if key is not None:
+            if key in counted:  # the same API request reported twice: a re-sent export, colliding sessions
+                continue
+            counted.add(key)
         stamp = rec.get("time")
         try:
             day = date.fromisoformat(stamp[:10]) if isinstance(stamp, str) else None
