@@ -14,7 +14,7 @@ import aiohttp
 import jsonschema
 import pytest
 
-from collector.receivers.claude_hooks import ANSWER_DEADLINE_S, input_digest, join_keys
+from collector.receivers.claude_hooks import input_digest, join_keys
 from tests.conftest import CLAUDE_CODE_FIXTURES
 from tests.contract.make_golden import Replayer, recorded_requests
 
