@@ -472,7 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync.set_defaults(func=cmd_analytics_sync)
 
     rep = sub.add_parser("report", help="usage, adoption tiers and anomalies, or completeness (docs/reports.md)")
-    rep.add_argument("view", nargs="?", choices=("completeness",), help="completeness: telemetry vs the Analytics API")
+    rep.add_argument(
+        "view",
+        nargs="?",
+        choices=("completeness", "telemetry-health"),
+        help="completeness: telemetry vs the Analytics API; telemetry-health: gaps, missing attributes, quiet senders",
+    )
     rep.add_argument("--config")
     rep.add_argument("--data-dir")
     rep.add_argument("--since", help="first UTC day, YYYY-MM-DD (default: 6 days before --until)")

@@ -207,6 +207,26 @@ def _metric_points(data_dir: str | Path, since_ms: int, until_ms: int) -> Iterat
         yield time_ms, orjson.loads(body)
 
 
+def claude_code_points(data_dir: str | Path, since_ms: int, until_ms: int) -> Iterator[dict[str, Any]]:
+    """Every ``claude_code.*`` metric point of the window over all shards, each once (store query)."""
+    seen: set[tuple[int, str]] = set()
+    sql = (
+        "SELECT time_ms, key, body FROM metric_points WHERE time_ms >= ? AND time_ms < ? AND name LIKE 'claude_code.%'"
+    )
+    for db in shard_paths(data_dir):
+        with contextlib.closing(connect(db, readonly=True)) as conn:
+            for time_ms, key, body in conn.execute(sql, (since_ms, until_ms)):
+                if (time_ms, key) not in seen:
+                    seen.add((time_ms, key))
+                    yield orjson.loads(body)
+
+
+def health_records(data_dir: str | Path, period: Period) -> Iterator[dict[str, Any]]:
+    """The audit records of the period in time order (store query, for ``report telemetry-health``)."""
+    since_ms, until_ms = period_bounds_ms(period)
+    return _records(data_dir, RecordQuery(since_ms=since_ms, until_ms=until_ms))
+
+
 def _add_metric_points(out: TelemetryDaily, data_dir: str | Path, period: Period, identities: Identities) -> None:
     since_ms, until_ms = period_bounds_ms(period)
     previous: dict[bytes, float] = {}
