@@ -46,7 +46,7 @@ INDEXED_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cc_model", ("model",)),
     ("cc_permission_mode", ("permission_mode.to", "tool.permission_mode")),
     ("cc_mcp_server", ("mcp.server", "tool.mcp_server")),
-    ("cc_hook_event", ("hook.event",)),
+    ("cc_hook_event", ("hook.event", "hook_event.name")),
     ("cc_hook_outcome", ("hook.outcome",)),
     ("cc_agent", ("agent.id",)),
 )
