@@ -516,14 +516,14 @@ _EXTRACTORS = {
 
 
 def link_hook_decisions(records: list[dict[str, Any]]) -> None:
-    """Link each completed PreToolUse/PermissionRequest hook execution to the ``tool_decision`` that follows it.
+    """Link the completed PreToolUse/PermissionRequest hook executions to the ``tool_decision`` that follows them.
 
     Hook events carry no ``tool_use_id``; they relate to a decision only by order within one prompt (and agent) of
     a session. The hook record gets ``hook.decision`` (the decision's tool_use_id, tool, decision and source); a
     decision made by a hook (``source=hook``) gets ``tool.hook`` (the hook event, name and outcome). Within the
     records of one export request, where the CLI batches them together.
     """
-    pending: dict[tuple[Any, ...], dict[str, Any]] = {}
+    pending: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     relevant = [
         r
         for r in records
@@ -539,10 +539,10 @@ def link_hook_decisions(records: list[dict[str, Any]]) -> None:
         )
         if r["kind"] == "hook_execution":
             if r["hook"].get("event") in DECIDING_HOOK_EVENTS:
-                pending[key] = r
+                pending.setdefault(key, []).append(r)
             continue
-        hook_rec = pending.pop(key, None)
-        if hook_rec is None:
+        hook_recs = pending.pop(key, None)
+        if not hook_recs:
             continue
         tool = r["tool"]
         link: dict[str, Any] = {}
@@ -550,10 +550,12 @@ def link_hook_decisions(records: list[dict[str, Any]]) -> None:
         _put(link, "tool_name", tool.get("name"))
         _put(link, "decision", tool.get("decision"))
         _put(link, "decision_source", tool.get("decision_source"))
-        if "sequence" in r:
-            link["sequence"] = r["sequence"]
-        hook_rec["hook"]["decision"] = link
+        link["sequence"] = r["sequence"]
+        for hook_rec in hook_recs:  # PreToolUse and then PermissionRequest can both run for one call
+            hook_rec["hook"]["decision"] = dict(link)
         if tool.get("decision_source") == "hook":
+            blocking = [h for h in hook_recs if h["hook"].get("outcome") == "blocking"]
+            hook_rec = (blocking or hook_recs)[-1]
             h = hook_rec["hook"]
             tool["hook"] = {k: h[k] for k in ("event", "name", "outcome") if k in h} | {
                 "sequence": hook_rec["sequence"]
