@@ -32,7 +32,7 @@ from collector.config import Secret
 from collector.enrich.analytics_client import AnalyticsClient
 from collector.enrich.analytics_config import AnalyticsApiConfig
 from collector.enrich.sync import sync_range
-from collector.enrich.usage_store import UsageStore
+from collector.store.usage import UsageStore
 from tests.fakes.analytics_api import FAKE_ADMIN_KEY, AnalyticsApiFake
 
 DEFAULT_CONCURRENCY: int = inspect.signature(sync_range).parameters["concurrency"].default

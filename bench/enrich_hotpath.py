@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.demo import batches
 from collector.enrich.enricher import Enricher
-from collector.enrich.usage_store import UserDailySummary
 from collector.pipeline import Pipeline
 from collector.processing.decode import LogEvent, logs_from_message
 from collector.processing.normalize import normalize_log
 from collector.store.sqlite import AuditStore
+from collector.store.usage import UserDailySummary
 from collector.telemetry.selfmetrics import SelfMetrics
 
 USERS = 200

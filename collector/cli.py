@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import logging
 import os
 import shutil
@@ -20,8 +19,12 @@ from typing import Any
 import orjson
 
 from collector import config as config_mod
+from collector import csvsafe
 from collector.config import Config, ConfigError
+from collector.private import use_private_umask
 from collector.runtime import tune_malloc
+from collector.store.lock import DataDirLock, DataDirLocked
+from collector.store.lock import holder as lock_holder
 
 log = logging.getLogger("ccbridge")
 
@@ -54,6 +57,8 @@ CSV_COLUMNS = (
     ("cost_usd", "cost_usd"),
     ("tokens_input", "tokens.input"),
     ("tokens_output", "tokens.output"),
+    ("source_identity", "source.identity"),
+    ("id_collision", "id_collision.id"),
 )
 
 
@@ -143,16 +148,50 @@ def _run_workers(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def _lock_data_dir(directory: str, action: str) -> DataDirLock | None:
+    """Take the data directory's single-writer lock, or print one line naming the holder and return None."""
+    try:
+        return DataDirLock(directory).acquire()
+    except DataDirLocked as exc:
+        pid = f"pid {exc.pid}" if exc.pid is not None else "unknown pid"
+        print(f"cannot {action}: data directory {directory} is locked by a running ccbridge ({pid})", file=sys.stderr)
+    except OSError as exc:
+        print(f"cannot {action}: cannot lock data directory {directory}: {exc.strerror or exc}", file=sys.stderr)
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     tune_malloc()
+    use_private_umask()  # every file and directory the bridge (and SQLite) creates: 0600 / 0700
     cfg = load_config(args.config, args.data_dir)
     setup_logging(cfg.telemetry.log_level, cfg.telemetry.log_format)
+    warning = config_mod.exposed_secrets_warning(args.config, cfg)
+    if warning and not args.worker_index:
+        log.warning("%s", warning)
     workers = cfg.server.workers
     if args.worker_index:
         from collector.service import Service
 
+        holder = lock_holder(cfg.storage.directory)
+        if holder != os.getppid():
+            print(
+                f"cannot start worker {args.worker_index}: data directory {cfg.storage.directory} is not locked by "
+                "its primary process (workers are started by `ccbridge run`)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
         asyncio.run(Service(cfg, worker_index=args.worker_index, serve_telemetry=False, reuse_port=True).run())
         return EXIT_OK
+    lock = _lock_data_dir(cfg.storage.directory, "start")
+    if lock is None:
+        return EXIT_FAILURE
+    try:
+        return _run_locked(args, cfg, workers)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, cfg: Config, workers: int) -> int:
     if workers > 1:
         mp_dir = Path(cfg.storage.directory) / ".metrics"
         shutil.rmtree(mp_dir, ignore_errors=True)
@@ -173,10 +212,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
     try:
-        config_mod.load(args.file)
+        cfg = config_mod.load(args.file)
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    warning = config_mod.exposed_secrets_warning(args.file, cfg)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: configuration is valid")
     return EXIT_OK
 
@@ -194,6 +236,11 @@ def _dig(rec: dict[str, Any], dotted: str) -> Any:
     return cur
 
 
+def _csv_cell(v: Any) -> Any:
+    """A cell of ``audit export --format csv``: numbers stay numbers, the rest as :func:`_csv_value`."""
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else _csv_value(v)
+
+
 def _csv_value(v: Any) -> str:
     if v is None:
         return ""
@@ -205,7 +252,7 @@ def _csv_value(v: Any) -> str:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from collector.store.sqlite import RecordQuery, StorageError, iter_records
+    from collector.store import RecordQuery, StorageError, iter_records
 
     data_dir = args.data_dir or (load_config(args.config, None).storage.directory if args.config else None)
     data_dir = data_dir or config_mod.DEFAULT_DATA_DIR
@@ -226,11 +273,11 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 buf.write(b"\n")
                 n += 1
         else:
-            writer = csv.writer(out, lineterminator="\n")
+            writer = csvsafe.writer(out)
             writer.writerow([c for c, _ in CSV_COLUMNS])
             for body in iter_records(data_dir, q):
                 rec = orjson.loads(body)
-                writer.writerow([_csv_value(_dig(rec, path)) for _, path in CSV_COLUMNS])
+                writer.writerow([_csv_cell(_dig(rec, path)) for _, path in CSV_COLUMNS])
                 n += 1
         out.flush()
     except StorageError as exc:
@@ -302,14 +349,15 @@ def _data_dir(args: argparse.Namespace) -> str:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from collector.store.sqlite import StorageError, shard_paths, verify_chain
+    from collector.store import StorageError, open_reader
 
     data_dir = _data_dir(args)
-    if not shard_paths(data_dir):
+    reader = open_reader(data_dir)
+    if not reader.shards():
         print(f"cannot verify: no store under {data_dir}", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        report = verify_chain(data_dir)
+        report = reader.verify_chain()
     except (StorageError, OSError) as exc:
         print(f"cannot verify: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -328,14 +376,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from collector.delivery.dlq import entry_name, iso, list_entries
+    from collector.delivery.dlq import entry_name, iso, list_entries, list_groups
 
-    entries = list_entries(_data_dir(args), args.destination)
+    data_dir = _data_dir(args)
     if args.format == "jsonl":
+        entries = list_entries(data_dir, args.destination)
         for shard, dl in entries:
             doc = {
                 "id": entry_name(shard, dl),
                 "destination": dl.destination,
+                "batch": f"shard {shard} {dl.batch}".strip(),
                 "record_id": dl.record_id,
                 "record_time": iso(dl.time_ms),
                 "failed_at": iso(dl.failed_ms),
@@ -344,13 +394,41 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
                 "attempts": dl.attempts,
             }
             sys.stdout.write(orjson.dumps(doc).decode() + "\n")
-    else:
-        print(f"{'ID':<10} {'DESTINATION':<20} {'FAILED AT':<25} {'STATUS':<6} REASON")
-        for shard, dl in entries:
-            status = "" if dl.status is None else str(dl.status)
-            reason = dl.reason if len(dl.reason) <= 100 else dl.reason[:97] + "..."
-            print(f"{entry_name(shard, dl):<10} {dl.destination:<20} {iso(dl.failed_ms):<25} {status:<6} {reason}")
-    print(f"{len(entries)} dead letter(s)", file=sys.stderr)
+        print(f"{len(entries)} dead letter(s)", file=sys.stderr)
+        return EXIT_OK
+    groups = list_groups(data_dir, args.destination)
+    print(f"{'IDS':<16} {'COUNT':>6} {'DESTINATION':<20} {'BATCH':<22} {'LAST FAILED':<25} {'STATUS':<6} REASON")
+    for shard, g in groups:
+        ids = f"{shard}-{g.first_id}" + (f"..{g.last_id}" if g.last_id != g.first_id else "")
+        batch = f"shard {shard} {g.batch}".strip()
+        status = "" if g.status is None else str(g.status)
+        reason = g.reason if len(g.reason) <= 100 else g.reason[:97] + "..."
+        print(
+            f"{ids:<16} {g.count:>6} {g.destination:<20} {batch:<22} {iso(g.last_failed_ms):<25} {status:<6} {reason}"
+        )
+    total = sum(g.count for _, g in groups)
+    print(f"{total} dead letter(s) in {len(groups)} group(s) (by batch and reason)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_dlq_purge(args: argparse.Namespace) -> int:
+    from collector.delivery.dlq import iso, purge
+
+    if args.destination is None and args.older_than is None and not args.all:
+        print("dlq purge: name what to remove: --destination, --older-than, or --all", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        older_than = None if args.older_than is None else float(config_mod.parse_duration(args.older_than))
+    except ConfigError:
+        print(f"--older-than: invalid duration {args.older_than!r} (use e.g. 12h, 7d)", file=sys.stderr)
+        return EXIT_USAGE
+    result = purge(_data_dir(args), args.destination, older_than)
+    for shard, g in result.groups:
+        print(
+            f"removed {g.count} from {g.destination} (shard {shard} {g.batch}, last failed "
+            f"{iso(g.last_failed_ms)}): {g.reason}"
+        )
+    print(f"purged: {result.removed} dead letter(s)")
     return EXIT_OK
 
 
@@ -388,17 +466,40 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(cfg.exporters)) or "none configured"
         print(f"destination {args.destination!r} is not in the configuration (known: {known})", file=sys.stderr)
         return EXIT_USAGE
-    result = asyncio.run(replay(cfg, args.destination))
+    try:
+        wait = float(config_mod.parse_duration(args.wait))
+    except ConfigError:
+        print(f"--wait: invalid duration {args.wait!r} (use e.g. 30s, 5m)", file=sys.stderr)
+        return EXIT_USAGE
+    lock = _lock_data_dir(cfg.storage.directory, "replay dead letters")
+    if lock is None:
+        return EXIT_FAILURE
+    try:
+        result = asyncio.run(replay(cfg, args.destination, wait))
+    finally:
+        lock.release()
     print(f"replayed: {result.delivered} delivered, {result.failed} still failing")
     for name in result.skipped_destinations:
         print(f"skipped dead letters of {name}: not in the configuration", file=sys.stderr)
+    for name in result.unreachable:
+        print(f"gave up on {name}: still failing after --wait {args.wait}; its entries stay", file=sys.stderr)
     return EXIT_OK if result.failed == 0 and not result.skipped_destinations else EXIT_FAILURE
 
 
 def cmd_analytics_sync(args: argparse.Namespace) -> int:
     from collector.enrich.sync import run_sync_cli
 
-    return run_sync_cli(args.config, args.data_dir, args.since, args.until)
+    try:
+        directory = load_config(args.config, args.data_dir).storage.directory
+    except ConfigError:
+        return run_sync_cli(args.config, args.data_dir, args.since, args.until)  # reports it in its own words
+    lock = _lock_data_dir(directory, "sync analytics")
+    if lock is None:
+        return EXIT_FAILURE
+    try:
+        return run_sync_cli(args.config, args.data_dir, args.since, args.until)
+    finally:
+        lock.release()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -442,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from collector.compliance.cli import register as register_approvals
 
-    register_approvals(sub, parse_time)
+    register_approvals(sub, parse_time, _data_dir)
 
     dlq = sub.add_parser("dlq", help="dead letters: records a destination refused").add_subparsers(
         dest="dlq_command", required=True
@@ -451,12 +552,26 @@ def build_parser() -> argparse.ArgumentParser:
     dl_show = dlq.add_parser("show", help="show one dead letter with its record")
     dl_show.add_argument("id", help="dead-letter id as listed, e.g. 0-17")
     dl_replay = dlq.add_parser("replay", help="re-send dead letters to their destination (uses the config)")
-    for sp in (dl_list, dl_show, dl_replay):
+    dl_replay.add_argument(
+        "--wait",
+        default="60s",
+        help="give up on a destination that keeps failing (timeouts, 429, 5xx) after this long (default: %(default)s)",
+    )
+    dl_purge = dlq.add_parser("purge", help="delete dead letters by destination and/or age; prints what it removed")
+    dl_purge.add_argument("--older-than", help="only entries that failed longer ago than this, e.g. 7d, 12h")
+    dl_purge.add_argument("--all", action="store_true", help="every dead letter (when no other filter is given)")
+    for sp in (dl_list, dl_show, dl_replay, dl_purge):
         sp.add_argument("--config")
         sp.add_argument("--data-dir")
-    for sp in (dl_list, dl_replay):
+    for sp in (dl_list, dl_replay, dl_purge):
         sp.add_argument("--destination", help="only this destination (config key, e.g. http/siem)")
-    dl_list.add_argument("--format", choices=("table", "jsonl"), default="table")
+    dl_list.add_argument(
+        "--format",
+        choices=("table", "jsonl"),
+        default="table",
+        help="table: one line per batch and reason; jsonl: one line per entry (default: %(default)s)",
+    )
+    dl_purge.set_defaults(func=cmd_dlq_purge)
     dl_list.set_defaults(func=cmd_dlq_list)
     dl_show.set_defaults(func=cmd_dlq_show)
     dl_replay.set_defaults(func=cmd_dlq_replay)

@@ -25,13 +25,17 @@ from collector.configtypes import (
     ByteSize,
     ConfigError,
     Duration,
+    FromEnv,
     Secret,
     parse_duration,
     parse_endpoint,
     parse_size,
 )
+from collector.delivery.registry import registry as destination_types
+from collector.delivery.registry import type_of
 from collector.enrich.analytics_config import AnalyticsApiConfig
 from collector.enrich.enrichment_config import UsageEnrichmentConfig
+from collector.private import exposed
 from collector.processing.redact import RedactionConfig
 from collector.receivers.auth import ReceiverAuthConfig
 from collector.reports.config import ReportsConfig
@@ -57,8 +61,10 @@ DEFAULT_HTTP_ENDPOINT = "127.0.0.1:4318"
 DEFAULT_TELEMETRY_ENDPOINT = "127.0.0.1:9464"
 DEFAULT_DATA_DIR = "./ccbridge-data"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_DECOMPRESSED_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES = 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
 DEFAULT_RETENTION_SECONDS = 90 * 86400.0
 MAX_ATTRIBUTE_DEPTH = 40
 
@@ -90,11 +96,21 @@ class GrpcReceiverConfig:
     endpoint: str = DEFAULT_GRPC_ENDPOINT
     max_recv_msg_size: ByteSize = ByteSize(DEFAULT_MAX_REQUEST_BYTES)
     tls: TLSServerConfig = field(default_factory=TLSServerConfig)
+    handshake_timeout: Duration = Duration(10.0)
+    call_timeout: Duration = Duration(30.0)
+    max_connection_idle: Duration = Duration(300.0)
+    max_connection_age: Duration = Duration(1800.0)
+    max_connection_age_grace: Duration = Duration(30.0)
 
     def validate(self, path: str) -> None:
         parse_endpoint(self.endpoint, f"{path}.endpoint")
         if self.max_recv_msg_size < 1024:
             raise ConfigError(f"{path}.max_recv_msg_size: must be at least 1KiB")
+        for key in ("handshake_timeout", "call_timeout", "max_connection_idle", "max_connection_age"):
+            if not 0.1 <= getattr(self, key) <= 86400:
+                raise ConfigError(f"{path}.{key}: must be between 100ms and 24h")
+        if not 0 <= self.max_connection_age_grace <= 3600:
+            raise ConfigError(f"{path}.max_connection_age_grace: must be between 0 and 1h")
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,10 @@ class HttpReceiverConfig:
     max_request_body_size: ByteSize = ByteSize(DEFAULT_MAX_REQUEST_BYTES)
     max_decompressed_size: ByteSize = ByteSize(DEFAULT_MAX_DECOMPRESSED_BYTES)
     tls: TLSServerConfig = field(default_factory=TLSServerConfig)
+    header_timeout: Duration = Duration(10.0)
+    idle_timeout: Duration = Duration(30.0)
+    body_timeout: Duration = Duration(30.0)
+    min_body_rate: ByteSize = ByteSize(4096)
 
     def validate(self, path: str) -> None:
         parse_endpoint(self.endpoint, f"{path}.endpoint")
@@ -111,6 +131,9 @@ class HttpReceiverConfig:
             raise ConfigError(f"{path}.max_request_body_size: must be at least 1KiB")
         if self.max_decompressed_size < self.max_request_body_size:
             raise ConfigError(f"{path}.max_decompressed_size: must be >= max_request_body_size")
+        for key in ("header_timeout", "idle_timeout", "body_timeout"):
+            if not 0.1 <= getattr(self, key) <= 3600:
+                raise ConfigError(f"{path}.{key}: must be between 100ms and 1h")
 
 
 @dataclass(frozen=True)
@@ -125,10 +148,19 @@ class ReceiversConfig:
     max_attribute_depth: int = 32
     auth: ReceiverAuthConfig = field(default_factory=ReceiverAuthConfig)
     max_inflight_bytes: ByteSize = ByteSize(DEFAULT_MAX_INFLIGHT_BYTES)
+    max_inflight_share: float = 0.25
+    max_attribute_value_size: ByteSize = ByteSize(DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES)
+    max_record_size: ByteSize = ByteSize(DEFAULT_MAX_RECORD_BYTES)
 
     def validate(self, path: str) -> None:
         if 0 < self.max_inflight_bytes < 1024 * 1024:
             raise ConfigError(f"{path}.max_inflight_bytes: must be at least 1MiB, or 0 for no bound")
+        if not 0.01 <= self.max_inflight_share <= 1.0:
+            raise ConfigError(f"{path}.max_inflight_share: must be between 0.01 and 1.0")
+        if self.max_attribute_value_size < 1024:
+            raise ConfigError(f"{path}.max_attribute_value_size: must be at least 1KiB")
+        if self.max_record_size < max(4096, self.max_attribute_value_size):
+            raise ConfigError(f"{path}.max_record_size: must be at least 4KiB and >= max_attribute_value_size")
         if not 1 <= self.max_attribute_depth <= MAX_ATTRIBUTE_DEPTH:
             raise ConfigError(
                 f"{path}.max_attribute_depth: must be between 1 and {MAX_ATTRIBUTE_DEPTH} "
@@ -219,7 +251,8 @@ def substitute_env(value: str, path: str, environ: typing.Mapping[str, str]) -> 
 
 def _expand(node: object, path: str, environ: typing.Mapping[str, str]) -> object:
     if isinstance(node, str):
-        return substitute_env(node, path, environ)
+        expanded = substitute_env(node, path, environ)
+        return FromEnv(expanded) if _ENV_RE.search(node) else expanded
     if isinstance(node, dict):
         return {k: _expand(v, f"{path}.{k}" if path else str(k), environ) for k, v in node.items()}
     if isinstance(node, list):
@@ -276,7 +309,7 @@ def convert(tp: Any, value: object, path: str) -> Any:
             return value
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string")
-        return Secret(value)
+        return Secret(str(value), literal=not isinstance(value, FromEnv))
     if tp is bool:
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
@@ -340,13 +373,29 @@ def validate_tree(obj: object, path: str = "") -> None:
             validate_tree(child, sub)
 
 
+def build_exporter_configs(raw: dict[str, Any], path: str = "exporters") -> dict[str, Any]:
+    """Typed config per destination key, validated; unknown types and keys are refused naming the path."""
+    known = destination_types()
+    out: dict[str, Any] = {}
+    for key, section in raw.items():
+        kind = type_of(str(key))
+        if kind not in known:
+            raise ConfigError(f"{path}.{key}: unknown exporter type {kind!r} (known: {', '.join(sorted(known))})")
+        cfg = build(known[kind].config_class, section, f"{path}.{key}")
+        validate_tree(cfg, f"{path}.{key}")
+        out[str(key)] = cfg
+    for kind, cls in known.items():
+        same = sorted(k for k in out if type_of(k) == kind)
+        if getattr(cls, "singleton", False) and len(same) > 1:
+            raise ConfigError(f"{path}: at most one {kind} destination per bridge (found {', '.join(same)})")
+    return out
+
+
 def load_tree(tree: object, environ: typing.Mapping[str, str] | None = None) -> Config:
     """Build and validate a :class:`Config` from a parsed tree (``${env:...}`` expanded), as every loader does."""
     expanded = _expand(tree if tree is not None else {}, "", os.environ if environ is None else environ)
     cfg = build(Config, expanded)
-    from exporters import build_configs
-
-    cfg = dataclasses.replace(cfg, exporters=build_configs(cfg.exporters or {}))
+    cfg = dataclasses.replace(cfg, exporters=build_exporter_configs(cfg.exporters or {}))
     validate_tree(cfg)
     return cfg
 
@@ -357,6 +406,41 @@ def load_text(text: str, environ: typing.Mapping[str, str] | None = None, source
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     return load_tree(raw, environ)
+
+
+def literal_secrets(node: object, path: str = "") -> list[str]:
+    """Key paths of the non-empty secrets written literally in the configuration (not from ``${env:...}``)."""
+    if isinstance(node, Secret):
+        return [path] if node.literal and node else []
+    found: list[str] = []
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            found += literal_secrets(getattr(node, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            found += literal_secrets(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list | tuple):
+        for i, v in enumerate(node):
+            found += literal_secrets(v, f"{path}[{i}]")
+    return found
+
+
+def exposed_secrets_warning(path: str | Path | None, cfg: Config) -> str | None:
+    """A warning when the configuration file ``path`` holds literal secrets and is readable by group or others."""
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    keys = literal_secrets(cfg)
+    if not keys or not exposed(mode):
+        return None
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return (
+        f"config file {path} holds literal secrets ({shown}) and is readable by group or others; "
+        "chmod 600 it or take the secrets from the environment with ${env:NAME}"
+    )
 
 
 def load(path: str | Path | None, environ: typing.Mapping[str, str] | None = None) -> Config:

@@ -14,12 +14,14 @@ class ConfigError(ValueError):
 
 
 class Secret:
-    """A configuration string that must never be printed (tokens, API keys)."""
+    """A configuration string that must never be printed (tokens, API keys). ``literal`` is False when the value
+    came from ``${env:...}`` (so the configuration file does not hold it)."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "literal")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, literal: bool = True) -> None:
         self._value = value
+        self.literal = literal
 
     def get(self) -> str:
         return self._value
@@ -37,6 +39,12 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(("Secret", self._value))
+
+
+class FromEnv(str):
+    """A configuration string that had an ``${env:...}`` reference expanded into it."""
+
+    __slots__ = ()
 
 
 class Duration(float):

@@ -14,6 +14,7 @@ import signal
 
 from collector.config import Config
 from collector.delivery.engine import DeliveryEngine, all_shards
+from collector.delivery.registry import create as create_exporter
 from collector.enrich.enricher import create_enricher
 from collector.pipeline import Pipeline
 from collector.processing.redact import Redactor
@@ -23,7 +24,7 @@ from collector.receivers.inflight import InflightBudget
 from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.runtime import tune_gc
-from collector.store.sqlite import AuditStore
+from collector.store import open_store, open_usage_history
 from collector.telemetry.selfmetrics import SelfMetrics
 from collector.telemetry.server import TelemetryServer
 
@@ -41,16 +42,11 @@ class Service:
         self.serve_telemetry = serve_telemetry
         self.reuse_port = reuse_port
         self.metrics = SelfMetrics()
-        self.store = AuditStore(
-            cfg.storage.directory,
-            shard=worker_index,
-            synchronous=cfg.storage.synchronous,
-            max_commit_records=cfg.storage.max_commit_records,
-            commit_interval=cfg.storage.commit_interval,
-            writer=cfg.storage.writer,
-        )
+        self.store = open_store(cfg.storage, shard=worker_index)
         self.enricher = create_enricher(cfg)
         self.pipeline = Pipeline(self.store, self.metrics, enricher=self.enricher, redactor=self._redactor())
+        self.pipeline.max_value_size = int(cfg.receivers.max_attribute_value_size)
+        self.pipeline.max_record_size = int(cfg.receivers.max_record_size)
         self.auth = TokenAuthenticator(cfg.receivers.auth) if cfg.receivers.auth.enabled else None
         self.store.on_commit_stats = self._commit_stats
         self.http: OtlpHttpReceiver | None = None
@@ -100,7 +96,10 @@ class Service:
             reuse_port=self.reuse_port,
             admit=self.delivery.admit if self.delivery is not None else None,
             inflight=InflightBudget(
-                int(rcv.max_inflight_bytes), self.metrics.inflight_bytes.set, self.metrics.inflight_waits.inc
+                int(rcv.max_inflight_bytes),
+                self.metrics.inflight_bytes.set,
+                self.metrics.inflight_waits.inc,
+                share=float(rcv.max_inflight_share),
             ),
         )
         if self.serve_telemetry:
@@ -151,10 +150,8 @@ class Service:
         return shards
 
     async def _start_delivery(self) -> None:
-        import exporters
-
         active = {k: v for k, v in self.cfg.exporters.items() if v.enabled}
-        exps = [exporters.create(key, cfg) for key, cfg in active.items()]
+        exps = [create_exporter(key, cfg) for key, cfg in active.items()]
         await self._start_pull([e for e in exps if getattr(e, "pull", False)])
         exps = [e for e in exps if not getattr(e, "pull", False)]
         for exp in exps:
@@ -203,11 +200,10 @@ class Service:
         """Periodic Analytics API sync: one per bridge (the primary worker), history in ``analytics.db``."""
         from collector.enrich.analytics_client import AnalyticsClient
         from collector.enrich.sync import UsageSyncScheduler
-        from collector.enrich.usage_store import UsageStore
         from collector.reports.metrics import AnalyticsGauges
 
         api = self.cfg.enrichment.analytics_api
-        store = UsageStore.open(self.cfg.storage.directory)
+        store = open_usage_history(self.cfg.storage.directory)
         client = AnalyticsClient(api)
         gauges = AnalyticsGauges(store, self.cfg.reports)
         gauges.register(self.metrics.registry)

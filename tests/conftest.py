@@ -23,7 +23,7 @@ Public API (kept stable; other test modules rely on it):
     ``.cfg`` (:class:`collector.config.Config`), ``.service`` (the running :class:`collector.service.Service`),
     ``.data_dir`` (Path), ``.http_url`` (``http://127.0.0.1:PORT``), ``.grpc_target`` (``127.0.0.1:PORT``),
     ``.telemetry_url``; ``.records(**query)`` -> list of stored audit records as dicts (``query`` are
-    :class:`collector.store.sqlite.RecordQuery` fields: ``kinds``, ``session``, ``user``, ``since_ms``, ``until_ms``),
+    :class:`collector.store.api.RecordQuery` fields: ``kinds``, ``session``, ``user``, ``since_ms``, ``until_ms``),
     ``.metric_points()`` / ``.spans()`` -> stored bodies as dicts, ``.count(table)`` -> rows in ``records``,
     ``metric_points`` or ``spans`` over all shards, ``await .stop()`` (idempotent).
 
@@ -71,7 +71,8 @@ from aiohttp import web
 
 from collector.config import Config, load_tree
 from collector.service import Service
-from collector.store.sqlite import RecordQuery, connect, iter_records, shard_paths
+from collector.store import RecordQuery, iter_records
+from collector.store.sqlite import connect, shard_paths
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLAUDE_CODE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"

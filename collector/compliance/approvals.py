@@ -27,11 +27,8 @@ Rows are ordered by session, then by decision time within the session.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import heapq
 import itertools
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,8 +37,10 @@ from typing import IO, Any
 
 import orjson
 
+from collector import csvsafe
 from collector.processing.normalize import parse_rfc3339
-from collector.store.sqlite import StorageError, as_bytes, connect, shard_paths
+from collector.store import StorageError, open_reader
+from collector.store.api import ShardView
 
 COLUMNS = (
     "time",
@@ -305,70 +304,39 @@ class StoreSource:
         self.data_dir = data_dir
         self.flt = flt
         self.result_until_ms = flt.until_ms + result_grace_ms
-        self.dbs = shard_paths(data_dir)
-        if not self.dbs:
+        self.reader = open_reader(data_dir)
+        self.shards = self.reader.shards()
+        if not self.shards:
             raise StorageError("missing", f"no store under {data_dir}")
-        self._conns: list[sqlite3.Connection] = []
-        self._chain_column: list[bool] = []
+        self._views: list[ShardView] = []
 
     def __enter__(self) -> StoreSource:
         try:
-            self._conns = [connect(db, readonly=True) for db in self.dbs]
-            self._chain_column = [
-                any(r[1] == "chain" for r in c.execute("PRAGMA table_info(records)")) for c in self._conns
-            ]
-        except sqlite3.Error as exc:
+            for shard in self.shards:
+                self._views.append(self.reader.shard_view(shard))
+        except StorageError:
             self.close()
-            raise StorageError("error", f"cannot open the store: {exc}") from None
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        for c in self._conns:
-            with contextlib.suppress(sqlite3.Error):
-                c.close()
-        self._conns = []
+        for v in self._views:
+            v.close()
+        self._views = []
 
-    def _user_clause(self) -> tuple[str, list[Any]]:
-        if self.flt.user is None:
-            return "", []
-        return " AND (user = ? OR user_id = ?)", [self.flt.user, self.flt.user]
+    def _session_ids(self, view: ShardView) -> Iterator[str | None]:
+        """Distinct sessions with a decision in range, in session order (None first), from one shard."""
+        return view.sessions_with("tool_decision", self.flt.since_ms, self.flt.until_ms, self.flt.user)
 
-    def _session_ids(self, db: Path) -> Iterator[str | None]:
-        """Distinct sessions with a decision in range, in session order (NULL first), from one shard."""
-        user_sql, user_args = self._user_clause()
-        sql = (
-            "SELECT DISTINCT session FROM records WHERE kind = 'tool_decision' AND time_ms >= ? AND time_ms < ?"
-            f"{user_sql} ORDER BY session"
+    def _records(self, view: ShardView, session: str | None) -> Iterator[tuple[int, str, bytes, bytes | None]]:
+        windows = (
+            ("tool_decision", self.flt.since_ms, self.flt.until_ms),
+            ("tool_result", self.flt.since_ms, self.result_until_ms),
         )
-        with contextlib.closing(connect(db, readonly=True)) as conn:
-            cur = conn.execute(sql, [self.flt.since_ms, self.flt.until_ms, *user_args])
-            while True:
-                batch = cur.fetchmany(BATCH)
-                if not batch:
-                    return
-                for (s,) in batch:
-                    yield s
-
-    def _records(
-        self, conn: sqlite3.Connection, chain: bool, session: str | None
-    ) -> Iterator[tuple[int, str, bytes, bytes | None]]:
-        where = "session IS NULL" if session is None else "session = ?"
-        args: list[Any] = [] if session is None else [session]
-        sql = (
-            f"SELECT time_ms, id, body, {'chain' if chain else 'NULL'} FROM records WHERE {where} AND ("
-            "(kind = 'tool_decision' AND time_ms >= ? AND time_ms < ?) OR "
-            "(kind = 'tool_result' AND time_ms >= ? AND time_ms < ?)) ORDER BY time_ms, id"
-        )
-        cur = conn.execute(sql, [*args, self.flt.since_ms, self.flt.until_ms, self.flt.since_ms, self.result_until_ms])
-        while True:
-            batch = cur.fetchmany(BATCH)
-            if not batch:
-                return
-            for t, rid, body, link in batch:
-                yield t, rid, as_bytes(body), None if link is None else as_bytes(link)
+        return view.session_records(session, windows)
 
     def session_records(self, session: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
         """One session's decisions (in range) and results (up to the grace period after), in time order.
@@ -376,7 +344,7 @@ class StoreSource:
         A record's tamper-evidence link (the store's ``chain`` column) is added as ``chain.hash`` when the body
         does not carry one.
         """
-        streams = [self._records(c, has, session) for c, has in zip(self._conns, self._chain_column, strict=True)]
+        streams = [self._records(v, session) for v in self._views]
         merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda r: (r[0], r[1]))
         last: tuple[int, str] | None = None
         for t, rid, body, link in merged:
@@ -389,7 +357,7 @@ class StoreSource:
             yield t, rec
 
     def sessions(self) -> Iterator[tuple[str | None, Iterator[tuple[int, dict[str, Any]]]]]:
-        streams = [self._session_ids(db) for db in self.dbs]
+        streams = [self._session_ids(v) for v in self._views]
         merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_session_key)
         first = True
         last: str | None = None
@@ -402,10 +370,9 @@ class StoreSource:
     def spans(self, trace_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
         """``claude_code.tool`` spans of the given traces (all shards)."""
         for trace in trace_ids:
-            for conn in self._conns:
-                rows = conn.execute("SELECT body FROM spans WHERE trace_id = ? AND name = ?", (trace, TOOL_SPAN))
-                for (body,) in rows:
-                    yield orjson.loads(bytes(body))
+            for view in self._views:
+                for body in view.spans(trace, TOOL_SPAN):
+                    yield orjson.loads(body)
 
 
 def store_rows(
@@ -417,11 +384,8 @@ def store_rows(
     stats: JoinStats | None = None,
 ) -> Iterator[Row]:
     """Approval rows from a data directory (all shards)."""
-    try:
-        with StoreSource(data_dir, flt, result_grace_ms) as src:
-            yield from join(src.sessions(), flt, spans=src.spans, max_pending=max_pending, stats=stats)
-    except sqlite3.Error as exc:
-        raise StorageError("error", f"cannot read the store: {exc}") from None
+    with StoreSource(data_dir, flt, result_grace_ms) as src:
+        yield from join(src.sessions(), flt, spans=src.spans, max_pending=max_pending, stats=stats)
 
 
 def grouped_by_session(
@@ -448,24 +412,16 @@ def grouped_by_session(
 # output
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(v: Any) -> str:
-    """A CSV cell; text a spreadsheet would run as a formula is prefixed with ``'`` (CSV injection)."""
-    if v is None:
-        return ""
-    s = str(v)
-    if s.startswith(_FORMULA_START):
-        return "'" + s
-    return s
+def csv_cell(v: Any) -> Any:
+    """A CSV cell, as :func:`collector.csvsafe.cell` writes it (formula text neutralized)."""
+    return csvsafe.cell(v)
 
 
 def write_rows(rows: Iterable[Row], out: IO[str], fmt: str) -> int:
     """Write ``rows`` as ``csv`` (header first) or ``jsonl``; returns the number written."""
     n = 0
     if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csvsafe.writer(out)
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow([csv_cell(row[c]) for c in COLUMNS])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from collector.compliance.approvals import (
@@ -24,8 +25,10 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-def register(sub: Any, parse_time: Any) -> None:
-    """Add ``approvals export`` to the top-level sub-command parser (``parse_time`` parses --since/--until)."""
+def register(sub: Any, parse_time: Any, data_dir: Callable[[argparse.Namespace], str]) -> None:
+    """Add ``approvals export`` to the top-level sub-command parser (``parse_time`` parses --since/--until,
+    ``data_dir`` resolves --data-dir / --config as every command does; passed in so this module never imports the
+    top-level CLI back)."""
     approvals = sub.add_parser("approvals", help="approval trail of tool decisions").add_subparsers(
         dest="approvals_command", required=True
     )
@@ -52,7 +55,7 @@ def register(sub: Any, parse_time: Any) -> None:
     sp.add_argument("--sourcetype", default="claude:code:audit", help="sourcetype of the audit records")
     sp.add_argument("--splunk-ca-file", help="PEM bundle to verify Splunk's certificate with")
     sp.add_argument("--splunk-insecure", action="store_true", help="do not verify Splunk's certificate (tests only)")
-    ex.set_defaults(func=cmd_approvals_export)
+    ex.set_defaults(func=cmd_approvals_export, data_dir_of=data_dir)
 
 
 def _env(name: str | None, what: str) -> str | None:
@@ -69,8 +72,7 @@ class _Usage(Exception):
 
 
 def cmd_approvals_export(args: argparse.Namespace) -> int:
-    from collector.cli import _data_dir
-    from collector.store.sqlite import StorageError
+    from collector.store.api import StorageError
 
     since_ms = int(args.since.timestamp() * 1000)
     until_ms = int(args.until.timestamp() * 1000)
@@ -85,7 +87,7 @@ def cmd_approvals_export(args: argparse.Namespace) -> int:
         else:
             if any((args.splunk_token_env, args.splunk_username_env, args.splunk_password_env)):
                 raise _Usage("--splunk-* options need --from-splunk URL")
-            rows = store_rows(_data_dir(args), flt, stats=stats)
+            rows = store_rows(args.data_dir_of(args), flt, stats=stats)
         n = write_rows(rows, sys.stdout, args.format)
     except _Usage as exc:
         print(str(exc), file=sys.stderr)

@@ -6,10 +6,17 @@ with up to ``concurrency`` batches in flight. The cursor advances only over batc
 confirmed by the destination or moved to dead letters, in order, so a crash re-sends at most the batches that were
 in flight (at-least-once).
 
-Failures follow the exporter's typed :mod:`~collector.delivery.outcome`: ``Retry`` waits (server delay or
-exponential backoff with jitter) and tries again until ``retry.max_elapsed_time``, then dead-letters; ``Permanent``
-dead-letters at once; ``Partial`` dead-letters the one failing record and re-sends the rest. Shutdown interrupts
-every wait; an interrupted batch is simply not confirmed, and is sent again after restart.
+Failures follow the exporter's typed :mod:`~collector.delivery.outcome`: ``Retry`` (connection errors, timeouts,
+408, 429, 5xx) waits (the server's delay, or exponential backoff with jitter capped at ``retry.max_interval``) and
+tries again for as long as the destination's backlog is within its limits: an outage never sends records to dead
+letters by itself (``retry.max_elapsed_time`` only marks a batch as stalled in the log). ``Permanent`` dead-letters
+at once (a 413 for several records first splits them in halves, :meth:`DestinationWorker._split`); ``Partial``
+dead-letters the records the destination refused and re-sends the ones it did not take. Shutdown interrupts every
+wait; an interrupted batch is simply not confirmed, and is sent again after restart.
+
+When a destination accepts records again after retryable failures, its dead letters are re-sent through the same
+loop (``dead_letter.auto_replay``); ``ccbridge dlq replay`` uses that loop too
+(:meth:`DestinationWorker.replay_entries`).
 
 A slow or dead destination never blocks ingestion or the other destinations until its own backlog limit: then the
 ``backpressure`` policy makes receivers answer 429 / RESOURCE_EXHAUSTED (:meth:`DeliveryEngine.admit`), and the
@@ -23,20 +30,19 @@ import collections
 import contextlib
 import logging
 import math
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.delivery.api import DeliveryRecord, Exporter, LogThrottle, Payload
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff, interruptible_sleep
-from collector.delivery.state import DeliveryState
 from collector.receivers.status import Backpressure
-from collector.store.sqlite import as_bytes, connect, shard_path, shard_paths
+from collector.store import open_reader
+from collector.store.api import DeliveryStateStore, ShardLog, StoreReader
+from collector.store.delivery_state import DeadLetter
 from collector.telemetry.selfmetrics import SelfMetrics
-from exporters.base import DeliveryRecord, Exporter, Payload
 
 log = logging.getLogger(__name__)
 
@@ -46,80 +52,21 @@ RETENTION_INTERVAL = 3600.0
 RETENTION_BATCH = 10_000
 
 
-class ShardReader:
-    """Read-only access to one shard's records by ``seq``; safe to call from any thread, one call at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = connect(self.path, readonly=True)
-        return self._conn
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def read_after(self, seq: int, max_records: int, max_bytes: int) -> tuple[list[DeliveryRecord], int]:
-        with self._lock:
-            return self._read_after(seq, max_records, max_bytes)
-
-    def _read_after(self, seq: int, max_records: int, max_bytes: int) -> tuple[list[DeliveryRecord], int]:
-        """Up to ``max_records`` records after ``seq`` within ``max_bytes`` (at least one); first one's arrival."""
-        rows = (
-            self.conn()
-            .execute(
-                "SELECT seq, id, body, time_ms, received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, max_records),
-            )
-            .fetchall()
-        )
-        out: list[DeliveryRecord] = []
-        total = 0
-        oldest = 0
-        for s, rid, body, t, received in rows:
-            b = as_bytes(body)
-            if out and total + len(b) > max_bytes:
-                break
-            total += len(b)
-            out.append(DeliveryRecord(s, rid, b, t))
-            if not oldest:
-                oldest = received
-        return out, oldest
-
-    def last_seq(self) -> int:
-        with self._lock:
-            row = self.conn().execute("SELECT MAX(seq) FROM records").fetchone()
-        return int(row[0] or 0)
-
-    def oldest_received_after(self, seq: int) -> int | None:
-        with self._lock:
-            row = (
-                self.conn()
-                .execute("SELECT received_ms FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
-                .fetchone()
-            )
-        return int(row[0]) if row else None
-
-    def average_size(self, sample: int = 200) -> float:
-        with self._lock:
-            row = (
-                self.conn()
-                .execute(
-                    "SELECT AVG(length(body)) FROM (SELECT body FROM records ORDER BY seq DESC LIMIT ?)", (sample,)
-                )
-                .fetchone()
-            )
-        return float(row[0] or 0.0)
-
-
 class _Interrupted(Exception):
     """Shutdown interrupted a batch before the destination confirmed it."""
+
+
+class GaveUp(Exception):
+    """A send with a time limit (``dlq replay``) stopped waiting for a destination that keeps failing."""
+
+
+@dataclass
+class Settled:
+    """What the destination made of the records of one send: confirmed ones, and groups refused for good as
+    ``(records, reason, status, attempts)``."""
+
+    delivered: list[DeliveryRecord] = field(default_factory=list)
+    refused: list[tuple[list[DeliveryRecord], str, int | None, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -137,8 +84,8 @@ class DestinationWorker:
         self,
         exporter: Exporter,
         shard: int,
-        reader: ShardReader,
-        state: DeliveryState,
+        reader: ShardLog,
+        state: DeliveryStateStore,
         metrics: SelfMetrics,
         stop: asyncio.Event,
         new_data: asyncio.Event,
@@ -154,6 +101,10 @@ class DestinationWorker:
         self.cursor = state.cursor(self.name)
         self.backlog = BacklogStatus()
         self._drop_target = 0
+        self._unhealthy = False
+        self._last_replay = -math.inf
+        self._replay_task: asyncio.Task[tuple[int, int]] | None = None
+        self._split_log = LogThrottle(60.0)
         s = exporter.settings
         self.batch = s.batch
         self.concurrency = s.concurrency
@@ -191,6 +142,8 @@ class DestinationWorker:
             if inflight:
                 await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
                 self._advance(inflight)
+            if self._replay_task is not None and self.stop.is_set():
+                await asyncio.gather(self._replay_task, return_exceptions=True)
 
     def _advance(self, inflight: collections.deque[tuple[int, asyncio.Task[None]]]) -> None:
         """Move the cursor over the completed batches at the head of the window, in order.
@@ -225,7 +178,9 @@ class DestinationWorker:
         """
         b = self.batch
         while not self.stop.is_set() and not self._drop_target:
-            records, oldest_ms = await asyncio.to_thread(self.reader.read_after, after, b.max_records, b.max_bytes)
+            records, oldest_ms = await asyncio.to_thread(
+                self.reader.read_after, after, b.max_records, b.max_bytes, DeliveryRecord
+            )
             if records:
                 full = len(records) >= b.max_records or sum(len(r.body) for r in records) >= b.max_bytes * 0.9
                 waited = time.time() - oldest_ms / 1000
@@ -246,28 +201,48 @@ class DestinationWorker:
     # -- one batch ------------------------------------------------------------------------------------------------
 
     async def _deliver(self, records: Sequence[DeliveryRecord]) -> None:
+        """Send one batch until every record is confirmed or refused for good; the refused go to dead letters."""
+        settled = Settled()
+        await self._send(records, settled)
+        for refused, reason, status, attempts in settled.refused:
+            await self._dead_letter(refused, reason, status, attempts)
+
+    async def _send(
+        self, records: Sequence[DeliveryRecord], settled: Settled, give_up_after: float | None = None
+    ) -> None:
+        """The one delivery loop: encode ``records``, push every payload with retry, act on each outcome.
+
+        Results are added to ``settled`` as they come, so a caller still knows what was confirmed when the send is
+        interrupted (shutdown: :class:`_Interrupted`) or, with ``give_up_after`` seconds, abandoned
+        (:class:`GaveUp`; only ``dlq replay`` sets it — the engine itself retries for as long as the backlog is within
+        its limits).
+        """
         try:
             payloads = self.exporter.encode(records)
         except Exception as exc:
             log.exception("%s: cannot encode a batch of %d records", self.name, len(records))
-            await self._dead_letter(records, f"encode failed: {exc}", None, 0)
+            settled.refused.append((list(records), f"encode failed: {exc}", None, 0))
             return
         finally:
             for r in records:
                 r.forget()  # payloads in flight (and awaiting acks) keep the bytes, not the parsed dicts
         if len(payloads) == 1:
-            await self._push_with_retry(payloads[0])
+            await self._push_with_retry(payloads[0], settled, give_up_after)
             return
         # The requests of one batch go out together: each may wait for its own confirmation (a Splunk indexer
         # acknowledgement takes a poll interval), and the batch counts as delivered only when all are settled.
-        results = await asyncio.gather(*(self._push_with_retry(p) for p in payloads), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._push_with_retry(p, settled, give_up_after) for p in payloads), return_exceptions=True
+        )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:  # a failure other than a shutdown interruption is the one to report
             raise next((e for e in errors if not isinstance(e, _Interrupted)), errors[0])
 
-    async def _push_with_retry(self, payload: Payload) -> None:
-        backoff = Backoff(self.exporter.settings.retry)
+    async def _push_with_retry(self, payload: Payload, settled: Settled, give_up_after: float | None) -> None:
+        retry = self.exporter.settings.retry
+        backoff = Backoff(retry)
         attempts = 0
+        stall_at = float(retry.max_elapsed_time)
         while True:
             attempts += 1
             started = time.perf_counter()
@@ -276,43 +251,41 @@ class DestinationWorker:
             except Exception as exc:
                 outcome = Retry(f"push raised {type(exc).__name__}: {exc}")
             self.m_latency.observe(time.perf_counter() - started)
-            n = len(payload.records)
+            records = list(payload.records)
+            n = len(records)
             if isinstance(outcome, Success):
                 self.m_sent.inc(n)
+                settled.delivered.extend(records)
                 if attempts > 1:
                     log.info("%s: batch of %d delivered after %d attempts", self.name, n, attempts)
+                self._accepted()
                 return
             if isinstance(outcome, Partial):
-                ok = max(0, min(outcome.accepted, n))
-                self.m_sent.inc(ok)
-                if ok < n:
-                    self.m_failed.inc(1)
-                    log.warning(
-                        "%s: record %d of a batch of %d refused permanently (%s); %d re-sent",
-                        self.name,
-                        ok,
-                        n,
-                        outcome.reason,
-                        n - ok - 1,
-                    )
-                    await self._dead_letter([payload.records[ok]], outcome.reason, outcome.status, attempts)
-                rest = list(payload.records[ok + 1 :])
-                if rest:
-                    for p in self.exporter.encode(rest):
-                        await self._push_with_retry(p)
+                await self._partial(outcome, records, attempts, settled, give_up_after)
+                return
+            if isinstance(outcome, Permanent) and outcome.status == 413 and n > 1:
+                await self._split(outcome, records, settled, give_up_after)
                 return
             if isinstance(outcome, Permanent):
                 self.m_failed.inc(n)
                 log.warning("%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason)
-                await self._dead_letter(payload.records, outcome.reason, outcome.status, attempts)
+                settled.refused.append((records, outcome.reason, outcome.status, attempts))
                 return
+            self._unhealthy = True
             delay = backoff.next_delay(outcome.delay)
-            if backoff.expired(delay):
-                self.m_failed.inc(n)
-                reason = f"retry time exhausted after {attempts} attempts: {outcome.reason}"
-                log.warning("%s: batch of %d to dead letters: %s", self.name, n, reason)
-                await self._dead_letter(payload.records, reason, outcome.status, attempts)
-                return
+            if give_up_after is not None and backoff.elapsed() + delay > give_up_after:
+                raise GaveUp(f"still failing after {attempts} attempts: {outcome.reason}")
+            if stall_at > 0 and backoff.elapsed() >= stall_at:
+                stall_at += retry.max_elapsed_time
+                log.warning(
+                    "%s: destination stalled: a batch of %d has been retrying for %.0fs (%d attempts, last: %s); "
+                    "it stays in the backlog and is retried until the destination accepts it",
+                    self.name,
+                    n,
+                    backoff.elapsed(),
+                    attempts,
+                    outcome.reason,
+                )
             self.m_retries.inc()
             log.warning(
                 "%s: retrying a batch of %d in %.1fs (attempt %d): %s%s",
@@ -326,12 +299,132 @@ class DestinationWorker:
             if await interruptible_sleep(delay, self.stop):
                 raise _Interrupted
 
+    async def _partial(
+        self,
+        outcome: Partial,
+        records: list[DeliveryRecord],
+        attempts: int,
+        settled: Settled,
+        give_up_after: float | None,
+    ) -> None:
+        """Count what the destination took, dead-letter what it refused, send again everything else.
+
+        "Everything else" is derived from the payload, not trusted from the outcome: a record the exporter listed
+        neither as accepted nor as refused is re-sent, so an exporter cannot lose one.
+        """
+        accepted = list(outcome.accepted)
+        taken = {id(r) for r in accepted}
+        refused_ids = {id(x.record) for x in outcome.refused}
+        self.m_sent.inc(len(accepted))
+        settled.delivered.extend(accepted)
+        if accepted:
+            self._accepted()
+        for x in outcome.refused:
+            self.m_failed.inc(1)
+            settled.refused.append(
+                ([x.record], x.reason, x.status if x.status is not None else outcome.status, attempts)
+            )
+        rest = [r for r in records if id(r) not in taken and id(r) not in refused_ids]
+        log.warning(
+            "%s: a batch of %d partly accepted: %d accepted, %d refused permanently (%s), %d sent again",
+            self.name,
+            len(records),
+            len(accepted),
+            len(outcome.refused),
+            outcome.reason,
+            len(rest),
+        )
+        if rest:
+            await self._send(rest, settled, give_up_after)
+
+    async def _split(
+        self, outcome: Permanent, records: list[DeliveryRecord], settled: Settled, give_up_after: float | None
+    ) -> None:
+        """The one 413 splitter: the destination refused the request as too large; send each half on its own (in
+        order), halving again as needed, down to a single record (whose 413 is final)."""
+        if (held := self._split_log.ready()) is not None:
+            log.warning(
+                "%s: a request of %d records refused as too large (%s); sending it in halves. Lower the "
+                "destination's request size limit below the server's.%s",
+                self.name,
+                len(records),
+                outcome.reason,
+                f" ({held} more since the last message)" if held else "",
+            )
+        mid = len(records) // 2
+        await self._send(records[:mid], settled, give_up_after)
+        await self._send(records[mid:], settled, give_up_after)
+
     async def _dead_letter(
         self, records: Sequence[DeliveryRecord], reason: str, status: int | None, attempts: int
     ) -> None:
         rows = [(r.seq, r.id, r.time_ms, r.body) for r in records]
         self.state.dead_letter(self.name, rows, reason, status, attempts)
         self.m_dead.inc(len(rows))
+
+    # -- dead letters: replay through the same loop ----------------------------------------------------------------
+
+    def _accepted(self) -> None:
+        """The destination confirmed records; after retryable failures that means it is back: auto-replay."""
+        if not self._unhealthy:
+            return
+        self._unhealthy = False
+        log.info("%s: destination accepts records again", self.name)
+        dl = self.exporter.settings.dead_letter
+        if not dl.auto_replay or (self._replay_task is not None and not self._replay_task.done()):
+            return
+        if time.monotonic() - self._last_replay < dl.replay_interval:
+            return
+        if not self.state.dead_letter_count(self.name):
+            return
+        self._last_replay = time.monotonic()
+        self._replay_task = asyncio.create_task(self.auto_replay(), name=f"replay-{self.name}-{self.shard}")
+
+    def _backpressured(self) -> bool:
+        return bool(self.backlog.over_limit) and self.exporter.settings.backlog.policy == "backpressure"
+
+    async def auto_replay(self) -> tuple[int, int]:
+        """Re-send this destination's dead letters of this shard, batch by batch, oldest first; returns (delivered,
+        refused again). Entries added while it runs (``drop_oldest`` during the catch-up) are included; it stops at
+        shutdown, and while receivers are held back by this destination's backlog (policy ``backpressure``), so the
+        backlog drains first."""
+        delivered = failed = 0
+        after = 0
+        try:
+            while not self.stop.is_set() and not self._backpressured():
+                entries = self.state.dead_letters(self.name, limit=self.batch.max_records, after=after)
+                if not entries:
+                    break
+                after = entries[-1].dlq_id
+                d, f = await self.replay_entries(entries)
+                delivered += d
+                failed += f
+        except _Interrupted:
+            pass
+        except Exception:
+            log.exception("%s: automatic dead-letter replay failed", self.name)
+        if delivered or failed:
+            log.info(
+                "%s: automatic dead-letter replay: %d delivered, %d refused again (kept)", self.name, delivered, failed
+            )
+        return delivered, failed
+
+    async def replay_entries(
+        self, entries: Sequence[DeadLetter], give_up_after: float | None = None
+    ) -> tuple[int, int]:
+        """Send dead letters through the delivery loop; delete exactly the confirmed ones, give the refused ones their
+        new reason. Returns (delivered, refused again). Raises :class:`GaveUp` / :class:`_Interrupted` after
+        recording what was settled before."""
+        records = [DeliveryRecord(dl.record_seq, dl.record_id, dl.body, dl.time_ms) for dl in entries]
+        owner = {id(r): dl.dlq_id for r, dl in zip(records, entries, strict=True)}
+        settled = Settled()
+        try:
+            await self._send(records, settled, give_up_after)
+        finally:
+            self.state.delete_dead_letters([owner[id(r)] for r in settled.delivered])
+            for refused, reason, status, _attempts in settled.refused:
+                self.state.fail_again([owner[id(r)] for r in refused], reason, status)
+        return len(settled.delivered), sum(len(r) for r, *_ in settled.refused)
 
     # -- backlog ------------------------------------------------------------------------------------------------------
 
@@ -377,7 +470,7 @@ class DestinationWorker:
             inflight.popleft()
             self.cursor = seq
         inflight.clear()
-        records, _ = await asyncio.to_thread(self.reader.read_after, self.cursor, n, 1 << 62)
+        records, _ = await asyncio.to_thread(self.reader.read_after, self.cursor, n, 1 << 62, DeliveryRecord)
         if records:
             reason = f"dropped (backlog limit, policy drop_oldest): {self.backlog.over_limit}"
             await self._dead_letter(records, reason, None, 0)
@@ -404,6 +497,7 @@ class DeliveryEngine:
         run_retention: object = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.store: StoreReader = open_reader(data_dir)
         self.shards = list(shards)
         self.exporters = list(exporters)
         self.metrics = metrics
@@ -413,8 +507,8 @@ class DeliveryEngine:
         self.new_data = asyncio.Event()
         self.workers: list[DestinationWorker] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._states: list[DeliveryState] = []
-        self._readers: list[ShardReader] = []
+        self._states: list[DeliveryStateStore] = []
+        self._readers: list[ShardLog] = []
         self._blocked: dict[str, str] = {}
 
     def notify(self) -> None:
@@ -425,13 +519,12 @@ class DeliveryEngine:
         for exp in self.exporters:
             await exp.start()
         for shard in self.shards:
-            path = shard_path(self.data_dir, shard)
-            if not path.exists():
+            if not self.store.has_shard(shard):
                 continue
-            state = DeliveryState.for_shard(self.data_dir, shard)
+            state = self.store.delivery_state(shard)
             self._states.append(state)
             for exp in self.exporters:
-                reader = ShardReader(path)
+                reader = self.store.shard_log(shard)
                 self._readers.append(reader)
                 w = DestinationWorker(exp, shard, reader, state, self.metrics, self.stop_event, self.new_data)
                 self.workers.append(w)
@@ -462,6 +555,10 @@ class DeliveryEngine:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        replays = [w._replay_task for w in self.workers if w._replay_task is not None and not w._replay_task.done()]
+        for t in replays:  # an automatic replay left over by a worker that was cancelled (its state closes below)
+            t.cancel()
+        await asyncio.gather(*replays, return_exceptions=True)
         for exp in self.exporters:
             with contextlib.suppress(Exception):
                 await exp.close()
@@ -538,4 +635,5 @@ class DeliveryEngine:
 
 
 def all_shards(data_dir: str | Path) -> list[int]:
-    return [int(p.stem.removeprefix("shard-")) for p in shard_paths(data_dir)]
+    """Shards that exist under ``data_dir``."""
+    return open_reader(data_dir).shards()

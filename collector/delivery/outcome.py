@@ -5,13 +5,20 @@
   5xx), optionally after the delay the server asked for (``Retry-After``).
 - :class:`Permanent`: the destination will never accept this batch as sent (4xx other than 408/429); the records go
   to dead letters with the reason and status.
-- :class:`Partial`: the first ``accepted`` records were accepted, record ``accepted`` failed permanently (e.g. Splunk
-  ``invalid-event-number``); the records after it are re-sent.
+- :class:`Partial`: part of the request was taken (e.g. Splunk ``invalid-event-number``): the outcome names the
+  ``accepted`` records, the ``refused`` ones (each with its reason, to dead letters) and the ``unsent`` ones, which
+  the engine sends again. The exporter keeps no delivery state of its own: whatever it did not account for as
+  accepted or refused is re-sent.
+
+A ``Permanent`` with status 413 for more than one record is not final: the engine splits the records in halves and
+sends each half again (:meth:`collector.delivery.engine.DestinationWorker._send`), down to a single record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,22 @@ class Permanent:
 
 
 @dataclass(frozen=True)
-class Partial:
-    accepted: int
+class Refused:
+    """One record of a partly accepted request that the destination refused for good."""
+
+    record: Any  # a collector.delivery.api.DeliveryRecord of the payload
     reason: str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Some records of the payload were accepted, some refused for good, the rest not sent (in payload order)."""
+
+    accepted: Sequence[Any]
+    refused: Sequence[Refused]
+    unsent: Sequence[Any] = field(default_factory=tuple)
+    reason: str = "partly accepted"
     status: int | None = None
 
 

@@ -49,6 +49,25 @@ class BacklogSettings:
 
 
 @dataclass(frozen=True)
+class DeadLetterSettings:
+    """What happens to a destination's dead letters (``exporters.<name>.dead_letter``).
+
+    ``auto_replay`` (default on): when the destination answers again after retryable failures (an outage, a
+    throttling window), its dead letters are re-sent through the engine, at most once per ``replay_interval``.
+    Retryable failures no longer produce dead letters, so what is there was dropped by ``drop_oldest`` during the
+    outage or refused permanently; the former is delivered without a person, the latter is refused again and stays
+    (one request per batch and recovery, no retry loop). Off: dead letters wait for ``ccbridge dlq replay``.
+    """
+
+    auto_replay: bool = True
+    replay_interval: Duration = Duration(300.0)
+
+    def validate(self, path: str) -> None:
+        if self.replay_interval < 0:
+            raise ConfigError(f"{path}.replay_interval: must be >= 0")
+
+
+@dataclass(frozen=True)
 class DestinationSettings:
     """Common keys of every ``exporters.<type>[/<name>]`` section."""
 
@@ -57,6 +76,7 @@ class DestinationSettings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     backlog: BacklogSettings = field(default_factory=BacklogSettings)
+    dead_letter: DeadLetterSettings = field(default_factory=DeadLetterSettings)
     schema: Literal["ccbridge", "ocsf"] = "ccbridge"
 
     def validate(self, path: str) -> None:

@@ -30,7 +30,6 @@ Redirects are not followed, so the key is only ever sent to ``base_url``.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 import random
@@ -48,6 +47,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from collector.delivery.retry import parse_retry_after
 from collector.enrich.analytics_config import AnalyticsApiConfig, is_loopback_host
 
 USAGE_REPORT_PATH = "/v1/organizations/usage_report/claude_code"
@@ -453,24 +453,6 @@ class DayFetch:
     pages: int
     skipped_records: int
     fetched_at: datetime
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``retry-after`` value (delta-seconds or HTTP-date); ``None`` if absent/bad."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _error_details(body: bytes) -> tuple[str | None, str]:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collector.enrich.usage_store import UsageStore, UserDailySummary
+from collector.store.usage import UsageStore, UserDailySummary
 
 if TYPE_CHECKING:
     from collector.config import Config

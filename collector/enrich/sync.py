@@ -4,7 +4,7 @@ A day is fetched completely (all pages) and then written in one transaction toge
 mark, so an interrupted backfill resumes where it stopped: :func:`sync_range` skips days already complete,
 except days that may still change. A day may still change when it is today or yesterday (always re-fetched,
 they are partial on the API side) or when its last fetch started before the day was final
-(see :func:`collector.enrich.usage_store.is_final`). ``force=True`` re-fetches every day of the range.
+(see :func:`collector.store.usage.is_final`). ``force=True`` re-fetches every day of the range.
 
 Days are fetched oldest first by up to ``concurrency`` workers. The first failure stops the hand-out of further
 days (the API is unhealthy, or the key is wrong, so the rest would fail alike); days in flight finish, days not
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import sys
 import time
 from collections import deque
@@ -29,7 +28,7 @@ from typing import Literal
 from collector.configtypes import ConfigError, Secret
 from collector.enrich.analytics_client import AnalyticsClient, ShutdownRequested
 from collector.enrich.analytics_config import DEFAULT_BASE_URL, AnalyticsApiConfig
-from collector.enrich.usage_store import UsageStore, UsageStoreError
+from collector.store.usage import USAGE_ERRORS, UsageStore
 
 PARTIAL_DAYS = 2
 MAX_CATCHUP_DAYS = 31
@@ -383,7 +382,7 @@ def run_sync_cli(config_path: str | None, data_dir: str | None, since: str | Non
         return 2
     try:
         store = UsageStore.open(data_dir or default_dir)
-    except (OSError, sqlite3.Error, UsageStoreError) as exc:
+    except USAGE_ERRORS as exc:
         print(f"ccbridge analytics sync: cannot open the analytics store: {exc}", file=sys.stderr)
         return 2
     try:

@@ -10,17 +10,16 @@ options or configuration.
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from collector.configtypes import ConfigError
-from collector.enrich.usage_store import UsageStoreError
 from collector.reports import completeness, compute, health, render, sources
 from collector.reports.config import ReportsConfig
-from collector.store.sqlite import StorageError
+from collector.store.api import StorageError
+from collector.store.usage import USAGE_ERRORS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -145,7 +144,7 @@ def run_report(
     except ConfigError as exc:
         print(f"{name}: {exc}", file=err)
         return EXIT_USAGE
-    except (OSError, sqlite3.Error, UsageStoreError) as exc:
+    except USAGE_ERRORS as exc:
         print(f"{name}: cannot read the analytics history: {exc}", file=err)
         return EXIT_FAILURE
     try:
@@ -158,7 +157,7 @@ def run_report(
         else:
             report = build_usage(directory, period, cfg.reports)
             empty = compute.is_empty(report)
-    except (OSError, sqlite3.Error, UsageStoreError, StorageError) as exc:
+    except (*USAGE_ERRORS, StorageError) as exc:
         print(f"{name}: cannot read {directory}: {exc}", file=err)
         return EXIT_FAILURE
     if empty:

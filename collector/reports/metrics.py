@@ -40,10 +40,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector.enrich.usage_store import ActorDay, UsageStore
 from collector.reports.anomaly import RateCheck, check_day, rejection_rate
 from collector.reports.compute import TIERS, USER_ACTOR, classify_tier, decision_series
 from collector.reports.config import ReportsConfig
+from collector.store.usage import ActorDay, UsageStore
 from collector.telemetry.server import attach_collector, detach_collector
 
 TIER_WINDOW_DAYS = 7

@@ -6,12 +6,13 @@ holds the main table only (organization and users for the usage report, the gaps
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
+
+from collector import csvsafe
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -68,10 +69,10 @@ def _md_table(headers: Sequence[str], rows: Sequence[Row], right: Sequence[bool]
 
 def _csv(headers: Sequence[str], rows: Sequence[Row]) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csvsafe.writer(buf)
     writer.writerow(headers)
     for row in rows:
-        writer.writerow(["" if c is None else str(c).lower() if isinstance(c, bool) else c for c in row])
+        writer.writerow(row)
     return buf.getvalue()
 
 

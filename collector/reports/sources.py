@@ -10,7 +10,6 @@ Identity: telemetry is matched to the Analytics API by e-mail. A record or point
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,9 +19,9 @@ from typing import Any
 import orjson
 
 from collector.enrich.analytics_client import DailyUsage
-from collector.enrich.usage_store import DB_FILENAME, DayState, UsageStore
 from collector.reports.compute import DecisionTallies, Period
-from collector.store.sqlite import RecordQuery, StorageError, connect, iter_records, shard_paths
+from collector.store import RecordQuery, StorageError, existing_usage_history, iter_records, open_reader
+from collector.store.usage import DayState
 
 LINES_METRIC = "claude_code.lines_of_code.count"
 COMMIT_METRIC = "claude_code.commit.count"
@@ -101,10 +100,10 @@ class AnalyticsHistory:
 
 def read_analytics(data_dir: str | Path, since: date, until: date) -> AnalyticsHistory:
     """Rows and completed fetches of ``since..until``; an empty history when ``analytics.db`` does not exist."""
-    path = Path(data_dir) / DB_FILENAME
-    if not path.is_file():
+    history = existing_usage_history(data_dir)
+    if history is None:
         return AnalyticsHistory()
-    with UsageStore(path) as store:
+    with history as store:
         return AnalyticsHistory(
             rows=store.rows(since, until),
             days=store.day_states(since, until),
@@ -115,10 +114,10 @@ def read_analytics(data_dir: str | Path, since: date, until: date) -> AnalyticsH
 
 
 def latest_analytics_day(data_dir: str | Path) -> date | None:
-    path = Path(data_dir) / DB_FILENAME
-    if not path.is_file():
+    history = existing_usage_history(data_dir)
+    if history is None:
         return None
-    with UsageStore(path) as store:
+    with history as store:
         return store.latest_day()
 
 
@@ -190,15 +189,14 @@ def _number(value: object) -> float:
 def _metric_points(data_dir: str | Path, since_ms: int, until_ms: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """The counted metric points of the window over all shards, each once (a point stored twice is skipped)."""
     seen: set[tuple[int, str]] = set()
-    marks = ",".join("?" * len(COUNTED_METRICS))
-    sql = (
-        f"SELECT time_ms, key, body FROM metric_points WHERE time_ms >= ? AND time_ms < ? AND name IN ({marks}) "
-        "ORDER BY time_ms, seq"
-    )
     rows: list[tuple[int, str, bytes]] = []
-    for db in shard_paths(data_dir):
-        with contextlib.closing(connect(db, readonly=True)) as conn:
-            rows.extend(conn.execute(sql, (since_ms, until_ms, *COUNTED_METRICS)).fetchall())
+    reader = open_reader(data_dir)
+    for shard in reader.shards():
+        view = reader.shard_view(shard)
+        try:
+            rows.extend(view.metric_points_named(COUNTED_METRICS, since_ms, until_ms))
+        finally:
+            view.close()
     rows.sort(key=lambda r: r[0])
     for time_ms, key, body in rows:
         if (time_ms, key) in seen:
@@ -207,18 +205,33 @@ def _metric_points(data_dir: str | Path, since_ms: int, until_ms: int) -> Iterat
         yield time_ms, orjson.loads(body)
 
 
+# the Claude Code metrics (Claude Code "Monitoring usage" documentation), counted per CLI version by telemetry health
+CLAUDE_CODE_METRIC_NAMES = (
+    "claude_code.session.count",
+    "claude_code.lines_of_code.count",
+    "claude_code.pull_request.count",
+    "claude_code.commit.count",
+    "claude_code.cost.usage",
+    "claude_code.token.usage",
+    "claude_code.code_edit_tool.decision",
+    "claude_code.active_time.total",
+)
+
+
 def claude_code_points(data_dir: str | Path, since_ms: int, until_ms: int) -> Iterator[dict[str, Any]]:
-    """Every ``claude_code.*`` metric point of the window over all shards, each once (store query)."""
+    """Every Claude Code metric point of the window over all shards, each once (through the store's reader)."""
     seen: set[tuple[int, str]] = set()
-    sql = (
-        "SELECT time_ms, key, body FROM metric_points WHERE time_ms >= ? AND time_ms < ? AND name LIKE 'claude_code.%'"
-    )
-    for db in shard_paths(data_dir):
-        with contextlib.closing(connect(db, readonly=True)) as conn:
-            for time_ms, key, body in conn.execute(sql, (since_ms, until_ms)):
-                if (time_ms, key) not in seen:
-                    seen.add((time_ms, key))
-                    yield orjson.loads(body)
+    reader = open_reader(data_dir)
+    for shard in reader.shards():
+        view = reader.shard_view(shard)
+        try:
+            rows = view.metric_points_named(CLAUDE_CODE_METRIC_NAMES, since_ms, until_ms)
+        finally:
+            view.close()
+        for time_ms, key, body in rows:
+            if (time_ms, key) not in seen:
+                seen.add((time_ms, key))
+                yield orjson.loads(body)
 
 
 def health_records(data_dir: str | Path, period: Period) -> Iterator[dict[str, Any]]:
@@ -258,19 +271,19 @@ def _add_metric_points(out: TelemetryDaily, data_dir: str | Path, period: Period
 def _add_sessions(out: TelemetryDaily, data_dir: str | Path, period: Period, identities: Identities) -> None:
     """Each session counts once, on the day of its first record in the period, for its user."""
     since_ms, until_ms = period_bounds_ms(period)
-    sql = (
-        "SELECT session, MIN(time_ms), MAX(CASE WHEN user IS NOT user_id THEN user END), MAX(user_id) "
-        "FROM records WHERE time_ms >= ? AND time_ms < ? AND session IS NOT NULL GROUP BY session"
-    )
     sessions: dict[str, tuple[int, str | None, str | None]] = {}
-    for db in shard_paths(data_dir):
-        with contextlib.closing(connect(db, readonly=True)) as conn:
-            for session, first_ms, email, user_id in conn.execute(sql, (since_ms, until_ms)):
+    reader = open_reader(data_dir)
+    for shard in reader.shards():
+        view = reader.shard_view(shard)
+        try:
+            for session, first_ms, email, user_id in view.session_starts(since_ms, until_ms):
                 known = sessions.get(session)
                 if known is None:
                     sessions[session] = (first_ms, email, user_id)
                 else:
                     sessions[session] = (min(first_ms, known[0]), known[1] or email, known[2] or user_id)
+        finally:
+            view.close()
     for first_ms, email, user_id in sessions.values():
         who = email or identities.lookup(None, user_id)
         out.figures(who, day_of_ms(first_ms)).sessions += 1

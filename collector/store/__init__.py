@@ -1,5 +1,70 @@
-"""The durable embedded store: records are appended here before any client hears success."""
+"""The storage layer: the only package that knows tables, files and the stored bytes' layout.
 
-from collector.store.sqlite import AppendResult, AuditStore, RecordQuery, StorageError, iter_records
+Callers get backend objects from the factories here and use them through the protocols in
+:mod:`collector.store.api`:
 
-__all__ = ["AppendResult", "AuditStore", "RecordQuery", "StorageError", "iter_records"]
+- :func:`open_store` -- the writer of one shard (:class:`~collector.store.api.AuditLog`; group commit);
+- :func:`open_reader` -- every read of a data directory (:class:`~collector.store.api.StoreReader`);
+- :func:`open_usage_history` -- the Analytics API usage history (:class:`~collector.store.usage.UsageStore`).
+
+The embedded SQLite backend is the only one today; a second backend is chosen here, not in the callers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from collector.store.api import AppendResult, RecordQuery, StorageError
+from collector.store.chain import ChainBreak, ChainReport
+from collector.store.reader import SqliteStoreReader, iter_records
+from collector.store.sqlite import AuditStore
+
+if TYPE_CHECKING:
+    from collector.config import StorageConfig
+    from collector.store.usage import UsageStore
+
+__all__ = [
+    "AppendResult",
+    "AuditStore",
+    "ChainBreak",
+    "ChainReport",
+    "RecordQuery",
+    "StorageError",
+    "existing_usage_history",
+    "iter_records",
+    "open_reader",
+    "open_store",
+    "open_usage_history",
+]
+
+
+def open_store(cfg: StorageConfig, *, shard: int = 0) -> AuditStore:
+    """The (not yet opened) writer of ``shard`` under ``cfg.directory``; call ``open()`` before appending."""
+    return AuditStore(
+        cfg.directory,
+        shard=shard,
+        synchronous=cfg.synchronous,
+        max_commit_records=cfg.max_commit_records,
+        commit_interval=cfg.commit_interval,
+        writer=cfg.writer,
+    )
+
+
+def open_reader(directory: str | Path) -> SqliteStoreReader:
+    """Reads of the data directory ``directory`` (never writes records; safe beside a running bridge)."""
+    return SqliteStoreReader(directory)
+
+
+def open_usage_history(directory: str | Path) -> UsageStore:
+    """The Analytics API usage history of a data directory (created on first use)."""
+    from collector.store.usage import UsageStore
+
+    return UsageStore.open(directory)
+
+
+def existing_usage_history(directory: str | Path) -> UsageStore | None:
+    """The usage history of a data directory if there is one (read-only callers: nothing is created)."""
+    from collector.store.usage import UsageStore
+
+    return UsageStore.open_existing(directory)

@@ -8,7 +8,8 @@ the same file (SO_REUSEPORT workers); SQLite's lock serialises their short trans
 Duplicate records (an exporter retrying the same events) are stored once: ``INSERT OR IGNORE`` on the unique key
 ``(time_ms, id)``. A retried event carries the same event time and id, so it collides; keying on time first keeps
 the index's inserts at its right edge, which is what keeps write amplification low (a random-id index dirties one
-page per record).
+page per record). A record that arrives with a stored id but different content is not a retry: it is stored under
+a new id and flagged ``id_collision`` (:func:`collided_row`), never dropped.
 
 Storage failures (disk full, read-only file system, I/O errors, lock timeouts) raise :class:`StorageError`; nothing
 partial is committed, the writer keeps running and the next append tries again, so the service recovers by itself
@@ -22,16 +23,21 @@ import concurrent.futures
 import contextlib
 import errno
 import hashlib
-import heapq
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
+
+from collector.private import private_dirs, private_file
+from collector.store.api import AppendResult, MetricRow, RecordRow, SpanRow, StorageError
+from collector.store.chain import chain_genesis
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +50,10 @@ CHECKPOINT_INTERVAL_S = 0.2
 PROBE_INTERVAL_S = 2.0
 CHECKPOINT_TRUNCATE_WAL_BYTES = 256 * 1024 * 1024
 
-RecordRow = tuple[str, int, str, str | None, str | None, str | None, int, bytes]
-MetricRow = tuple[int, str, str, bytes]
-SpanRow = tuple[str, str, int, str, bytes]
 
 _INSERT_RECORD = (
     "INSERT OR IGNORE INTO records(id, time_ms, kind, user, user_id, session, received_ms, body, chain) VALUES "
 )
-CHAIN_DOMAIN = b"ccbridge-chain-v1"
 _INSERT_SPAN = "INSERT OR IGNORE INTO spans(trace_id, span_id, time_ms, name, body) VALUES "
 INSERT_CHUNK_ROWS = 256
 _sql_cache: dict[tuple[str, int, int], str] = {}
@@ -77,6 +79,53 @@ def _existing_keys(conn: sqlite3.Connection, rows: Sequence[RecordRow]) -> set[t
             params.append(row[0])
         found.update((int(t), str(i_)) for t, i_ in conn.execute(sql, params))
     return found
+
+
+VOLATILE_FIELDS = frozenset({"received_time", "observed_time", "usage", "id_collision"})
+"""Record fields that may differ between a record and its retry (set on receipt or by enrichment): left out when
+deciding whether a record with a stored id is a retry or different content."""
+
+
+def _content(body: bytes) -> Any:
+    try:
+        rec = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(rec, dict):
+        return rec
+    src = rec.get("source")
+    if isinstance(src, dict) and "transport" in src:
+        rec["source"] = {k: v for k, v in src.items() if k != "transport"}
+    return {k: v for k, v in rec.items() if k not in VOLATILE_FIELDS}
+
+
+def same_content(a: bytes, b: bytes) -> bool:
+    """Whether two record bodies with the same id are the same record (a retry), ignoring :data:`VOLATILE_FIELDS`
+    and the transport it came by."""
+    return a == b or _content(a) == _content(b)
+
+
+def collided_row(row: RecordRow) -> RecordRow:
+    """``row`` re-keyed after its id met a stored record with different content: the new id is derived from the
+    old one and the content (so a retry of this record collides with itself again, and dedups), and the body
+    carries ``id_collision: {"id": <the id it arrived with>}``."""
+    content = orjson.dumps(_content(row[7]), option=orjson.OPT_SORT_KEYS, default=str)
+    new_id = hashlib.sha256(b"collision\x1f" + row[0].encode() + b"\x1f" + content).hexdigest()[:32]
+    try:
+        rec = orjson.loads(row[7])
+    except orjson.JSONDecodeError:
+        rec = None
+    body = row[7]
+    if isinstance(rec, dict):
+        rec["id"] = new_id
+        rec["id_collision"] = {"id": row[0]}
+        body = orjson.dumps(rec)
+    return (new_id, row[1], row[2], row[3], row[4], row[5], row[6], body)
+
+
+def _stored_body(conn: sqlite3.Connection, key: tuple[int, str]) -> bytes | None:
+    found = conn.execute("SELECT body FROM records WHERE time_ms = ? AND id = ?", key).fetchone()
+    return None if found is None else as_bytes(found[0])
 
 
 def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -143,15 +192,6 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class StorageError(Exception):
-    """The store cannot accept writes right now (disk full, read-only, I/O error, locked). Retry later."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"storage unavailable ({reason}): {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 _REASON_BY_SQLITE_CODE = (
     ("SQLITE_FULL", "disk_full"),
     ("SQLITE_READONLY", "read_only"),
@@ -187,16 +227,6 @@ def classify_sqlite_error(exc: BaseException) -> StorageError:
 
 
 @dataclass
-class AppendResult:
-    """What one append did: rows offered, and new (non-duplicate) records stored."""
-
-    records: int = 0
-    new_records: int = 0
-    metric_points: int = 0
-    spans: int = 0
-
-
-@dataclass
 class _Pending:
     records: Sequence[RecordRow]
     metrics: Sequence[MetricRow]
@@ -223,6 +253,7 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
             check_same_thread=False,
         )
     else:
+        private_file(path)  # 0600 before SQLite creates it, so its -wal/-shm files are 0600 too
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -240,16 +271,6 @@ def as_bytes(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
     return repr(value).encode()
-
-
-def chain_genesis(shard: int) -> bytes:
-    """The link before a shard's first record."""
-    return hashlib.sha256(CHAIN_DOMAIN + b"\x00genesis\x00" + str(shard).encode()).digest()
-
-
-def chain_link(prev: bytes, body: bytes) -> bytes:
-    """Tamper-evidence link of a record: SHA-256 over the previous link and the record's stored bytes."""
-    return hashlib.sha256(prev + body).digest()
 
 
 def shard_path(directory: str | Path, shard: int) -> Path:
@@ -315,6 +336,7 @@ class AuditStore:
         self.on_commit_stats: Callable[[int, float], None] | None = None
         self.last_error: StorageError | None = None
         self.last_error_time = 0.0
+        self._collided = 0  # id collisions (different content) of the append being inserted
         self.commits = 0
         self.committed_rows = 0
         self.chain_head = chain_genesis(shard)
@@ -326,7 +348,7 @@ class AuditStore:
     def open(self) -> AuditStore:
         """Create the directory and schema, start the writer thread. Raises :class:`StorageError` if unusable."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(self.path.parent)
             conn = connect(self.path, synchronous=self.synchronous)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -624,13 +646,14 @@ class AuditStore:
                 if p.op is not None:
                     results.append(AppendResult(new_records=p.op(conn)))
                     continue
+                self._collided = 0
                 chained = self._insert_chained(conn, p.records)
                 new = len(chained)
                 if chained:
                     self.chain_seq = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                 _insert_rows(conn, _INSERT_METRIC, p.metrics)
                 _insert_rows(conn, _INSERT_SPAN, p.spans)
-                results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
+                results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans), self._collided))
                 p.records = p.metrics = p.spans = ()  # inserted: the transaction holds them now
         except BaseException:
             self.chain_head, self.chain_seq = head_before, seq_before
@@ -671,14 +694,23 @@ class AuditStore:
         if not rows:
             return []
         existing = _existing_keys(conn, rows)
-        seen: set[tuple[int, str]] = set()
+        seen: dict[tuple[int, str], bytes] = {}
         out: list[tuple[Any, ...]] = []
         head = self.chain_head
         for row in rows:
             key = (row[1], row[0])
             if key in existing or key in seen:
-                continue
-            seen.add(key)
+                prior = seen.get(key)
+                if prior is None:
+                    prior = _stored_body(conn, key)
+                if prior is None or same_content(prior, row[7]):
+                    continue  # a retry of the same record: stored once
+                row = collided_row(row)  # same id, different content: kept under a new id, flagged
+                key = (row[1], row[0])
+                if key in seen or _stored_body(conn, key) is not None:
+                    continue  # that collision was stored already (the colliding record's retry)
+                self._collided += 1
+            seen[key] = row[7]
             head = hashlib.sha256(head + row[7]).digest()
             out.append((*row, head))
         self.chain_head = head
@@ -773,128 +805,3 @@ def _settle(p: _Pending) -> None:
         fut.set_exception(p.error)
     else:
         fut.set_result(p.result)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class RecordQuery:
-    """Filters for :func:`iter_records`; times are Unix milliseconds, bounds inclusive/exclusive."""
-
-    since_ms: int | None = None
-    until_ms: int | None = None
-    kinds: tuple[str, ...] = ()
-    user: str | None = None
-    session: str | None = None
-
-
-def _with_chain(body: bytes, shard: int, seq: int, link: bytes | None) -> bytes:
-    """The record's JSON with its tamper-evidence link added as ``chain`` (the stored bytes stay as hashed)."""
-    if link is None or not body.endswith(b"}"):
-        return body
-    return body[:-1] + b',"chain":{"hash":"%s","seq":%d,"shard":%d}}' % (as_bytes(link).hex().encode(), seq, shard)
-
-
-def _iter_shard(db: Path, sql: str, args: list[Any], batch_size: int) -> Iterator[tuple[int, str, bytes]]:
-    shard = int(db.stem.removeprefix("shard-"))
-    with contextlib.closing(connect(db, readonly=True)) as conn:
-        cur = conn.execute(sql, args)
-        while True:
-            rows = cur.fetchmany(batch_size)
-            if not rows:
-                return
-            for time_ms, rid, body, seq, link in rows:
-                yield time_ms, rid, _with_chain(as_bytes(body), shard, seq, link)
-
-
-def iter_records(directory: str | Path, q: RecordQuery, batch_size: int = 1000) -> Iterator[bytes]:
-    """Stream stored records (JSON bytes, with their ``chain`` link) in time order across shards, in bounded memory.
-
-    A record stored in two shards (a client retried on a connection that reached the other worker) has the same
-    time and id in both, so the merged stream drops the second copy.
-    """
-    dbs = shard_paths(directory)
-    if not dbs:
-        raise StorageError("missing", f"no store under {directory}")
-    where: list[str] = []
-    args: list[Any] = []
-    if q.since_ms is not None:
-        where.append("time_ms >= ?")
-        args.append(q.since_ms)
-    if q.until_ms is not None:
-        where.append("time_ms < ?")
-        args.append(q.until_ms)
-    if q.kinds:
-        where.append(f"kind IN ({','.join('?' * len(q.kinds))})")
-        args.extend(q.kinds)
-    if q.user:
-        where.append("(user = ? OR user_id = ?)")
-        args.extend((q.user, q.user))
-    if q.session:
-        where.append("session = ?")
-        args.append(q.session)
-    sql = "SELECT time_ms, id, body, seq, chain FROM records"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY time_ms, id"
-    streams = [_iter_shard(db, sql, args, batch_size) for db in dbs]
-    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda r: (r[0], r[1]))
-    last: tuple[int, str] | None = None
-    for time_ms, rid, body in merged:
-        key = (time_ms, rid)
-        if key == last:
-            continue
-        last = key
-        yield body
-
-
-@dataclass(frozen=True)
-class ChainBreak:
-    """The first record of a shard whose chain link does not match its content and predecessor."""
-
-    shard: int
-    seq: int
-    record_id: str
-    time_ms: int
-    reason: str
-
-
-@dataclass
-class ChainReport:
-    shards: int = 0
-    records: int = 0
-    head: dict[int, tuple[int, str]] = field(default_factory=dict)
-    broken: ChainBreak | None = None
-
-
-def verify_chain(directory: str | Path) -> ChainReport:
-    """Walk every shard's chain in ``seq`` order and report the first break (modified, removed or reordered)."""
-    report = ChainReport()
-    for db in shard_paths(directory):
-        shard = int(db.stem.removeprefix("shard-"))
-        report.shards += 1
-        with contextlib.closing(connect(db, readonly=True)) as conn:
-            anchor = conn.execute("SELECT value FROM meta WHERE key = 'chain_anchor'").fetchone()
-            if anchor is not None:
-                aseq, _, ahex = str(anchor[0]).partition(":")
-                prev, prev_seq = bytes.fromhex(ahex), int(aseq)
-            else:
-                prev, prev_seq = chain_genesis(shard), 0
-            cur = conn.execute("SELECT seq, id, time_ms, body, chain FROM records ORDER BY seq")
-            while True:
-                rows = cur.fetchmany(2000)
-                if not rows:
-                    break
-                for seq, rid, t, body, link in rows:
-                    report.records += 1
-                    if link is None:
-                        reason = "record has no chain link (written by a version without tamper evidence)"
-                    elif seq != prev_seq + 1:
-                        reason = f"records {prev_seq + 1}..{seq - 1} are missing before this record"
-                    elif hashlib.sha256(prev + as_bytes(body)).digest() != as_bytes(link):
-                        reason = "record content or its predecessor was modified"
-                    else:
-                        prev, prev_seq = bytes(link), seq
-                        continue
-                    report.broken = ChainBreak(shard, seq, rid, t, reason)
-                    return report
-            report.head[shard] = (prev_seq, prev.hex())
-    return report

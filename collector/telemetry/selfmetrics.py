@@ -62,6 +62,18 @@ class SelfMetrics:
             "Audit records received again with an id already stored (exporter retries); stored once.",
             registry=r,
         )
+        self.truncated = Counter(
+            "ccbridge_receiver_truncated_records",
+            "Records (log events, metric points, spans) whose strings were cut to receivers.max_attribute_value_size "
+            "or receivers.max_record_size; marked attributes_truncated.",
+            registry=r,
+        )
+        self.id_collisions = Counter(
+            "ccbridge_receiver_id_collisions",
+            "Audit records that arrived with the id of a stored record but different content: stored under a new "
+            "id and flagged id_collision (see docs/security.md).",
+            registry=r,
+        )
         self.request_latency = Histogram(
             "ccbridge_receiver_request_duration_seconds",
             "Time from request received to answer, including the durable commit.",

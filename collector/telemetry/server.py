@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, exposition
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from collector.config import parse_endpoint
+from collector.configtypes import parse_endpoint
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ more ``/api/v2/logs`` requests (gzip JSON arrays within 1000 entries and 5 MB, s
 and :meth:`DatadogExporter.push` sends one and maps the answer (:mod:`exporters.datadog.intake`):
 
 - 2xx: ``Success``.
-- 413: the request is split in halves and each half sent again, down to single entries; an entry refused alone is
-  dead-lettered. When part of a split request was accepted before a later part failed, the payload is shrunk to the
-  part not yet accepted before the outcome is returned, so a retry never re-sends accepted entries.
+- 413: ``Permanent(413)``; the delivery engine splits a request of several entries in halves and sends each half as
+  its own request (so a retry never re-sends an accepted half), down to single entries; an entry refused alone is
+  dead-lettered.
 - 429: ``Retry`` after ``Retry-After`` or ``X-RateLimit-Reset``; 408 and 5xx: ``Retry``.
 - 401/403: ``Permanent`` (dead letters), logged as an error (throttled), counted in
   ``ccbridge_exporter_auth_failures_total{destination}`` and reported by :meth:`DatadogExporter.health` (so on
@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from collector.configtypes import ConfigError, Duration, Secret
-from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
+from collector.delivery.outcome import Outcome, Permanent, Retry, Success
 from collector.delivery.settings import DestinationSettings
 from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload, gzip_compress
 from exporters.datadog import intake
@@ -165,7 +165,6 @@ class DatadogExporter(Exporter):
         self._tailer_stop = asyncio.Event()
         self._store: tuple[Path, list[int], int] | None = None
         self._auth_metric: Any = None
-        self._sent_metric: Any = None
         self._skipped_metric: Any = None
         self._auth_problem: str | None = None
         self._auth_log = LogThrottle(AUTH_LOG_INTERVAL)
@@ -177,11 +176,9 @@ class DatadogExporter(Exporter):
     # -- wiring ----------------------------------------------------------------------------------------------------
 
     def bind_metrics(self, metrics: Any) -> None:
-        """Use the process's self-metrics: auth failures, skipped metric points, and records sent by split pushes."""
+        """Use the process's self-metrics: auth failures and skipped metric points."""
         auth = getattr(metrics, "exporter_auth_failures", None)
         self._auth_metric = auth.labels(self.name) if auth is not None else None
-        sent = getattr(metrics, "delivery_sent", None)
-        self._sent_metric = sent.labels(self.name) if sent is not None else None
         self._skipped_metric = getattr(metrics, "exporter_metric_points_skipped", None)
 
     def bind_store(self, data_dir: str | Path, shards: Sequence[int], worker_index: int = 0) -> None:
@@ -267,47 +264,14 @@ class DatadogExporter(Exporter):
             out.append(Payload([r for r, _ in group], self._pack(json_array(encoded))))
         return out
 
-    def _entries(self, payload: Payload) -> list[bytes]:
-        """The encoded entries of ``payload``, encoded again: only a 413 split needs them, and encoding is pure, so
-        payloads in flight keep just their compressed body."""
-        return [self.encoder.encode(r) for r in payload.records]
-
     async def push(self, payload: Payload) -> Outcome:
+        """One logs request (all or nothing at the intake). A 413 comes back as ``Permanent(413)``, which the engine
+        splits in halves for several entries; for a single entry it is final, with the entry's size in the reason."""
         outcome = await self._post_logs(payload.data)
-        if not (isinstance(outcome, Permanent) and outcome.status == 413) or not payload.records:
-            return outcome
-        accepted, outcome = await self._push_entries(self._entries(payload), answered=outcome)
-        if isinstance(outcome, Success) or accepted == 0:
-            return outcome
-        self._shrink(payload, accepted)
-        if isinstance(outcome, Permanent) and outcome.status == 413:
-            return Partial(0, outcome.reason, 413)
+        if isinstance(outcome, Permanent) and outcome.status == 413 and len(payload.records) == 1:
+            size = len(self.encoder.encode(payload.records[0]))
+            return Permanent(f"{outcome.reason} (one log entry of {size} bytes refused as too large)", 413)
         return outcome
-
-    async def _push_entries(self, entries: list[bytes], answered: Outcome | None = None) -> tuple[int, Outcome]:
-        """Send ``entries``, halving on 413; how many leading entries were accepted, and the outcome of the rest.
-
-        ``answered`` is the answer already received for all of ``entries`` (the request is not sent again)."""
-        outcome = answered if answered is not None else await self._post_logs(self._pack(json_array(entries)))
-        if not (isinstance(outcome, Permanent) and outcome.status == 413):
-            return (len(entries) if isinstance(outcome, Success) else 0), outcome
-        if len(entries) == 1:
-            reason = f"{outcome.reason} (one log entry of {len(entries[0])} bytes refused as too large)"
-            return 0, Permanent(reason, 413)
-        mid = len(entries) // 2
-        log.info("%s: Datadog answered 413; splitting %d entries in halves", self.name, len(entries))
-        first, outcome = await self._push_entries(entries[:mid])
-        if first < mid:
-            return first, outcome
-        second, outcome = await self._push_entries(entries[mid:])
-        return mid + second, outcome
-
-    def _shrink(self, payload: Payload, accepted: int) -> None:
-        """Drop the ``accepted`` leading entries from ``payload`` (they are in Datadog) and count them as sent."""
-        payload.records = list(payload.records[accepted:])
-        payload.data = self._pack(json_array(self._entries(payload)))
-        if self._sent_metric is not None:
-            self._sent_metric.inc(accepted)
 
     async def _post_logs(self, data: bytes) -> Outcome:
         answer = await post(self._session(), self.logs_url, data, self._headers())

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +40,8 @@ import orjson
 
 from collector.delivery.outcome import Outcome, Permanent, Retry, Success
 from collector.delivery.retry import interruptible_sleep
-from collector.delivery.state import DeliveryState
-from collector.store.sqlite import connect, shard_path
+from collector.store import open_reader
+from collector.store.api import DeliveryStateStore, ShardLog
 from exporters.datadog.series import (
     BRIDGE_KINDS,
     MAX_AGE_SECONDS,
@@ -68,9 +67,8 @@ Count = Callable[[str, int], None]
 @dataclass
 class _Shard:
     index: int
-    path: Path
-    state: DeliveryState | None = None
-    conn: sqlite3.Connection | None = None
+    state: DeliveryStateStore | None = None
+    log: ShardLog | None = None
     records_seq: int = 0
     points_seq: int = 0
     saved: tuple[int, int] = (0, 0)
@@ -107,7 +105,8 @@ class SeriesTailer:
     ) -> None:
         self.name = name
         self.data_dir = Path(data_dir)
-        self.shards = [_Shard(i, shard_path(data_dir, i)) for i in shards]
+        self.store = open_reader(data_dir)
+        self.shards = [_Shard(i) for i in shards]
         self.aggregator = aggregator
         self.converter = converter
         self.send = send
@@ -172,70 +171,54 @@ class SeriesTailer:
                     break
 
     def _open(self, shard: _Shard) -> bool:
-        if shard.conn is not None:
+        if shard.log is not None:
             return True
-        if not shard.path.exists():
+        if not self.store.has_shard(shard.index):
             return False
-        shard.conn = connect(shard.path, readonly=True)
-        shard.state = DeliveryState.for_shard(self.data_dir, shard.index)
+        log_ = self.store.shard_log(shard.index)
+        state = self.store.delivery_state(shard.index)
         rname, pname = self.cursor_names
-        shard.records_seq = shard.state.cursor(rname, -1)
-        shard.points_seq = shard.state.cursor(pname, -1)
-        if shard.records_seq < 0 or shard.points_seq < 0:
-            since_ms = int((self.clock() - MAX_AGE_SECONDS) * 1000)
-            if shard.records_seq < 0:
-                shard.records_seq = self._first_position(shard.conn, "records", since_ms)
-            if shard.points_seq < 0:
-                shard.points_seq = self._first_position(shard.conn, "metric_points", since_ms)
-            shard.saved = (-1, -1)
-        else:
-            shard.saved = (shard.records_seq, shard.points_seq)
+        records_seq, points_seq = state.cursor(rname, -1), state.cursor(pname, -1)
+        saved = (records_seq, points_seq)
+        try:
+            if records_seq < 0 or points_seq < 0:
+                since_ms = int((self.clock() - MAX_AGE_SECONDS) * 1000)
+                if records_seq < 0:
+                    records_seq = log_.first_position("records", since_ms)
+                if points_seq < 0:
+                    points_seq = log_.first_position("metric_points", since_ms)
+                saved = (-1, -1)
+        except BaseException:
+            log_.close()
+            state.close()
+            raise
+        shard.log, shard.state, shard.saved = log_, state, saved
+        shard.records_seq, shard.points_seq = records_seq, points_seq
         return True
-
-    @staticmethod
-    def _first_position(conn: sqlite3.Connection, table: str, since_ms: int) -> int:
-        """Where a new reader starts: before the first row inside the window (older history is not read at all)."""
-        first = conn.execute(f"SELECT MIN(seq) FROM {table} WHERE time_ms >= ?", (since_ms,)).fetchone()[0]
-        if first is not None:
-            return int(first) - 1
-        last = conn.execute(f"SELECT MAX(seq) FROM {table}").fetchone()[0]
-        return int(last or 0)
 
     def _warm_up(self) -> None:
         """Rebuild bucket totals and cumulative baselines from what was read before the last restart."""
         now = self.clock()
         since_ms = int((now - MAX_AGE_SECONDS - WARMUP_SLACK_SECONDS) * 1000)
         for shard in self.shards:
-            if not self._open(shard) or shard.conn is None:
+            if not self._open(shard) or shard.log is None:
                 continue
             if shard.records_seq:
-                rows = shard.conn.execute(
-                    "SELECT time_ms, body FROM records WHERE time_ms >= ? AND seq <= ? ORDER BY seq",
-                    (since_ms, shard.records_seq),
-                )
-                for t_ms, body in rows:
+                for t_ms, body in shard.log.records_between(since_ms, shard.records_seq):
                     for inc in record_increments(orjson.loads(body), t_ms / 1000):
                         self.aggregator.add(inc, now, mark_dirty=False)
             if shard.points_seq:
-                rows = shard.conn.execute(
-                    "SELECT body FROM metric_points WHERE time_ms >= ? AND seq <= ? ORDER BY seq",
-                    (since_ms, shard.points_seq),
-                )
-                for (body,) in rows:
+                for body in shard.log.points_between(since_ms, shard.points_seq):
                     inc = self.converter.convert(orjson.loads(body), now)
                     if not isinstance(inc, str):
                         self.aggregator.add(inc, now, mark_dirty=False)
 
     def _read_once(self, shard: _Shard) -> bool:
         """One chunk of each table; True when more may be waiting."""
-        assert shard.conn is not None
+        assert shard.log is not None
         now = self.clock()
         oldest_ms = int((now - MAX_AGE_SECONDS) * 1000)
-        rows = shard.conn.execute(
-            "SELECT seq, time_ms, kind, CASE WHEN time_ms >= ? THEN body END FROM records WHERE seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (oldest_ms, shard.records_seq, READ_ROWS),
-        ).fetchall()
+        rows = shard.log.records_after(shard.records_seq, READ_ROWS, min_time_ms=oldest_ms)
         too_old = 0
         for seq, t_ms, kind, body in rows:
             shard.records_seq = seq
@@ -249,10 +232,7 @@ class SeriesTailer:
             if not all(added):
                 too_old += 1
         more = len(rows) == READ_ROWS
-        points = shard.conn.execute(
-            "SELECT seq, body FROM metric_points WHERE seq > ? ORDER BY seq LIMIT ?",
-            (shard.points_seq, READ_ROWS),
-        ).fetchall()
+        points = shard.log.points_after(shard.points_seq, READ_ROWS)
         for seq, body in points:
             shard.points_seq = seq
             self.stats.points += 1
@@ -280,9 +260,9 @@ class SeriesTailer:
 
     def close(self) -> None:
         for shard in self.shards:
-            if shard.conn is not None:
-                shard.conn.close()
-                shard.conn = None
+            if shard.log is not None:
+                shard.log.close()
+                shard.log = None
             if shard.state is not None:
                 shard.state.close()
                 shard.state = None

@@ -1,4 +1,4 @@
-"""Feeds the accumulator by tailing every store shard read-only (``metric_points`` and ``records``).
+"""Feeds the accumulator by tailing every store shard read-only (metric points and records), through the store.
 
 Runs in the primary worker. Each shard has an in-memory cursor per table that starts at the shard's end when the
 tailer starts: exported counters restart at zero after a bridge restart (Prometheus treats the drop as a counter
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,23 +26,27 @@ from typing import Any
 
 import orjson
 
-from collector.store.sqlite import connect, shard_paths
+from collector.store import StorageError, open_reader
+from collector.store.api import ShardLog
 from exporters.prometheus.accumulator import EVENT_KINDS, Accumulator
 
 log = logging.getLogger(__name__)
 
 WARMUP_MAX_ROWS = 500_000
-_CUMULATIVE = b'"temporality":"cumulative"'
 EXPIRE_EVERY_S = 10.0
 _RECORD_KINDS = tuple(sorted(EVENT_KINDS))
 
 
 @dataclass
 class _Shard:
-    path: Path
-    conn: sqlite3.Connection | None = None
+    index: int
+    log: ShardLog | None = None
     cursors: dict[str, int] = field(default_factory=lambda: {"metric_points": 0, "records": 0})
     positioned: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"shard {self.index}"
 
 
 class StoreTailer:
@@ -61,11 +64,12 @@ class StoreTailer:
         if poll_batch < 1:
             raise ValueError("poll_batch must be >= 1")
         self.data_dir = Path(data_dir)
+        self.store = open_reader(data_dir)
         self.accumulator = accumulator
         self.poll_interval = poll_interval
         self.poll_batch = poll_batch
         self.warmup = warmup
-        self.shards: dict[Path, _Shard] = {}
+        self.shards: dict[int, _Shard] = {}
         self.errors = 0
         self.last_success = 0.0
         self.rows_read = {"metric_points": 0, "records": 0}
@@ -128,16 +132,14 @@ class StoreTailer:
 
     def initialize(self) -> None:
         """Cursors at the end of every shard present now (fast); the warm-up runs at the start of the first poll."""
-        for path in shard_paths(self.data_dir):
-            shard = _Shard(path, positioned=False)
-            self.shards[path] = shard
-            conn = self._conn(shard)
-            if conn is None:
-                continue
+        for index in self.store.shards():
+            shard = _Shard(index, positioned=False)
+            self.shards[index] = shard
+            log_ = self._log(shard)
             try:
-                self._position(shard, conn)
-            except sqlite3.Error as exc:
-                if "no such table" in str(exc):
+                self._position(shard, log_)
+            except StorageError as exc:
+                if exc.reason == "not_ready":
                     shard.positioned = True  # created this instant: nothing stored before the tailer started
                 self._failed(shard, exc)
                 continue
@@ -147,25 +149,19 @@ class StoreTailer:
     def _warm_up(self) -> None:
         """Re-learn cumulative streams from the last ``series_expiration`` of stored points, without counting them.
 
-        Only cumulative points are read (filtered in SQL): delta streams need no history to be counted right.
+        Only cumulative points are read (filtered by the store): delta streams need no history to be counted right.
         """
         cutoff_ms = int((time.time() - self.accumulator.expiration) * 1000)
         plan, self._warm_plan = self._warm_plan, []
         warm: list[dict[str, Any]] = []
         for shard, end in plan:
-            conn = self._conn(shard)
-            if conn is None:
-                continue
+            log_ = self._log(shard)
             try:
-                rows = conn.execute(
-                    "SELECT body FROM metric_points WHERE time_ms >= ? AND seq <= ? AND instr(body, ?) > 0 "
-                    "ORDER BY seq DESC LIMIT ?",
-                    (cutoff_ms, end, _CUMULATIVE, WARMUP_MAX_ROWS),
-                ).fetchall()
-            except sqlite3.Error as exc:
+                bodies = log_.points_between(cutoff_ms, end, cumulative_only=True, newest=WARMUP_MAX_ROWS)
+            except StorageError as exc:
                 self._failed(shard, exc)
                 continue
-            warm.extend(_loads(b) for (b,) in reversed(rows))
+            warm.extend(_loads(b) for b in bodies)
         warm.sort(key=_point_time)
         for p in warm:
             self.accumulator.add_point(p, count=False)
@@ -176,23 +172,20 @@ class StoreTailer:
         """Read and apply new rows of every shard; returns the largest batch read from one table of one shard."""
         if self._warm_plan:
             self._warm_up()
-        for path in shard_paths(self.data_dir):
-            if path not in self.shards:
-                self.shards[path] = _Shard(path)  # appeared after start: every row is new
+        for index in self.store.shards():
+            if index not in self.shards:
+                self.shards[index] = _Shard(index)  # appeared after start: every row is new
         points: list[dict[str, Any]] = []
         largest = 0
         ok = True
         for shard in self.shards.values():
-            conn = self._conn(shard)
-            if conn is None:
-                ok = False
-                continue
+            log_ = self._log(shard)
             try:
                 if not shard.positioned:
-                    self._position(shard, conn)
-                largest = max(largest, self._read_points(shard, conn, points))
-                largest = max(largest, self._read_records(shard, conn))
-            except sqlite3.Error as exc:
+                    self._position(shard, log_)
+                largest = max(largest, self._read_points(shard, log_, points))
+                largest = max(largest, self._read_records(shard, log_))
+            except StorageError as exc:
                 self._failed(shard, exc)
                 ok = False
         points.sort(key=_point_time)
@@ -207,72 +200,60 @@ class StoreTailer:
         return largest
 
     @staticmethod
-    def _position(shard: _Shard, conn: sqlite3.Connection) -> None:
+    def _position(shard: _Shard, log_: ShardLog) -> None:
         """Cursors at the shard's current end (what was stored before the tailer started is not counted)."""
-        for table in shard.cursors:
-            row = conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()
-            shard.cursors[table] = int(row[0])
+        records, points = log_.end_positions()
+        shard.cursors["records"], shard.cursors["metric_points"] = records, points
         shard.positioned = True
 
-    def _read_points(self, shard: _Shard, conn: sqlite3.Connection, out: list[dict[str, Any]]) -> int:
-        rows = conn.execute(
-            "SELECT seq, body FROM metric_points WHERE seq > ? ORDER BY seq LIMIT ?",
-            (shard.cursors["metric_points"], self.poll_batch),
-        ).fetchall()
+    def _read_points(self, shard: _Shard, log_: ShardLog, out: list[dict[str, Any]]) -> int:
+        rows = log_.points_after(shard.cursors["metric_points"], self.poll_batch)
         if rows:
             out.extend(_loads(body) for _, body in rows)
             shard.cursors["metric_points"] = int(rows[-1][0])
             self.rows_read["metric_points"] += len(rows)
         return len(rows)
 
-    def _read_records(self, shard: _Shard, conn: sqlite3.Connection) -> int:
+    def _read_records(self, shard: _Shard, log_: ShardLog) -> int:
         """Count the shard's next records into the accumulator, parsing one at a time (a parsed record is about ten
         times its JSON in memory, so a whole poll's worth is never held at once)."""
-        rows = conn.execute(
-            "SELECT seq, kind, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (shard.cursors["records"], self.poll_batch),
-        ).fetchall()
+        rows = log_.records_after(shard.cursors["records"], self.poll_batch)
         if rows:
             add = self.accumulator.add_record
-            for _, kind, body in rows:
+            for _, _, kind, body in rows:
                 if kind in EVENT_KINDS:
                     add(_loads(body))
             shard.cursors["records"] = int(rows[-1][0])
             self.rows_read["records"] += len(rows)
         return len(rows)
 
-    def _conn(self, shard: _Shard) -> sqlite3.Connection | None:
-        if shard.conn is None:
-            try:
-                shard.conn = connect(shard.path, readonly=True)
-            except sqlite3.Error as exc:
-                self._failed(shard, exc)
-                return None
-        return shard.conn
+    def _log(self, shard: _Shard) -> ShardLog:
+        if shard.log is None:
+            shard.log = self.store.shard_log(shard.index)
+        return shard.log
 
-    def _failed(self, shard: _Shard, exc: sqlite3.Error) -> None:
+    def _failed(self, shard: _Shard, exc: StorageError) -> None:
         """A shard that is not readable yet or failing: reopen it on the next poll.
 
         A shard a worker is creating this instant (file there, tables not yet) is not an error. Anything else is
         counted and logged once per message. A shard that existed at start but could not be positioned then is
         positioned at its end once readable, so a transient error never makes its whole history count again.
         """
-        message = str(exc)
+        message = exc.detail
         self._close_shard(shard)
-        if message.startswith("no such table"):
-            log.debug("prometheus exporter: %s is being created", shard.path.name)
+        if exc.reason == "not_ready":
+            log.debug("prometheus exporter: %s is being created", shard.name)
             return
         self.errors += 1
         if message not in self._logged:
             self._logged.add(message)
-            log.warning("prometheus exporter cannot read %s (retrying each poll): %s", shard.path.name, message)
+            log.warning("prometheus exporter cannot read %s (retrying each poll): %s", shard.name, message)
 
     @staticmethod
     def _close_shard(shard: _Shard) -> None:
-        if shard.conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                shard.conn.close()
-            shard.conn = None
+        if shard.log is not None:
+            shard.log.close()
+            shard.log = None
 
 
 def _loads(body: Any) -> dict[str, Any]:

@@ -21,18 +21,18 @@ acknowledgement disabled, a 200 without ``ackId`` is taken as delivered and a wa
 **Answers.**
 
 - 2xx: delivered (codes 24/25, "approaching capacity", too).
-- 400 with ``invalid-event-number`` N: events before N are indexed and never re-sent, event N goes to dead letters,
-  the rest is re-sent (``Partial``).
+- 400 with ``invalid-event-number`` N: ``Partial``: events before N are indexed (accepted, never re-sent), event N
+  is refused (dead letters), the rest is unsent and the engine sends it again.
 - 401/403 and token codes 1-4, 21, 22: ``Permanent``, logged at error level, counted in
   ``ccbridge_exporter_auth_failures_total{destination}`` and reported by :meth:`SplunkHecExporter.health` (so on
   ``/readyz``) until a request with the token succeeds again.
-- 413: the request is split in halves and each sent again; a single event refused as too large is ``Permanent``.
+- 413: ``Permanent(413)``; the engine splits a request of several events in halves and sends each again; a single
+  event refused as too large stays ``Permanent``, with a reason naming HEC's ``max_content_length``.
 - 408, 429, 5xx (busy code 9, queues full 18-20, shutting down 23, queue at capacity 26/27) and transport errors:
   ``Retry``, honouring ``Retry-After``.
 - any other 4xx: ``Permanent``.
 
-Progress within one payload is kept in ``payload.meta["done"]`` (events already confirmed, e.g. the first half of a
-split request), so a ``Retry`` re-sends only what is not yet confirmed.
+The exporter keeps no delivery state: a payload is one request, and what became of its events is in the outcome.
 
 **Health.** ``GET {endpoint}/services/collector/health`` at start and every ``health_check_interval``, plus a token
 probe (``POST /services/collector/ack`` with no ids: 200 or code 14 "ACK is disabled" prove the token valid, 401/403
@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
+from collector.delivery.outcome import Outcome, Partial, Permanent, Refused, Retry, Success
 from collector.delivery.settings import DestinationSettings
 from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload, gzip_compress
 from exporters.fieldpolicy import Action, FieldPolicy
@@ -168,7 +168,6 @@ class SplunkHecExporter(Exporter):
         self._health_task: asyncio.Task[None] | None = None
         self._auth_log = LogThrottle(LOG_EVERY)
         self._index_log = LogThrottle(LOG_EVERY)
-        self._split_log = LogThrottle(LOG_EVERY)
         self._warned_no_ack = False
         self._warned_no_health = False
 
@@ -234,68 +233,20 @@ class SplunkHecExporter(Exporter):
         out = []
         sizes = [len(e.data) for e in envelopes]
         for lo, hi in split_envelopes(sizes, self.cfg.max_request_bytes, self.cfg.max_request_events):
-            meta = {"indexes": [e.index for e in envelopes[lo:hi]], "done": 0}
+            meta = {"indexes": [e.index for e in envelopes[lo:hi]]}
             body = self._body([e.data for e in envelopes[lo:hi]])
             out.append(Payload(list(records[lo:hi]), body, dict(content), meta))
         return out
 
-    def _events(self, payload: Payload, lo: int, hi: int) -> list[bytes]:
-        """Envelopes ``[lo, hi)`` of ``payload`` encoded again (only a 413 split needs them; encoding is pure)."""
-        return [self.encoder.envelope(r).data for r in payload.records[lo:hi]]
-
     # -- sending ---------------------------------------------------------------------------------------------------
 
     async def push(self, payload: Payload) -> Outcome:
-        done: int = payload.meta.get("done", 0)
-        total = len(payload.records)
-        confirmed, outcome = await self._send_range(payload, done, total, payload.data if done == 0 else None)
-        done += confirmed
-        if outcome is None:
-            return Success("indexed (acknowledged)" if self.cfg.ack else "accepted")
-        if isinstance(outcome, Partial):
-            return Partial(done, outcome.reason, outcome.status)
-        if isinstance(outcome, Permanent) and done > 0:
-            return Partial(done, outcome.reason, outcome.status)
-        payload.meta["done"] = done
-        return outcome
-
-    async def _send_range(self, payload: Payload, lo: int, hi: int, data: bytes | None) -> tuple[int, Outcome | None]:
-        """Send events ``[lo, hi)`` of ``payload``: how many (from ``lo``) are confirmed, and the outcome for the
-        rest (None when all are). A 413 splits the range in halves."""
-        events = None if data is not None else self._events(payload, lo, hi)
-        body = data if events is None else self._body(events)
-        result = await self._post_events(body, payload.meta["indexes"][lo:hi])
-        if result is not None:
-            return result
-        size = sum(len(e) + 1 for e in (events if events is not None else self._events(payload, lo, hi)))
-        if hi - lo == 1:
-            reason = (
-                f"event of {size} bytes refused as too large (HTTP 413); raise the HEC max_content_length "
-                "(limits.conf [http_input]) or reduce what the record carries (field policy)"
-            )
-            return 0, Permanent(reason, 413)
-        if (held := self._split_log.ready()) is not None:
-            log.warning(
-                "%s: Splunk refused a request of %d events / %d bytes as too large (HTTP 413); sending it in halves. "
-                "Lower max_request_bytes below the server's limit.%s",
-                self.name,
-                hi - lo,
-                size,
-                f" ({held} more since the last message)" if held else "",
-            )
-        mid = (lo + hi) // 2
-        first, outcome = await self._send_range(payload, lo, mid, None)
-        if outcome is not None:
-            return first, outcome
-        second, outcome = await self._send_range(payload, mid, hi, None)
-        return first + second, outcome
-
-    async def _post_events(self, body: bytes, indexes: Sequence[str]) -> tuple[int, Outcome | None] | None:
-        """One ``/event`` request: (confirmed, outcome) as in :meth:`_send_range`, or None for a 413."""
-        count = len(indexes)
-        answer = await self._post(self.event_url, body, compressed=self._compressed)
+        """One ``/event`` request for the payload; the outcome says what became of each of its events."""
+        records = payload.records
+        count = len(records)
+        answer = await self._post(self.event_url, payload.data, compressed=self._compressed)
         if not isinstance(answer, HttpAnswer):
-            return 0, answer
+            return answer
         status = answer.status
         reply = HecReply.parse(answer.body)
         if 200 <= status < 300:
@@ -303,7 +254,7 @@ class SplunkHecExporter(Exporter):
             if self._health_problem is not None and self._health_problem.startswith(UNREACHABLE):
                 self._health_problem = None  # it answered after all
             if not self.cfg.ack:
-                return count, None
+                return Success("accepted")
             if reply.ack_id is None:
                 if not self._warned_no_ack:
                     self._warned_no_ack = True
@@ -312,19 +263,26 @@ class SplunkHecExporter(Exporter):
                         "disabled, so delivery is confirmed on receipt only (enable it on the token)",
                         self.name,
                     )
-                return count, None
+                return Success("indexed (acknowledged)")  # as far as this token can tell
             result = await self.acks.wait(reply.ack_id)
             if result.state is AckState.ACKED:
-                return count, None
-            return 0, Retry(f"{result.reason}; re-sending the request (its events may be indexed twice)")
+                return Success("indexed (acknowledged)")
+            return Retry(f"{result.reason}; re-sending the request (its events may be indexed twice)")
         reason = reply.describe(status)
         if status in (401, 403) or reply.code in AUTH_CODES:
             self._auth_failed(reason)
-            return 0, Permanent(f"Splunk refused the HEC token ({reason})", status)
+            return Permanent(f"Splunk refused the HEC token ({reason})", status)
         if status == 413:
-            return None
+            if count == 1:  # the engine splits larger requests; one event refused alone is final
+                size = len(self.encoder.envelope(records[0]).data)
+                reason = (
+                    f"event of {size} bytes refused as too large (HTTP 413); raise the HEC max_content_length "
+                    "(limits.conf [http_input]) or reduce what the record carries (field policy)"
+                )
+            return Permanent(reason, 413)
         bad = reply.invalid_event
         if status == 400 and bad is not None and 0 <= bad < count:
+            indexes = payload.meta["indexes"]
             detail = f"Splunk refused this event ({reason}; invalid-event-number {bad})"
             if reply.code == 7:
                 detail = (
@@ -333,10 +291,11 @@ class SplunkHecExporter(Exporter):
                 )
                 if (held := self._index_log.ready()) is not None:
                     log.error("%s: %s%s", self.name, detail, f" ({held} more since the last message)" if held else "")
-            return bad, Partial(bad, detail, status)
+            # events before N are indexed (never re-sent), N is refused, the rest was not looked at
+            return Partial(records[:bad], [Refused(records[bad], detail, status)], records[bad + 1 :], detail, status)
         if status in (408, 429) or status >= 500:
-            return 0, Retry(reason, answer.retry_after, status)
-        return 0, Permanent(reason, status)
+            return Retry(reason, answer.retry_after, status)
+        return Permanent(reason, status)
 
     async def _post(self, url: str, body: bytes, *, compressed: bool) -> HttpAnswer | Outcome:
         """:func:`exporters.httpclient.post`, which must not raise; if it does anyway (an answer it cannot read),

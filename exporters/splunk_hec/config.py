@@ -97,12 +97,6 @@ class SplunkHecConfig(DestinationSettings, FieldPolicyConfig):
                 raise ConfigError(f"{path}.{key}: must not be empty")
         if self.ack_timeout < 1:
             raise ConfigError(f"{path}.ack_timeout: must be >= 1s")
-        budget = self.retry.max_elapsed_time
-        if self.ack and 0 < budget <= self.ack_timeout:
-            raise ConfigError(
-                f"{path}.ack_timeout: must be shorter than retry.max_elapsed_time ({budget:g}s), or a batch whose "
-                "acknowledgement is late goes to dead letters without being sent again"
-            )
         if not 0.01 <= self.ack_poll_interval <= self.ack_timeout:
             raise ConfigError(f"{path}.ack_poll_interval: must be between 10ms and ack_timeout")
         if self.timeout <= 0:

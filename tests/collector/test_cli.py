@@ -17,7 +17,8 @@ from collector import cli
 from collector.pipeline import record_row
 from collector.processing.decode import LogEvent
 from collector.processing.normalize import KINDS, event_time_ns, normalize_log
-from collector.store.sqlite import AuditStore, RecordQuery, iter_records
+from collector.store import RecordQuery, iter_records
+from collector.store.sqlite import AuditStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

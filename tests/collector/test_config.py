@@ -130,7 +130,7 @@ def test_documented_complete_example_loads():
     assert example is not None
     cfg = load_yaml(example.group(1), ANTHROPIC_ADMIN_API_KEY="sk-ant-admin01-test")
     assert cfg.server.workers == 2
-    assert cfg.receivers.otlp.http.max_decompressed_size == 64 * 1024**2
+    assert cfg.receivers.otlp.http.max_decompressed_size == 32 * 1024**2
     assert cfg.storage.retention == 90 * 86400
 
 

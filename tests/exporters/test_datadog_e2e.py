@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from collector.config import load_text
-from collector.delivery.state import state_path
 from collector.demo import batches
 from collector.service import Service
+from collector.store.delivery_state import state_path
 from collector.store.sqlite import shard_path
 from tests.conftest import LOOPBACK, Bridge, bridge_config_dict, free_port
 from tests.contract.make_golden import (

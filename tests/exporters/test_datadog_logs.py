@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import exporters
-from collector.delivery.outcome import Partial, Permanent, Retry, Success
+from collector.delivery.outcome import Permanent, Retry, Success
 from collector.delivery.retry import parse_retry_after
 from collector.telemetry.selfmetrics import SelfMetrics
 from exporters.base import DeliveryRecord, Payload
@@ -23,6 +23,7 @@ from exporters.datadog import DatadogExporter
 from exporters.datadog.intake import server_delay
 from exporters.datadog.logs import MAX_ENTRY_BYTES, TRUNCATION_MARKER, status_of, tag_value
 from exporters.httpclient import HttpAnswer
+from tests.collector.delivery.delivery_support import send_through_engine
 from tests.fakes.datadog import DatadogFake
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -268,7 +269,7 @@ async def exporter(fake: DatadogFake) -> AsyncIterator[DatadogExporter]:
 
 
 def metric(exp: DatadogExporter, name: str) -> float:
-    counter = {"auth": exp._auth_metric, "sent": exp._sent_metric}[name]
+    counter = {"auth": exp._auth_metric}[name]
     return float(counter._value.get())
 
 
@@ -292,53 +293,59 @@ async def test_an_oversize_entry_is_accepted_whole_by_the_intake(fake, exporter)
     assert entry.attributes["ccbridge"]["truncated"] is True
 
 
-async def test_413_splits_and_every_entry_arrives_once_in_order(fake, exporter):
+async def test_413_is_split_by_the_engine_and_every_entry_arrives_once_in_order(fake, exporter, tmp_path):
     fake.logs_max_payload_bytes = 4000
-    (payload,) = exporter.encode(deliveries(12, pad=500))
-    assert isinstance(await exporter.push(payload), Success)
-    assert [e.attributes["claude_code"]["id"] for e in fake.logs] == [f"{i:032x}" for i in range(12)]
-    statuses = [r.status for r in fake.requests]
-    assert statuses[0] == 413 and statuses.count(202) >= 3
-
-
-async def test_413_for_a_single_entry_dead_letters_only_that_record(fake, exporter):
-    recs = [delivery(record(0), 1), delivery(record(1, attributes={"pad": "p" * 6000}), 2), delivery(record(2), 3)]
-    fake.logs_max_payload_bytes = 3000
+    recs = deliveries(12, pad=500)
     (payload,) = exporter.encode(recs)
     outcome = await exporter.push(payload)
-    assert isinstance(outcome, Partial) and outcome.accepted == 0 and outcome.status == 413
-    assert "one log entry of" in outcome.reason
-    assert [r.seq for r in payload.records] == [2, 3]  # the accepted first record is not re-sent
-    assert [e.attributes["claude_code"]["id"] for e in fake.logs] == [f"{0:032x}"]
-    assert metric(exporter, "sent") == 1
+    assert isinstance(outcome, Permanent) and outcome.status == 413  # the exporter does not split ...
+    settled = await send_through_engine(exporter, recs, tmp_path)  # ... the engine does
+    assert settled.delivered == recs and settled.refused == []
+    assert [e.attributes["claude_code"]["id"] for e in fake.logs] == [f"{i:032x}" for i in range(12)]
+    statuses = [r.status for r in fake.requests]
+    assert statuses[:2] == [413, 413] and statuses.count(202) >= 3
+
+
+async def test_413_for_a_single_entry_dead_letters_only_that_record(fake, exporter, tmp_path):
+    recs = [delivery(record(0), 1), delivery(record(1, attributes={"pad": "p" * 6000}), 2), delivery(record(2), 3)]
+    fake.logs_max_payload_bytes = 3000
+    settled = await send_through_engine(exporter, recs, tmp_path)
+    assert settled.delivered == [recs[0], recs[2]]
+    ((refused, reason, status, _attempts),) = settled.refused
+    assert refused == [recs[1]] and status == 413
+    assert "one log entry of" in reason
+    assert [e.attributes["claude_code"]["id"] for e in fake.logs] == [f"{0:032x}", f"{2:032x}"]
     (single,) = exporter.encode([recs[1]])
     outcome = await exporter.push(single)
     assert isinstance(outcome, Permanent) and outcome.status == 413
 
 
-async def test_a_retry_after_a_partial_split_resends_only_the_rest(fake, exporter, monkeypatch):
-    (payload,) = exporter.encode(deliveries(4, pad=500))
-    fake.logs_max_payload_bytes = len(exporter._entries(payload)[0]) * 2 + 10  # two entries fit, four do not
+async def test_a_retry_after_a_split_resends_only_the_rest(fake, tmp_path, monkeypatch):
+    exporter = make_exporter(fake.url, retry={"initial_interval": "10ms", "max_interval": "20ms"})
+    await exporter.start()
+    recs = deliveries(4, pad=500)
+    fake.logs_max_payload_bytes = len(exporter.encoder.encode(recs[0])) * 2 + 10  # two entries fit, four do not
     real = exporter._post_logs
+    sent: list[list[str]] = []
     calls = 0
 
     async def flaky(data: bytes):
         nonlocal calls
         calls += 1
+        sent.append([e["claude_code"]["id"] for e in orjson.loads(gzip.decompress(data))])
         if calls == 3:  # 1: whole (413), 2: first half (202), 3: second half -> 503
             fake.fail_next(status=503)
         return await real(data)
 
     monkeypatch.setattr(exporter, "_post_logs", flaky)
-    outcome = await exporter.push(payload)
-    assert isinstance(outcome, Retry) and outcome.status == 503
-    assert [r.seq for r in payload.records] == [3, 4]
-    assert [e["claude_code"]["id"] for e in orjson.loads(gzip.decompress(payload.data))] == [
-        f"{2:032x}",
-        f"{3:032x}",
-    ]
-    assert isinstance(await exporter.push(payload), Success)
-    assert [e.attributes["claude_code"]["id"] for e in fake.logs] == [f"{i:032x}" for i in range(4)]
+    try:
+        settled = await send_through_engine(exporter, recs, tmp_path)
+    finally:
+        await exporter.close()
+    assert settled.delivered == recs
+    ids = [f"{i:032x}" for i in range(4)]
+    assert sent == [ids, ids[:2], ids[2:], ids[2:]]  # the retry re-sends only the half not yet accepted
+    assert [e.attributes["claude_code"]["id"] for e in fake.logs] == ids
 
 
 async def test_429_honours_retry_after_then_x_ratelimit_reset(fake, exporter):

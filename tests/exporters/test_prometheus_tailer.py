@@ -221,7 +221,7 @@ async def test_periodic_polling_and_stop(stores: Stores) -> None:
             await asyncio.sleep(0.02)
     finally:
         await t.stop()
-    assert all(s.conn is None for s in t.shards.values())
+    assert all(s.log is None for s in t.shards.values())
 
 
 def test_empty_data_dir_and_bad_arguments(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from collector.delivery.outcome import Partial, Permanent, Retry, Success
 from collector.telemetry.selfmetrics import SelfMetrics
 from exporters.base import DeliveryRecord
 from exporters.splunk_hec import SplunkHecConfig, SplunkHecExporter
+from tests.collector.delivery.delivery_support import send_through_engine
 from tests.conftest import free_port
 from tests.fakes.splunk_hec import RecordedRequest, SplunkHecFake, TokenPolicy
 
@@ -131,8 +132,6 @@ async def ack_fake() -> AsyncIterator[SplunkHecFake]:
         ({"ack_timeout": "500ms"}, "splunk_hec/t.ack_timeout: must be >= 1s"),
         ({"ack_timeout": "5s", "ack_poll_interval": "10s"}, "splunk_hec/t.ack_poll_interval: must be between"),
         ({"ack_poll_interval": "1ms"}, "splunk_hec/t.ack_poll_interval: must be between"),
-        ({"ack": True, "ack_timeout": "5m", "retry": {"max_elapsed_time": "2m"}},
-         "splunk_hec/t.ack_timeout: must be shorter than retry.max_elapsed_time (120s)"),
         ({"max_request_bytes": 100}, "splunk_hec/t.max_request_bytes: must be >= 1KiB"),
         ({"max_request_bytes": "lots"}, "splunk_hec/t.max_request_bytes: invalid size"),
         ({"max_request_events": 0}, "splunk_hec/t.max_request_events: must be >= 1"),
@@ -348,7 +347,10 @@ async def test_invalid_event_number_is_partial_and_events_before_it_are_not_rese
     (p,) = exp.encode(rs)
     outcome = await exp.push(p)
     assert isinstance(outcome, Partial)
-    assert outcome.accepted == 3 and outcome.status == 400
+    assert list(outcome.accepted) == rs[:3] and outcome.status == 400
+    (refused,) = outcome.refused
+    assert refused.record is rs[3] and refused.status == 400
+    assert list(outcome.unsent) == rs[4:]
     assert "'forbidden'" in outcome.reason and "HEC code 7" in outcome.reason
     assert ids_indexed(fake) == [r.id for r in rs[:3]]
     # the engine then dead-letters rs[3] and sends the rest as a new payload
@@ -437,15 +439,18 @@ async def test_connection_refused_and_dropped_connections_are_retry(fake, make):
     assert isinstance(outcome, Retry)
 
 
-async def test_413_splits_the_request_and_delivers_everything_in_order(fake, make):
+async def test_413_is_split_by_the_engine_and_everything_is_delivered_in_order(fake, make, tmp_path):
     exp = make(fake.url, compression="none")
     rs = recs(16, pad=400)
     (p,) = exp.encode(rs)
     fake.max_content_length = len(p.data) // 3  # the server's limit is lower than ours
-    assert await exp.push(p) == Success("accepted")
+    outcome = await exp.push(p)
+    assert isinstance(outcome, Permanent) and outcome.status == 413  # the exporter does not split ...
+    settled = await send_through_engine(exp, rs, tmp_path)  # ... the engine does
+    assert settled.delivered == rs and settled.refused == []
     assert ids_indexed(fake) == [r.id for r in rs]
     statuses = [r.status for r in event_requests(fake)]
-    assert statuses[0] == 413 and statuses.count(200) >= 3
+    assert statuses[:2] == [413, 413] and statuses.count(200) >= 3
 
 
 async def test_413_for_a_single_event_is_permanent_with_a_clear_reason(fake, make):
@@ -457,52 +462,52 @@ async def test_413_for_a_single_event_is_permanent_with_a_clear_reason(fake, mak
     assert "too large" in outcome.reason and "max_content_length" in outcome.reason
 
 
-async def test_progress_inside_a_split_payload_is_kept_across_retries(fake, make):
+async def test_a_retry_after_a_split_resends_only_the_half_not_yet_confirmed(fake, make, tmp_path):
     """413, then the first half is confirmed and the second half meets a busy server: the retry re-sends only the
-    second half, so every event is indexed exactly once."""
-    exp = make(fake.url, compression="none")
+    second half, so every event is indexed exactly once (the engine holds the progress, not the exporter)."""
+    exp = make(fake.url, compression="none", retry={"initial_interval": "10ms", "max_interval": "20ms"})
     rs = recs(8, pad=400)
-    (p,) = exp.encode(rs)
     fake.fail_next(1, status=413)
-    original = exp._post_events
+    original = exp._post
     calls = 0
 
-    async def busy_on_second_half(body: bytes, indexes: Any) -> Any:
+    async def busy_on_second_half(url: str, body: bytes, *, compressed: bool) -> Any:
         nonlocal calls
         calls += 1
         if calls == 3:  # 1: whole request (413), 2: first half, 3: second half
             fake.fail_next(1, status=503)
-        return await original(body, indexes)
+        return await original(url, body, compressed=compressed)
 
-    exp._post_events = busy_on_second_half  # type: ignore[method-assign]
-    outcome = await exp.push(p)
-    assert isinstance(outcome, Retry) and outcome.status == 503
-    assert p.meta["done"] == 4
-    assert ids_indexed(fake) == [r.id for r in rs[:4]]
-    assert await exp.push(p) == Success("accepted")
+    exp._post = busy_on_second_half  # type: ignore[method-assign]
+    settled = await send_through_engine(exp, rs, tmp_path)
+    assert settled.delivered == rs
     assert ids_indexed(fake) == [r.id for r in rs]
+    statuses = [r.status for r in event_requests(fake)]
+    assert statuses == [413, 200, 503, 200]
+    second_half = b"\n".join(exp.encoder.envelope(r).data for r in rs[4:])
     resent = event_requests(fake)[-1].decoded_body or b""
-    assert len(resent) == sum(len(e) + 1 for e in exp._events(p, 4, len(p.records)))  # only the second half
+    assert len(resent) in (len(second_half), len(second_half) + 1)  # only the second half
 
 
-async def test_permanent_failure_after_progress_becomes_partial(fake, make):
+async def test_permanent_failure_after_a_split_refuses_only_the_rest(fake, make, tmp_path):
     exp = make(fake.url, compression="none")
     rs = recs(8, pad=400)
-    (p,) = exp.encode(rs)
     fake.fail_next(1, status=413)
-    original = exp._post_events
+    original = exp._post
     calls = 0
 
-    async def revoke_before_second_half(body: bytes, indexes: Any) -> Any:
+    async def revoke_before_second_half(url: str, body: bytes, *, compressed: bool) -> Any:
         nonlocal calls
         calls += 1
         if calls == 3:
             fake.revoke_token(TOKEN)
-        return await original(body, indexes)
+        return await original(url, body, compressed=compressed)
 
-    exp._post_events = revoke_before_second_half  # type: ignore[method-assign]
-    outcome = await exp.push(p)
-    assert isinstance(outcome, Partial) and outcome.accepted == 4 and outcome.status == 403
+    exp._post = revoke_before_second_half  # type: ignore[method-assign]
+    settled = await send_through_engine(exp, rs, tmp_path)
+    assert settled.delivered == rs[:4]
+    ((refused, _reason, status, _attempts),) = settled.refused
+    assert refused == rs[4:] and status == 403
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -335,3 +335,35 @@ def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
 
 def stored_ids(records: Sequence[dict[str, Any]]) -> set[str]:
     return {r["id"] for r in records}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one exporter driven by the engine's delivery loop, without a bridge
+
+
+async def send_through_engine(exp: Any, records: Sequence[Any], state_dir: Path) -> Any:
+    """Send ``records`` with ``exp`` through :meth:`DestinationWorker._send` (retry, 413 split, partial success) and
+    return the :class:`~collector.delivery.engine.Settled` result: what was confirmed and what was refused."""
+    from prometheus_client import CollectorRegistry
+
+    from collector.delivery.engine import DestinationWorker, Settled
+    from collector.store.delivery_state import DeliveryState
+    from collector.store.reader import ShardReader
+    from collector.telemetry.selfmetrics import SelfMetrics
+
+    state = DeliveryState(state_dir / "shard-0.delivery.db")
+    worker = DestinationWorker(
+        exp,
+        0,
+        ShardReader(state_dir / "shard-0.db"),
+        state,
+        SelfMetrics(CollectorRegistry()),
+        asyncio.Event(),
+        asyncio.Event(),
+    )
+    settled = Settled()
+    try:
+        await worker._send(list(records), settled)
+    finally:
+        state.close()
+    return settled

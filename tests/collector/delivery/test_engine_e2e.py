@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,8 +24,7 @@ import orjson
 import pytest
 
 from collector.delivery import engine as engine_mod
-from collector.delivery.engine import ShardReader
-from collector.store.sqlite import AuditStore, connect, shard_path
+from collector.store.sqlite import connect, shard_path
 from tests.collector.delivery.delivery_support import (
     LoadClients,
     Traffic,
@@ -101,28 +99,6 @@ async def send_all(http_url: str, reqs: list[Any]) -> None:
     for req in reqs:
         ans = await send_once(http_url, req)
         assert ans.ok, ans
-
-
-def test_shard_reader_is_usable_from_any_thread(tmp_path):
-    """Regression: the engine calls the reader through ``asyncio.to_thread``, i.e. from any executor thread."""
-    with AuditStore(tmp_path) as store:
-        store.append_sync(records=[(f"{i:032x}", i, "event", None, None, None, i, b"{}") for i in range(1, 6)])
-    reader = ShardReader(shard_path(tmp_path, 0))
-    assert reader.last_seq() == 5  # opened in this thread
-    errors: list[BaseException] = []
-
-    def other() -> None:
-        try:
-            assert len(reader.read_after(0, 10, 1 << 20)[0]) == 5
-            assert reader.average_size() == 2.0
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=other)
-    t.start()
-    t.join()
-    reader.close()
-    assert errors == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,9 +197,7 @@ async def test_503_with_retry_after_for_30s_is_honoured_and_everything_arrives(b
     """The destination answers 503 ``Retry-After: 2`` for 30 s, then recovers: attempts are spaced by the server's
     delay (>= 2 s, < 2.5 s + jitter) and every record is delivered exactly once."""
     outage = 30.0
-    dest = http_destination(
-        sink.url, max_records=1000, retry={"max_elapsed_time": "120s", "initial_interval": "100ms", "jitter": 0.2}
-    )
+    dest = http_destination(sink.url, max_records=1000, retry={"initial_interval": "100ms", "jitter": 0.2})
     b, _ = await bridges(exporters_cfg(x=dest))
     traffic = Traffic(2)
     reqs = [traffic.request(turns=3) for _ in range(3)]
@@ -306,6 +280,99 @@ async def test_400_batch_goes_to_dead_letters_later_batches_flow_and_replay_deli
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# 3b. outages never need a person: retry while the backlog is within limits; automatic replay of dead letters
+
+
+async def test_outage_of_three_times_max_elapsed_time_delivers_everything_without_dead_letters(bridges, sink, caplog):
+    """The destination is down (connection refused) for 3x ``retry.max_elapsed_time``, then back: every acknowledged
+    record arrives, nothing goes to dead letters, no command is run; the stalled batch is reported in the log. A 400
+    afterwards still dead-letters at once."""
+    budget = 1.0
+    await sink.stop()
+    dest = http_destination(sink.url, max_records=20, retry={"max_elapsed_time": f"{budget}s", "max_interval": "300ms"})
+    b, config = await bridges(exporters_cfg(x=dest))
+    traffic = Traffic(31)
+    reqs = [traffic.request() for _ in range(6)]
+    ids = {i for _, rids in reqs for i in rids}
+    caplog.set_level("WARNING", logger="collector.delivery.engine")
+    down_at = time.monotonic()
+    await send_all(b.http_url, [r for r, _ in reqs])  # acknowledged while the destination is down
+    await wait_until(lambda: metric(b.telemetry_url, RETRIES, destination="http/x"), 5, "retries while down")
+    await asyncio.sleep(max(0.0, 3 * budget + 0.5 - (time.monotonic() - down_at)))
+    assert await metric(b.telemetry_url, DEAD, destination="http/x") == 0
+    await sink.start()
+
+    await sink.wait_for_ids(ids, timeout=15)
+    assert dlq_list(config) == []
+    assert await metric(b.telemetry_url, DEAD, destination="http/x") == 0
+    assert any("destination stalled" in r.getMessage() for r in caplog.records), "no stalled-destination warning"
+
+    (req_bad, ids_bad) = traffic.request()
+    bad = ids_bad[0]
+    sink.reject_records([bad], status=400, body="malformed")
+    await send_all(b.http_url, [req_bad])
+    entries = await wait_until(lambda: dlq_list(config), 10, "the 400 batch in dead letters")
+    assert bad in {e["record_id"] for e in entries}
+    assert all(e["status"] == 400 and e["attempts"] == 1 for e in entries)
+    assert len([r for r in sink.requests if r.status == 400]) == 1, "a 400 must not be retried"
+
+
+async def test_auto_replay_delivers_a_dead_letter_once_the_destination_accepts_again(bridges, sink):
+    """A record refused with 400 is a dead letter; once the destination has been through retryable failures and
+    accepts again, the engine re-sends it by itself (``dead_letter.auto_replay``, on by default) and it is gone
+    from the dead letters."""
+    b, config = await bridges(exporters_cfg(x=http_destination(sink.url, max_records=20)))
+    traffic = Traffic(32)
+    req_a, ids_a = traffic.request()
+    bad = ids_a[1]
+    sink.reject_records([bad], status=400, body="index does not exist yet")
+    await send_all(b.http_url, [req_a])
+    entries = await wait_until(lambda: dlq_list(config), 10, "dead letters")
+    refused = {e["record_id"] for e in entries}
+    assert bad in refused
+
+    sink.clear()  # the destination is fixed ...
+    sink.fail_for(1.5, status=503, retry_after="1")  # ... after a short outage
+    req_b, ids_b = traffic.request()
+    await send_all(b.http_url, [req_b])
+    await sink.wait_for_ids(set(ids_b) | refused, timeout=15)
+    await wait_until(lambda: dlq_list(config) == [], 10, "dead letters replayed and removed")
+    assert all(sink.count(i) == 1 for i in refused)
+    assert await metric(b.telemetry_url, RETRIES, destination="http/x") > 0
+
+
+async def test_auto_replay_off_keeps_dead_letters_after_recovery(bridges, sink):
+    dest = http_destination(sink.url, max_records=20, dead_letter={"auto_replay": False})
+    b, config = await bridges(exporters_cfg(x=dest))
+    traffic = Traffic(33)
+    req_a, ids_a = traffic.request()
+    sink.reject_records([ids_a[0]], status=400)
+    await send_all(b.http_url, [req_a])
+    entries = await wait_until(lambda: dlq_list(config), 10, "dead letters")
+    sink.clear()
+    sink.fail_for(1.0, status=503, retry_after="1")
+    req_b, ids_b = traffic.request()
+    await send_all(b.http_url, [req_b])
+    await sink.wait_for_ids(ids_b, timeout=15)
+    await asyncio.sleep(0.5)
+    assert [e["id"] for e in dlq_list(config)] == [e["id"] for e in entries]
+    assert not {e["record_id"] for e in entries} & sink.ids()
+
+
+async def test_drop_oldest_with_auto_replay_delivers_the_dropped_records_after_the_outage(bridges, sink):
+    await sink.stop()
+    dest = http_destination(sink.url, backlog={"max_records": 100, "policy": "drop_oldest"})
+    b, config = await bridges(exporters_cfg(x=dest))
+    traffic = Traffic(34)
+    reqs = [traffic.request() for _ in range(12)]
+    await send_all(b.http_url, [r for r, _ in reqs])
+    await wait_until(lambda: metric(b.telemetry_url, DROPPED, destination="http/x"), 10, "drop_oldest dropped")
+    await sink.start()
+    await sink.wait_for_ids({i for _, ids in reqs for i in ids}, timeout=20)
+    await wait_until(lambda: dlq_list(config) == [], 10, "dropped records replayed")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # 4. backlog limit with backpressure
 
 
@@ -372,7 +439,9 @@ async def check_drop_oldest_accounting(b: Bridge, config: Path, sink: HttpSink, 
 
 async def test_drop_oldest_while_the_destination_is_down_drops_and_never_refuses(bridges, sink):
     await sink.stop()
-    dest = http_destination(sink.url, backlog={"max_records": 100, "policy": "drop_oldest"})
+    dest = http_destination(
+        sink.url, backlog={"max_records": 100, "policy": "drop_oldest"}, dead_letter={"auto_replay": False}
+    )
     b, config = await bridges(exporters_cfg(x=dest))
     traffic = Traffic(5)
     reqs = [traffic.request() for _ in range(20)]
@@ -392,7 +461,12 @@ async def test_drop_oldest_while_the_destination_is_down_drops_and_never_refuses
 
 async def test_drop_oldest_with_a_slow_destination_drops_the_oldest_and_never_refuses(bridges, sink):
     sink.set_delay(0.3)
-    dest = http_destination(sink.url, max_records=20, backlog={"max_records": 100, "policy": "drop_oldest"})
+    dest = http_destination(
+        sink.url,
+        max_records=20,
+        backlog={"max_records": 100, "policy": "drop_oldest"},
+        dead_letter={"auto_replay": False},
+    )
     b, config = await bridges(exporters_cfg(x=dest))
     traffic = Traffic(6)
     reqs = [traffic.request() for _ in range(30)]

@@ -176,7 +176,7 @@ def test_retry_after_parsing_both_forms():
     assert parse_retry_after(" 1.5 ") == 1.5
     assert parse_retry_after(format_datetime(now + timedelta(seconds=42), usegmt=True), now) == 42.0
     assert parse_retry_after(format_datetime(now - timedelta(seconds=42), usegmt=True), now) == 0.0
-    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("-3") is None  # not delta-seconds (RFC 9110): the client's own backoff applies
     assert parse_retry_after("soon") is None
     assert parse_retry_after("") is None
     assert parse_retry_after(None) is None

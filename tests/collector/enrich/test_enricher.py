@@ -15,7 +15,7 @@ import pytest
 from collector.config import Config, load_text
 from collector.enrich.analytics_client import parse_record
 from collector.enrich.enricher import Enricher, create_enricher, usage_doc
-from collector.enrich.usage_store import DB_FILENAME, UsageStore, UserDailySummary
+from collector.store.usage import DB_FILENAME, UsageStore, UserDailySummary
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[3] / "schemas" / "audit_record.v1.json").read_text())
 DAY = date(2026, 3, 2)

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.enrich.usage_store import DB_FILENAME
+from collector.store.usage import DB_FILENAME
 from tests.contract.make_golden import FIXTURES, Replayer, recorded_requests, stdout_json
 from tests.fakes.analytics_api import FAKE_ADMIN_KEY, AnalyticsApiFake
 

@@ -21,7 +21,7 @@ from collector.enrich.analytics_client import (
 )
 from collector.enrich.analytics_config import AnalyticsApiConfig
 from collector.enrich.sync import DayOutcome, UsageSyncScheduler, run_sync_cli, sync_range
-from collector.enrich.usage_store import DB_FILENAME, UsageStore
+from collector.store.usage import DB_FILENAME, UsageStore
 from tests.fakes.analytics_api import FAKE_ADMIN_KEY, AnalyticsApiFake, running_in_thread
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05)

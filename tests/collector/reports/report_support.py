@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 
 from collector.enrich.analytics_client import DailyUsage, parse_record
-from collector.enrich.usage_store import UsageStore
 from collector.pipeline import metric_point_key, record_row
 from collector.store.sqlite import AuditStore
+from collector.store.usage import UsageStore
 
 SONNET = "claude-sonnet-4-5-20250929"
 OPUS = "claude-opus-4-5-20251101"

@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.enrich.usage_store import ActorDay, UsageStore
 from collector.reports.config import ReportMetricsConfig, ReportsConfig
 from collector.reports.metrics import AnalyticsGauges, compute_snapshot, families, unregister
+from collector.store.usage import ActorDay, UsageStore
 from collector.telemetry.server import scrape_registry
 from tests.collector.reports.report_support import SONNET, row
 

@@ -11,7 +11,10 @@ import pytest
 
 from collector.cli import main
 from collector.pipeline import Pipeline
-from collector.store.sqlite import AuditStore, RecordQuery, chain_genesis, iter_records, verify_chain
+from collector.store import RecordQuery, iter_records
+from collector.store.chain import chain_genesis
+from collector.store.reader import verify_chain
+from collector.store.sqlite import AuditStore
 from collector.telemetry.selfmetrics import SelfMetrics
 
 

@@ -29,14 +29,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from collector.store import RecordQuery, iter_records
 from collector.store import sqlite as sqlite_store
 from collector.store.sqlite import (
     AuditStore,
-    RecordQuery,
     RecordRow,
     StorageError,
     classify_sqlite_error,
-    iter_records,
     shard_path,
     shard_paths,
 )

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from collector.enrich.analytics_client import DailyUsage, parse_record, parse_usage_page
-from collector.enrich.usage_store import (
+from collector.store.usage import (
     _SCHEMA,
     DB_FILENAME,
     FINAL_AFTER,

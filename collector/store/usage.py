@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from collector.enrich.analytics_client import DailyUsage, parse_record
+from collector.private import private_dirs, private_file
 
 DB_FILENAME = "analytics.db"
 SCHEMA_VERSION = 2
@@ -116,6 +117,10 @@ class UsageStoreError(RuntimeError):
     """The analytics database cannot be used (e.g. written by a newer schema)."""
 
 
+USAGE_ERRORS: tuple[type[Exception], ...] = (OSError, sqlite3.Error, UsageStoreError)
+"""What opening or reading the usage history can raise (callers catch these, not a backend's own types)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DayState:
     """A day whose walk completed: when, whether the day was final then, rows and pages of that fetch."""
@@ -188,6 +193,8 @@ class UsageStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        if str(path) != ":memory:":
+            private_file(self.path)
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -202,8 +209,14 @@ class UsageStore:
     def open(cls, data_dir: str | Path) -> UsageStore:
         """Open (creating if needed) ``<data_dir>/analytics.db``."""
         directory = Path(data_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dirs(directory)
         return cls(directory / DB_FILENAME)
+
+    @classmethod
+    def open_existing(cls, data_dir: str | Path) -> UsageStore | None:
+        """``<data_dir>/analytics.db`` if a history exists there, else None (nothing is created)."""
+        path = Path(data_dir) / DB_FILENAME
+        return cls(path) if path.is_file() else None
 
     @staticmethod
     def _setup(conn: sqlite3.Connection) -> None:
