@@ -35,6 +35,7 @@ import os
 from typing import Any
 
 from collector.jsonbytes import dumps_kept
+from collector.processing.events import CATALOGUE
 from collector.processing.normalize import parse_rfc3339
 
 OCSF_VERSION = "1.8.0"
@@ -243,6 +244,36 @@ def _ai_model(rec: dict[str, Any]) -> dict[str, Any] | None:
     return {"name": model, "ai_provider": "Anthropic"}
 
 
+# the record section that holds a catalogued kind's own facts (sent under ``unmapped``)
+# (never the prompt or response section: OCSF events carry no conversation content)
+SECTION_OF_KIND = {
+    spec.kind: spec.section
+    for spec in CATALOGUE.values()
+    if spec.section and spec.section not in ("prompt", "response", "tool", "api")
+}
+_FAILED = {"failed", "error"}
+
+
+def _finding(rec: dict[str, Any], kind: str | None, status_id: int, severity_id: int) -> tuple[int, int]:
+    """Status and severity of the catalogued kinds: failures fail; a switch to bypassPermissions, an exhausted
+    retry budget, an internal error and a blocking hook rate Medium (3) / Low (2)."""
+    if kind == "permission_mode_change":
+        return 1, 3 if _get(rec, "permission_mode", "to") == "bypassPermissions" else 1
+    if kind == "mcp_connection":
+        return (2, 2) if _get(rec, "mcp", "status") in _FAILED else (1, 1)
+    if kind == "auth":
+        ok = _get(rec, "auth", "success")
+        return (1, 1) if ok is True else (2, 2) if ok is False else (0, 1)
+    if kind == "compaction":
+        ok = _get(rec, "compaction", "success")
+        return (1, 1) if ok is True else (2, 1) if ok is False else (0, 1)
+    if kind in ("api_refusal", "api_retries_exhausted", "internal_error"):
+        return 2, 3 if kind != "api_refusal" else 2
+    if kind == "hook_execution" and _get(rec, "hook", "outcome") == "blocking":
+        return 1, 2
+    return status_id, severity_id
+
+
 def to_ocsf(record: dict[str, Any]) -> dict[str, Any]:
     """The OCSF 1.8.0 event for one audit record (see the module docstring for the mapping)."""
     rec = record
@@ -331,20 +362,29 @@ def to_ocsf(record: dict[str, Any]) -> dict[str, Any]:
                 unmapped[key] = rec[key]
     else:
         short = (_s(rec.get("event")) or "unknown").removeprefix("claude_code.")
+        service = _s(_get(rec, "app", "product")) or "claude-code"
         if kind == "user_prompt":
             activity = 1
-        elif short == "permission_mode_changed":
+        elif kind == "permission_mode_change" or short == "permission_mode_changed":
             activity = 3
             out["resources"] = [{"name": "permission_mode", "type": "setting"}]
+            to_mode = _s(_get(rec, "permission_mode", "to"))
+            if to_mode:
+                out["resources"][0]["data"] = {"from": _get(rec, "permission_mode", "from"), "to": to_mode}
         else:
             activity = 99
         _set_class(out, API_ACTIVITY, activity)
-        out["api"] = _api(short, "claude-code")
+        server = _s(_get(rec, "mcp", "server")) if kind == "mcp_connection" else None
+        out["api"] = _api(short, server or service)
         out["src_endpoint"] = _src_endpoint(rec)
         length = _get(rec, "prompt", "length")
         if kind == "user_prompt" and isinstance(length, int):
             unmapped["prompt_length"] = length
         status_id = 1 if kind == "user_prompt" else 0
+        section = SECTION_OF_KIND.get(kind or "")
+        if section and isinstance(rec.get(section), dict):
+            unmapped[section] = rec[section]
+        status_id, severity_id = _finding(rec, kind, status_id, severity_id)
 
     _set_status(out, status_id, severity_id)
     time_ms = _epoch_ms(rec.get("time")) or _epoch_ms(rec.get("observed_time")) or _epoch_ms(rec.get("received_time"))

@@ -1,4 +1,5 @@
-"""``ccbridge report [completeness]``: usage, adoption tiers and anomalies, or telemetry completeness."""
+"""``ccbridge report [completeness|telemetry-health]``: usage, adoption tiers and anomalies, telemetry completeness,
+or telemetry health."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ def register(sub: Any) -> None:
     rep = register_parser(
         sub,
         "report",
-        help="usage, adoption tiers and anomalies, or completeness (docs/reports.md)",
-        description="Usage, adoption tiers and anomalies over whole UTC days (default: the last complete week), "
-        "or, with 'completeness', telemetry against the Analytics API.",
+        help="usage, adoption tiers and anomalies, completeness, or telemetry health (docs/reports.md)",
+        description="Usage, adoption tiers and anomalies over whole UTC days (default: the last complete week); "
+        "with 'completeness', telemetry against the Analytics API; with 'telemetry-health', sequence gaps, missing "
+        "attributes, senders gone quiet and CLI versions sending less.",
     )
     rep.add_argument(
         "view",
         nargs="?",
-        choices=("completeness",),
-        help="completeness: telemetry vs the Analytics API (default: the usage report)",
+        choices=("completeness", "telemetry-health"),
+        help="completeness: telemetry vs the Analytics API; telemetry-health: is every CLI still sending everything "
+        "(default: the usage report)",
     )
     add_store_options(rep)
     add_time_options(rep, what="days")

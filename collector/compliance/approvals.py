@@ -4,7 +4,9 @@ A row says when (``time``), who (``user_email``, ``user_id``, ``user_account_uui
 ``source_identity``, the sender the bridge authenticated), where (``session_id``, ``prompt_id``), which tool
 (``tool_name``, ``tool_use_id``), what it would do (``command`` for shell tools, ``file_path`` for file tools), the
 decision (``decision`` accept/reject, ``decision_source`` as Claude Code reports it, ``approval_mode``
-manual/automatic/hook), the ``outcome`` of the execution and the decision record's ``record_id`` and ``chain_hash``
+manual/automatic/hook), for a decision a hook made the ``hook`` that made it (the hook execution's name, such as
+``PreToolUse:Bash``, from the decision's ``tool.hook`` link), the ``outcome`` of the execution and the decision
+record's ``record_id`` and ``chain_hash``
 (the tamper-evidence chain hash of the record, empty for records stored before the chain existed).
 
 ``outcome`` is ``success`` or ``failure`` from the call's ``tool_result``, ``not_executed`` for a rejected call
@@ -56,6 +58,7 @@ COLUMNS = (
     "decision",
     "decision_source",
     "approval_mode",
+    "hook",
     "outcome",
     "record_id",
     "chain_hash",
@@ -130,6 +133,14 @@ def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else str(v)
 
 
+def _hook_of(tool: dict[str, Any]) -> str | None:
+    """For a decision a hook made: the hook execution's name (``PreToolUse:Bash``), else its hook event."""
+    hook = tool.get("hook")
+    if not isinstance(hook, dict):
+        return None
+    return _str(hook.get("name")) or _str(hook.get("event"))
+
+
 def decision_row(rec: dict[str, Any]) -> Row:
     """The row of a ``tool_decision`` record, before the join."""
     user = rec.get("user") or {}
@@ -151,6 +162,7 @@ def decision_row(rec: dict[str, Any]) -> Row:
         "decision": _str(tool.get("decision")),
         "decision_source": _str(tool.get("decision_source")),
         "approval_mode": _str(tool.get("approval_mode")),
+        "hook": _hook_of(tool),
         "outcome": "not_executed" if tool.get("decision") == "reject" else "unknown",
         "record_id": _str(rec.get("id")),
         "chain_hash": _str(chain.get("hash")) if isinstance(chain, dict) else None,

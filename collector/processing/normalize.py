@@ -1,7 +1,8 @@
 """Claude Code log records -> versioned audit records (``schemas/audit_record.v1.json``). Pure: no I/O, no clock.
 
-One log record yields exactly one audit record; a ``tool_result`` of a file-editing tool whose input names a file
-yields a second, ``file_change`` record. Records of any other event name are kept as kind ``event``.
+One log record yields exactly one audit record, of the kind the event catalogue (:mod:`collector.processing.events`)
+names; a ``tool_result`` of a file-editing tool whose input names a file yields a second, ``file_change`` record.
+Records of an event name the catalogue does not know are kept as kind ``event`` with every attribute.
 
 What the real CLI sends differs from its documentation ("Monitoring usage",
 https://docs.claude.com/en/docs/claude-code/monitoring-usage), and this module absorbs the differences:
@@ -28,18 +29,11 @@ from typing import Any
 import orjson
 
 from collector.processing.decode import LogEvent
+from collector.processing.events import CLAUDE_CODE_SERVICES, DECIDING_HOOK_EVENTS, KIND_BY_EVENT, KINDS
 
 SCHEMA_VERSION = "1.0"
 EVENT_PREFIX = "claude_code."
-
-KIND_BY_EVENT = {
-    "claude_code.tool_decision": "tool_decision",
-    "claude_code.tool_result": "tool_result",
-    "claude_code.api_request": "api_request",
-    "claude_code.api_error": "api_error",
-    "claude_code.user_prompt": "user_prompt",
-}
-KINDS = (*KIND_BY_EVENT.values(), "file_change", "event", "chain_head", "trail_access")
+__all__ = ["KINDS", "KIND_BY_EVENT", "normalize_log", "normalize_logs"]
 
 FILE_TOOLS = {"Write": "write", "Edit": "edit", "MultiEdit": "edit", "NotebookEdit": "notebook_edit"}
 APPROVAL_MODE_BY_SOURCE = {
@@ -294,6 +288,291 @@ def _identity(attrs: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]
     return user
 
 
+def _attribution(rec: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Who the cost of an API request is attributed to: agent, skill, plugin, MCP server and tool."""
+    name = to_str(attrs.get("agent.name"))
+    if name:
+        rec.setdefault("agent", {})["name"] = name
+    skill = to_str(attrs.get("skill.name"))
+    if skill:
+        rec["skill"] = {"name": skill}
+    plugin = to_str(attrs.get("plugin.name"))
+    if plugin:
+        rec["plugin"] = {"name": plugin}
+    server = to_str(attrs.get("mcp_server.name"))
+    tool = to_str(attrs.get("mcp_tool.name"))
+    if server or tool:
+        mcp: dict[str, Any] = {}
+        _put(mcp, "server", server)
+        _put(mcp, "tool", tool)
+        rec["mcp"] = mcp
+
+
+def _text_of(attrs: dict[str, Any], *keys: str) -> str | None:
+    """Content the CLI sent (prompt or response text): None when absent or only the ``<REDACTED>`` marker."""
+    for key in keys:
+        text = to_str(attrs.get(key))
+        if text and text != _REDACTED:
+            return text
+    return None
+
+
+def _x_assistant_response(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    response: dict[str, Any] = {}
+    _put(response, "length", to_count(a.get("response_length")))
+    _put(response, "text", _text_of(a, "response"))
+    _put(response, "message_uuid", to_str(a.get("message.uuid")))
+    if response:
+        rec["response"] = response
+    api: dict[str, Any] = {}
+    _put(api, "request_id", to_str(a.get("request_id")))
+    _put(api, "query_source", to_str(a.get("query_source")))
+    if api:
+        rec["api"] = api
+
+
+def _x_api_refusal(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    api: dict[str, Any] = {}
+    _put(api, "request_id", to_str(a.get("request_id")))
+    _put(api, "query_source", to_str(a.get("query_source")))
+    _put(api, "speed", to_str(a.get("speed")))
+    _put(api, "effort", to_str(a.get("effort")))
+    _put(api, "attempt", to_int(a.get("attempt")))
+    if api:
+        rec["api"] = api
+    refusal: dict[str, Any] = {}
+    _put(refusal, "category", to_str(a.get("category")))
+    _put(refusal, "has_category", to_bool(a.get("has_category")))
+    _put(refusal, "has_explanation", to_bool(a.get("has_explanation")))
+    _put(refusal, "server_fallback_hop", to_bool(a.get("server_fallback_hop")))
+    rec["refusal"] = refusal
+
+
+def _x_api_body(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    body: dict[str, Any] = {"direction": "request" if event.endswith("request_body") else "response"}
+    _put(body, "length", to_count(a.get("body_length")))
+    _put(body, "truncated", to_bool(a.get("body_truncated")))
+    _put(body, "ref", to_str(a.get("body_ref")))
+    _put(body, "request_id", to_str(a.get("request_id")))
+    _put(body, "query_source", to_str(a.get("query_source")))
+    rec["api_body"] = body
+
+
+def _x_permission_mode(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    mode: dict[str, Any] = {}
+    _put(mode, "from", to_str(a.get("from_mode")))
+    _put(mode, "to", to_str(a.get("to_mode")))
+    _put(mode, "trigger", to_str(a.get("trigger")))
+    rec["permission_mode"] = mode
+
+
+def _x_auth(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    auth: dict[str, Any] = {}
+    _put(auth, "action", to_str(a.get("action")))
+    _put(auth, "success", to_bool(a.get("success")))
+    _put(auth, "method", to_str(a.get("auth_method")))
+    _put(auth, "error_category", to_str(a.get("error_category")))
+    _put(auth, "status_code", to_int(a.get("status_code")))
+    rec["auth"] = auth
+
+
+def _x_mcp_connection(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    mcp: dict[str, Any] = {}
+    _put(mcp, "server", to_str(a.get("server_name")))
+    _put(mcp, "status", to_str(a.get("status")))
+    _put(mcp, "transport", to_str(a.get("transport_type")))
+    _put(mcp, "scope", to_str(a.get("server_scope")))
+    _put(mcp, "duration_ms", to_amount(a.get("duration_ms")))
+    _put(mcp, "error_code", to_str(a.get("error_code")))
+    _put(mcp, "error", to_str(a.get("error")))
+    _put(mcp, "is_plugin", to_bool(a.get("is_plugin")))
+    _put(mcp, "plugin_name", to_str(a.get("plugin.name")))
+    rec["mcp"] = mcp
+
+
+def _x_internal_error(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    error: dict[str, Any] = {}
+    _put(error, "name", to_str(a.get("error_name")))
+    _put(error, "code", to_str(a.get("error_code")))
+    rec["error"] = error
+
+
+def _x_plugin(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    plugin: dict[str, Any] = {"action": "installed" if event.endswith("installed") else "loaded"}
+    _put(plugin, "name", to_str(a.get("plugin.name")))
+    _put(plugin, "version", to_str(a.get("plugin.version")))
+    _put(plugin, "marketplace", to_str(a.get("marketplace.name")))
+    _put(plugin, "scope", to_str(a.get("plugin.scope")))
+    _put(plugin, "enabled_via", to_str(a.get("enabled_via")))
+    _put(plugin, "has_hooks", to_bool(a.get("has_hooks")))
+    _put(plugin, "has_mcp", to_bool(a.get("has_mcp")))
+    rec["plugin"] = plugin
+
+
+def _x_skill(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    skill: dict[str, Any] = {}
+    _put(skill, "name", to_str(a.get("skill.name")))
+    _put(skill, "source", to_str(a.get("skill.source")))
+    _put(skill, "trigger", to_str(a.get("invocation_trigger")))
+    rec["skill"] = skill
+
+
+def _x_at_mention(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    mention: dict[str, Any] = {}
+    _put(mention, "type", to_str(a.get("mention_type")))
+    _put(mention, "success", to_bool(a.get("success")))
+    rec["mention"] = mention
+
+
+def hook_outcome(hook: dict[str, Any]) -> str | None:
+    """``blocking`` / ``error`` / ``cancelled`` / ``success`` from the counters of a completed hook execution."""
+    if hook.get("num_blocking"):
+        return "blocking"
+    if hook.get("num_non_blocking_error"):
+        return "error"
+    if hook.get("num_cancelled"):
+        return "cancelled"
+    if "num_success" in hook:
+        return "success"
+    return None
+
+
+def _x_hook(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    hook: dict[str, Any] = {}
+    _put(hook, "event", to_str(a.get("hook_event")))
+    _put(hook, "name", to_str(a.get("hook_name")))
+    _put(hook, "matcher", to_str(a.get("hook_matcher")))
+    _put(hook, "type", to_str(a.get("hook_type")))
+    _put(hook, "source", to_str(a.get("hook_source")))
+    if event.endswith("_start"):
+        hook["phase"] = "start"
+    elif event.endswith("_complete"):
+        hook["phase"] = "complete"
+    elif event.endswith("plugin_metrics"):
+        hook["phase"] = "metrics"
+        _put(hook, "plugin_name", to_str(a.get("plugin.name")))
+    for key in ("num_hooks", "num_success", "num_blocking", "num_non_blocking_error", "num_cancelled"):
+        _put(hook, key, to_count(a.get(key)))
+    _put(hook, "duration_ms", to_amount(a.get("total_duration_ms", a.get("duration_ms"))))
+    if hook.get("phase") == "complete":
+        _put(hook, "outcome", hook_outcome(hook))
+    rec["hook"] = hook
+
+
+def _x_compaction(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    c: dict[str, Any] = {}
+    _put(c, "trigger", to_str(a.get("trigger")))
+    _put(c, "success", to_bool(a.get("success")))
+    _put(c, "duration_ms", to_amount(a.get("duration_ms")))
+    _put(c, "pre_tokens", to_count(a.get("pre_tokens")))
+    _put(c, "post_tokens", to_count(a.get("post_tokens")))
+    _put(c, "error", to_str(a.get("error")))
+    rec["compaction"] = c
+
+
+def _x_subagent(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    agent: dict[str, Any] = {}
+    _put(agent, "id", to_str(a.get("agent_id")))
+    _put(agent, "type", to_str(a.get("agent_type")))
+    _put(agent, "source", to_str(a.get("agent.source")))
+    _put(agent, "is_built_in", to_bool(a.get("is_built_in")))
+    _put(agent, "is_async", to_bool(a.get("is_async")))
+    _put(agent, "total_tokens", to_count(a.get("total_tokens")))
+    _put(agent, "total_tool_uses", to_count(a.get("total_tool_uses")))
+    _put(agent, "duration_ms", to_amount(a.get("duration_ms")))
+    _put(agent, "final_model", to_str(a.get("final_model")))
+    rec["agent"] = agent
+    cost = to_amount(a.get("cost_usd"))
+    if cost is None:
+        micros = to_count(a.get("cost_usd_micros"))
+        cost = micros / 1_000_000 if micros is not None else None
+    if cost is not None:
+        agent["cost_usd"] = cost
+
+
+def _x_housekeeping(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    rec["housekeeping"] = {"name": event.removeprefix(EVENT_PREFIX)}
+
+
+def _x_managed_settings(rec: dict[str, Any], a: dict[str, Any], event: str) -> None:
+    settings: dict[str, Any] = {}
+    _put(settings, "trigger", to_str(a.get("managed_settings.trigger")))
+    sources = a.get("managed_settings.sources")
+    if isinstance(sources, list):
+        settings["sources"] = [str(x) for x in sources]
+    _put(settings, "source_behavior", to_str(a.get("managed_settings.source_behavior")))
+    _put(settings, "helper_state", to_str(a.get("managed_settings.helper.state")))
+    _put(settings, "helper_applied", to_str(a.get("managed_settings.helper.applied")))
+    rec["settings"] = settings
+
+
+_EXTRACTORS = {
+    "assistant_response": _x_assistant_response,
+    "api_refusal": _x_api_refusal,
+    "api_body": _x_api_body,
+    "permission_mode_change": _x_permission_mode,
+    "auth": _x_auth,
+    "mcp_connection": _x_mcp_connection,
+    "internal_error": _x_internal_error,
+    "plugin": _x_plugin,
+    "skill": _x_skill,
+    "at_mention": _x_at_mention,
+    "hook_registration": _x_hook,
+    "hook_execution": _x_hook,
+    "compaction": _x_compaction,
+    "subagent": _x_subagent,
+    "housekeeping": _x_housekeeping,
+    "managed_settings": _x_managed_settings,
+}
+
+
+def link_hook_decisions(records: list[dict[str, Any]]) -> None:
+    """Link the completed PreToolUse/PermissionRequest hook executions to the ``tool_decision`` that follows them.
+
+    Hook events carry no ``tool_use_id``; they relate to a decision only by order within one prompt (and agent) of
+    a session. The hook record gets ``hook.decision`` (the decision's tool_use_id, tool, decision and source); a
+    decision made by a hook (``source=hook``) gets ``tool.hook`` (the hook event, name and outcome). Within the
+    records of one export request, where the CLI batches them together.
+    """
+    pending: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    relevant = [
+        r
+        for r in records
+        if isinstance(r.get("sequence"), int)
+        and (r["kind"] == "tool_decision" or (r["kind"] == "hook_execution" and r["hook"].get("phase") == "complete"))
+    ]
+    relevant.sort(key=lambda r: r["sequence"])
+    for r in relevant:
+        key = (
+            (r.get("session") or {}).get("id"),
+            (r.get("prompt") or {}).get("id"),
+            (r.get("agent") or {}).get("id"),
+        )
+        if r["kind"] == "hook_execution":
+            if r["hook"].get("event") in DECIDING_HOOK_EVENTS:
+                pending.setdefault(key, []).append(r)
+            continue
+        hook_recs = pending.pop(key, None)
+        if not hook_recs:
+            continue
+        tool = r["tool"]
+        link: dict[str, Any] = {}
+        _put(link, "tool_use_id", tool.get("use_id"))
+        _put(link, "tool_name", tool.get("name"))
+        _put(link, "decision", tool.get("decision"))
+        _put(link, "decision_source", tool.get("decision_source"))
+        link["sequence"] = r["sequence"]
+        for hook_rec in hook_recs:  # PreToolUse and then PermissionRequest can both run for one call
+            hook_rec["hook"]["decision"] = dict(link)
+        if tool.get("decision_source") == "hook":
+            blocking = [h for h in hook_recs if h["hook"].get("outcome") == "blocking"]
+            hook_rec = (blocking or hook_recs)[-1]
+            h = hook_rec["hook"]
+            tool["hook"] = {k: h[k] for k in ("event", "name", "outcome") if k in h} | {
+                "sequence": hook_rec["sequence"]
+            }
+
+
 def normalize_log(
     ev: LogEvent,
     received_unix_nano: int,
@@ -349,8 +628,11 @@ def normalize_log(
             rec["terminal"] = {"type": terminal}
     version = _pick(attrs, resource, "app.version") or _pick(attrs, resource, "service.version")
     entrypoint = attrs.get("app.entrypoint")
-    if version or entrypoint:
+    service = resource.get("service.name")
+    if version or entrypoint or service in CLAUDE_CODE_SERVICES:
         app: dict[str, Any] = {}
+        if service in CLAUDE_CODE_SERVICES:
+            app["product"] = service  # claude-code (CLI) or claude-code-desktop (the desktop app's Code tab)
         if version:
             app["version"] = version
         entrypoint = to_str(entrypoint) if entrypoint else None
@@ -394,6 +676,15 @@ def normalize_log(
             tool["parameters"] = parameters
             if isinstance(parameters, dict):
                 _put(tool, "command", to_str(parameters.get("full_command")))
+                _put(tool, "mcp_server", to_str(parameters.get("mcp_server_name")))
+                _put(tool, "mcp_tool", to_str(parameters.get("mcp_tool_name")))
+                _put(tool, "skill", to_str(parameters.get("skill_name")))
+                _put(tool, "subagent_type", to_str(parameters.get("subagent_type")))
+        scope = attrs.get("mcp_server_scope")
+        if scope:
+            _put(tool, "mcp_server_scope", to_str(scope))
+        if "source" not in tool and ("mcp_server" in tool or scope):
+            tool["source"] = "mcp"
         if tool_input is not None:
             tool["input"] = tool_input
             if "command" not in tool and isinstance(tool_input, dict) and tool_name == "Bash":
@@ -405,7 +696,7 @@ def normalize_log(
         if file_path:
             rec["file"] = {"path": file_path, **({"operation": file_op} if file_op else {})}
         _put(rec, "request_id", to_str(attrs.get("request_id")))
-    elif kind in ("api_request", "api_error"):
+    elif kind in ("api_request", "api_error", "api_retries_exhausted"):
         _put(rec, "model", to_str(attrs.get("model")))
         api: dict[str, Any] = {}
         _put(api, "request_id", to_str(attrs.get("request_id")))
@@ -427,19 +718,32 @@ def normalize_log(
             if tokens:
                 rec["tokens"] = tokens
             _put(api, "ttft_ms", to_number(attrs.get("ttft_ms")))
+            _put(api, "client_request_id", to_str(attrs.get("client_request_id")))
+            _attribution(rec, attrs)
         else:
             _put(api, "status_code", to_int(attrs.get("status_code")))
             _put(api, "attempt", to_int(attrs.get("attempt")))
             _put(api, "error", to_str(attrs.get("error")))
+            _put(api, "client_request_id", to_str(attrs.get("client_request_id")))
+            _put(api, "total_attempts", to_count(attrs.get("total_attempts")))
+            _put(api, "total_retry_duration_ms", to_amount(attrs.get("total_retry_duration_ms")))
         if api:
             rec["api"] = api
     elif kind == "user_prompt":
         _put(prompt, "length", to_count(attrs.get("prompt_length")))
-        text = to_str(attrs.get("prompt"))
-        if text and text != _REDACTED:
-            prompt["text"] = text
+        _put(prompt, "text", _text_of(attrs, "prompt", "prompt_text"))
+        _put(prompt, "command_name", to_str(attrs.get("command_name")))
+        _put(prompt, "command_source", to_str(attrs.get("command_source")))
     else:
         _put(rec, "model", to_str(attrs.get("model")))
+        extract = _EXTRACTORS.get(kind)
+        if extract is not None:
+            extract(rec, attrs, event)
+    agent_id = attrs.get("agent_id")
+    if agent_id and kind != "subagent":
+        agent_id = to_str(agent_id)
+        if agent_id:
+            rec.setdefault("agent", {})["id"] = agent_id
 
     if prompt:
         rec["prompt"] = prompt
@@ -476,6 +780,12 @@ def normalize_logs(
 ) -> list[dict[str, Any]]:
     """All audit records of one request, in request order."""
     out: list[dict[str, Any]] = []
+    hooks = False
     for ev in events:
-        out.extend(normalize_log(ev, received_unix_nano, transport, source_identity))
+        recs = normalize_log(ev, received_unix_nano, transport, source_identity)
+        if recs[0]["kind"] == "hook_execution":
+            hooks = True
+        out.extend(recs)
+    if hooks:
+        link_hook_decisions(out)
     return out

@@ -35,6 +35,8 @@ from aiohttp.web_protocol import RequestHandler
 from collector.config import HttpReceiverConfig, parse_endpoint
 from collector.processing.decode import DECODERS, DecodeError
 from collector.receivers.auth import server_ssl_context
+from collector.receivers.claude_hooks import PATH as HOOKS_PATH
+from collector.receivers.claude_hooks import ClaudeHooksEndpoint
 from collector.receivers.context import ReceiverContext
 from collector.receivers.inflight import Held
 from collector.receivers.status import (
@@ -53,6 +55,7 @@ from collector.telemetry.logs import fields
 log = logging.getLogger(__name__)
 
 SIGNAL_PATHS = {"/v1/logs": "logs", "/v1/metrics": "metrics", "/v1/traces": "traces"}
+HOOKS_DRAIN_S = 10.0  # at shutdown, how long hook records answered before their commit may take to commit
 MEDIA_TYPES = {
     "application/x-protobuf": "protobuf",
     "application/protobuf": "protobuf",
@@ -199,11 +202,13 @@ class OtlpHttpReceiver:
         self.accepting = True
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.hooks = ClaudeHooksEndpoint(ctx, authenticate, on_error=self._error)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.max_request_body_size)
         for path in SIGNAL_PATHS:
             app.router.add_route("*", path, self.handle)
+        app.router.add_route("*", HOOKS_PATH, self.hooks.handle)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
@@ -241,6 +246,7 @@ class OtlpHttpReceiver:
 
     async def stop(self) -> None:
         self.accepting = False
+        await self.hooks.drain(HOOKS_DRAIN_S)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -249,7 +255,8 @@ class OtlpHttpReceiver:
         return web.json_response(
             {
                 "code": 5,
-                "message": f"unknown path {request.path}; OTLP/HTTP paths are /v1/logs, /v1/metrics and /v1/traces",
+                "message": f"unknown path {request.path}; OTLP/HTTP paths are /v1/logs, /v1/metrics and /v1/traces"
+                f" (and {HOOKS_PATH} for Claude Code HTTP hooks)",
             },
             status=404,
         )

@@ -389,7 +389,63 @@ def completeness_csv(report: Mapping[str, Any]) -> str:
     return _csv(GAP_COLUMNS, [[g[c] for c in GAP_COLUMNS] for g in report["gaps"]])
 
 
+# -- telemetry health -------------------------------------------------------------------------------------------
+
+HEALTH_SECTIONS = (
+    (
+        "versions",
+        "CLI versions",
+        ("version", "sessions", "events", "metric_points", "sessions_with_gaps", "lost_estimate"),
+    ),
+    (
+        "session_gaps",
+        "Sessions with sequence gaps",
+        ("session", "version", "sender", "lost_estimate", "highest_sequence"),
+    ),
+    (
+        "missing_attributes",
+        "Events missing an attribute",
+        ("version", "kind", "attribute", "missing", "events", "share"),
+    ),
+    ("silent_senders", "Senders gone quiet", ("sender", "last_seen", "working_days_active", "version")),
+    ("version_drops", "Versions sending less", ("version", "previous", "figure", "value", "previous_value")),
+)
+
+
+def _health_text(report: Mapping[str, Any], markdown: bool) -> str:
+    period = report["period"]
+    out = [f"{'# ' if markdown else ''}Telemetry health {period['since']} .. {period['until']}", ""]
+    for key, title, cols in HEALTH_SECTIONS:
+        rows = [[_cell(r.get(c)) for c in cols] for r in report[key]]
+        out += [f"{'## ' if markdown else ''}{title}", ""]
+        if not rows:
+            out += ["None.", ""]
+            continue
+        right = [False] * len(cols)
+        out += (_md_table(cols, rows, right) if markdown else _text_table(cols, rows, right)) + [""]
+    return "\n".join(out)
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def health_csv(report: Mapping[str, Any]) -> str:
+    """One row per finding: ``finding`` (the section), then the section's columns as ``key=value`` pairs."""
+    rows = []
+    for key, _title, cols in HEALTH_SECTIONS[1:]:
+        for r in report[key]:
+            rows.append([key, "; ".join(f"{c}={_cell(r.get(c))}" for c in cols)])
+    return _csv(("finding", "detail"), rows)
+
+
 RENDERERS: dict[str, dict[str, Callable[[Mapping[str, Any]], str]]] = {
+    "telemetry-health": {
+        "table": lambda r: _health_text(r, False),
+        "markdown": lambda r: _health_text(r, True),
+        "csv": health_csv,
+        "json": to_json,
+    },
     "usage": {"table": usage_table, "markdown": usage_markdown, "csv": usage_csv, "json": to_json},
     "completeness": {
         "table": completeness_table,

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from collector import timeparse
 from collector.configtypes import ConfigError
 from collector.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from collector.reports import completeness, compute, render, sources
+from collector.reports import completeness, compute, health, render, sources
 from collector.reports.config import ReportsConfig
 from collector.store import has_store, has_usage_history
 from collector.store.api import StorageError
@@ -94,8 +94,31 @@ def build_completeness(data_dir: Path, period: compute.Period) -> dict[str, Any]
     )
 
 
+def build_telemetry_health(data_dir: Path, period: compute.Period) -> dict[str, Any]:
+    """Telemetry health of the period (:mod:`collector.reports.health`) over the store's records and points."""
+    tracker = health.HealthTracker()
+    seen: set[str] = set()
+    for rec in sources.health_records(data_dir, period):
+        rid = rec.get("id")
+        if isinstance(rid, str):
+            if rid in seen:  # stored in two shards (a retry that reached two workers): counted once
+                continue
+            seen.add(rid)
+        tracker.observe(rec)
+    since_ms, until_ms = sources.period_bounds_ms(period)
+    for point in sources.claude_code_points(data_dir, since_ms, until_ms):
+        tracker.observe_point(point)
+    return {
+        "report": "telemetry-health",
+        "period": {"since": period.since.isoformat(), "until": period.until.isoformat()},
+        **tracker.report(period.until),
+    }
+
+
 def _empty_message(view: str, period: compute.Period, data_dir: Path) -> str:
     span = f"{period.since}..{period.until}"
+    if view == "telemetry-health":
+        return f"{PROG} telemetry-health: no Claude Code telemetry for {span} in {data_dir}."
     if view == "completeness":
         return (
             f"{PROG} completeness: nothing to compare for {span} in {data_dir}: no day of the period has a completed "
@@ -147,6 +170,9 @@ def run_report(
         if view == "completeness":
             report = build_completeness(directory, period)
             empty = completeness.is_empty(report)
+        elif view == "telemetry-health":
+            report = build_telemetry_health(directory, period)
+            empty = not report["versions"]
         else:
             report = build_usage(directory, period, cfg.reports)
             empty = compute.is_empty(report)

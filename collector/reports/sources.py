@@ -206,6 +206,41 @@ def _metric_points(data_dir: str | Path, since_ms: int, until_ms: int) -> Iterat
         yield time_ms, orjson.loads(body)
 
 
+# the Claude Code metrics (Claude Code "Monitoring usage" documentation), counted per CLI version by telemetry health
+CLAUDE_CODE_METRIC_NAMES = (
+    "claude_code.session.count",
+    "claude_code.lines_of_code.count",
+    "claude_code.pull_request.count",
+    "claude_code.commit.count",
+    "claude_code.cost.usage",
+    "claude_code.token.usage",
+    "claude_code.code_edit_tool.decision",
+    "claude_code.active_time.total",
+)
+
+
+def claude_code_points(data_dir: str | Path, since_ms: int, until_ms: int) -> Iterator[dict[str, Any]]:
+    """Every Claude Code metric point of the window over all shards, each once (through the store's reader)."""
+    seen: set[tuple[int, str]] = set()
+    reader = open_reader(data_dir)
+    for shard in reader.shards():
+        view = reader.shard_view(shard)
+        try:
+            rows = view.metric_points_named(CLAUDE_CODE_METRIC_NAMES, since_ms, until_ms)
+        finally:
+            view.close()
+        for time_ms, key, body in rows:
+            if (time_ms, key) not in seen:
+                seen.add((time_ms, key))
+                yield orjson.loads(body)
+
+
+def health_records(data_dir: str | Path, period: Period) -> Iterator[dict[str, Any]]:
+    """The audit records of the period in time order (store query, for ``report telemetry-health``)."""
+    since_ms, until_ms = period_bounds_ms(period)
+    return _records(data_dir, RecordQuery(since_ms=since_ms, until_ms=until_ms))
+
+
 def _add_metric_points(out: TelemetryDaily, data_dir: str | Path, period: Period, identities: Identities) -> None:
     since_ms, until_ms = period_bounds_ms(period)
     previous: dict[bytes, float] = {}
@@ -255,11 +290,29 @@ def _add_sessions(out: TelemetryDaily, data_dir: str | Path, period: Period, ide
         out.figures(who, day_of_ms(first_ms)).sessions += 1
 
 
+def request_key(rec: Mapping[str, Any]) -> str | None:
+    """The API request an ``api_request`` record reports: ``api.request_id``, else ``api.client_request_id``.
+
+    Cost and tokens are counted once per request id (``None``: the record has neither and is counted as is)."""
+    api = rec.get("api")
+    if not isinstance(api, dict):
+        return None
+    rid = api.get("request_id") or api.get("client_request_id")
+    return rid if isinstance(rid, str) and rid else None
+
+
 def load_telemetry_daily(data_dir: str | Path, period: Period, identities: Identities) -> TelemetryDaily:
-    """Cost and tokens from ``api_request`` records, lines/commits/PRs from metric points, sessions from records."""
+    """Cost and tokens from ``api_request`` records (once per request id), lines/commits/PRs from metric points,
+    sessions from records."""
     out = TelemetryDaily()
     since_ms, until_ms = period_bounds_ms(period)
+    counted: set[str] = set()
     for rec in _records(data_dir, RecordQuery(since_ms=since_ms, until_ms=until_ms, kinds=("api_request",))):
+        key = request_key(rec)
+        if key is not None:
+            if key in counted:  # the same API request reported twice: a re-sent export, colliding sessions
+                continue
+            counted.add(key)
         stamp = rec.get("time")
         try:
             day = date.fromisoformat(stamp[:10]) if isinstance(stamp, str) else None

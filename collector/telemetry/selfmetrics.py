@@ -54,6 +54,23 @@ class SelfMetrics:
             "Requests that waited for room under receivers.max_inflight_bytes before being decoded.",
             registry=r,
         )
+        self.hooks_received = Counter(
+            "ccbridge_hooks_received",
+            "Claude Code HTTP hook payloads accepted at /v1/claude-code/hooks, by hook event.",
+            ["hook_event"],
+            registry=r,
+        )
+        self.hooks_answered_before_commit = Counter(
+            "ccbridge_hooks_answered_before_commit",
+            "Hook payloads answered before their record was committed (the store was slower than the answer "
+            "deadline); each is committed afterwards.",
+            registry=r,
+        )
+        self.hooks_commit_retries = Counter(
+            "ccbridge_hooks_commit_retries",
+            "Attempts to commit a hook record that the store refused and that were retried.",
+            registry=r,
+        )
         self.duplicates = Counter(
             "ccbridge_receiver_duplicate_records",
             "Audit records received again with an id already stored (exporter retries); stored once.",

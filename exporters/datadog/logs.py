@@ -50,13 +50,22 @@ _TAGS_CACHE_MAX = 4096
 def status_of(record: dict[str, Any]) -> str:
     """The Datadog log level of a record.
 
-    ``error`` for ``api_error``; ``warning`` for a rejected ``tool_decision`` and for a ``tool_result`` /
-    ``file_change`` with ``tool.success`` false; ``info`` for everything else.
+    ``error`` for ``api_error``, ``api_retries_exhausted`` and ``internal_error``; ``warning`` for a rejected
+    ``tool_decision``, a ``tool_result`` / ``file_change`` with ``tool.success`` false, a switch to
+    ``bypassPermissions``, a failed MCP connection or login, a blocking hook and a refusal; ``info`` otherwise.
     """
     kind = record.get("kind")
     tool = record.get("tool") or {}
-    if kind == "api_error":
+    if kind in ("api_error", "api_retries_exhausted", "internal_error"):
         return "error"
+    if kind == "permission_mode_change" and (record.get("permission_mode") or {}).get("to") == "bypassPermissions":
+        return "warning"
+    if kind == "mcp_connection" and (record.get("mcp") or {}).get("status") == "failed":
+        return "warning"
+    if kind == "hook_execution" and (record.get("hook") or {}).get("outcome") == "blocking":
+        return "warning"
+    if kind == "api_refusal" or (kind == "auth" and (record.get("auth") or {}).get("success") is False):
+        return "warning"
     if kind == "tool_decision" and tool.get("decision") == "reject":
         return "warning"
     if kind in ("tool_result", "file_change") and tool.get("success") is False:
@@ -90,6 +99,9 @@ def record_tags(record: dict[str, Any]) -> list[str]:
         ("decision", tool.get("decision")),
         ("model", record.get("model")),
         ("organization", org.get("id") if isinstance(org, dict) else None),
+        ("permission_mode", (record.get("permission_mode") or {}).get("to")),
+        ("mcp_server", (record.get("mcp") or {}).get("server") or tool.get("mcp_server")),
+        ("hook_event", (record.get("hook") or {}).get("event")),
     )
     out = []
     for key, value in pairs:
@@ -108,8 +120,14 @@ def _outcome(record: dict[str, Any]) -> str | None:
         return None if success is None else ("success" if success else "failure")
     if kind == "api_request":
         return "success"
-    if kind == "api_error":
+    if kind in ("api_error", "api_retries_exhausted", "api_refusal", "internal_error"):
         return "failure"
+    if kind == "mcp_connection":
+        status = (record.get("mcp") or {}).get("status")
+        return "failure" if status == "failed" else "success" if status == "connected" else None
+    if kind in ("auth", "compaction"):
+        ok = (record.get(kind) or {}).get("success")
+        return None if ok is None else ("success" if ok else "failure")
     return None
 
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from collector.reports.health import HealthTracker, version_of
 from exporters.prometheus import naming
 from exporters.prometheus.naming import OVERFLOW, USER_LABEL, UserLabeler
 
@@ -107,9 +108,78 @@ EVENT_METRICS: dict[str, EventSpec] = {
             "",
             "File changes (file_change records: Write, Edit, NotebookEdit results naming a file).",
         ),
+        EventSpec(
+            "claude_code_permission_mode_changes_total",
+            ("from_mode", "to_mode"),
+            "",
+            "Permission mode changes (permission_mode_changed events), by the mode left and the mode entered.",
+        ),
+        EventSpec(
+            "claude_code_hook_executions_total",
+            ("hook_event", "outcome"),
+            "",
+            "Completed hook executions (hook_execution_complete events), by hook event and outcome "
+            "(blocking, error, cancelled, success).",
+        ),
+        EventSpec(
+            "claude_code_mcp_tool_calls_total",
+            ("server", "success"),
+            "",
+            "MCP tool calls that ran (tool_result events of MCP tools), by server (mcp_servers bounds it).",
+        ),
+        EventSpec(
+            "claude_code_mcp_connections_total",
+            ("server", "status", "allowed"),
+            "",
+            "MCP server connection events by server, status (connected, failed, disconnected) and whether the "
+            "server is on the mcp_servers allow-list (allowed=false: not on it; unknown: no list or no name).",
+        ),
+        EventSpec(
+            "claude_code_telemetry_events_total",
+            ("version", "kind"),
+            "",
+            "Telemetry health: Claude Code events received, by CLI version (service.version) and record kind.",
+        ),
+        EventSpec(
+            "claude_code_telemetry_sessions_total",
+            ("version",),
+            "",
+            "Telemetry health: Claude Code sessions seen, by CLI version (first event of each session).",
+        ),
+        EventSpec(
+            "claude_code_telemetry_metric_points_total",
+            ("version",),
+            "",
+            "Telemetry health: Claude Code metric data points received, by CLI version.",
+        ),
+        EventSpec(
+            "claude_code_telemetry_missing_attributes_total",
+            ("version", "kind", "attribute"),
+            "",
+            "Telemetry health: events missing an attribute their kind should carry (tool_use_id, decision_source, "
+            "cost_usd, model), by CLI version.",
+        ),
     )
 }
-EVENT_KINDS = frozenset({"tool_decision", "tool_result", "api_request", "api_error", "file_change"})
+# gauges kept from the health tracker's state: gaps can close when a late event arrives
+HEALTH_GAUGES = {
+    "claude_code_telemetry_sessions_with_gaps": "Telemetry health: sessions with missing event.sequence numbers "
+    "(events lost between the CLI and the bridge), by CLI version.",
+    "claude_code_telemetry_events_lost": "Telemetry health: estimate of events lost (missing event.sequence numbers "
+    "below each session's highest), by CLI version.",
+}
+EVENT_KINDS = frozenset(
+    {
+        "tool_decision",
+        "tool_result",
+        "api_request",
+        "api_error",
+        "file_change",
+        "permission_mode_change",
+        "hook_execution",
+        "mcp_connection",
+    }
+)
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
 IGNORED_OUTCOMES = frozenset(
     {"not_claude_code", "invalid", "unsupported", "name_conflict", "out_of_order", "family_limit"}
@@ -234,6 +304,7 @@ class Accumulator:
         self._by_base: dict[str, Family] = {}
         self._streams: dict[bytes, _Stream] = {}
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
+        self._seen_requests: OrderedDict[str, None] = OrderedDict()
         self._overflow: Counter[str] = Counter()
         self._ignored: Counter[str] = Counter()
         self._points = 0
@@ -243,6 +314,9 @@ class Accumulator:
             self._declare(spec.name, COUNTER, spec.help, spec.unit, spec.labels + extra, otel_name)
         for ev in EVENT_METRICS.values():
             self._declare(ev.name, COUNTER, ev.help, ev.unit, ev.labels + extra, "event")
+        for gname, ghelp in HEALTH_GAUGES.items():
+            self._declare(gname, GAUGE, ghelp, "", ("version",), "event")
+        self.health = HealthTracker()
 
     def _declare(
         self, name: str, kind: str, help_text: str, unit: str, labelnames: tuple[str, ...], source: str
@@ -268,7 +342,20 @@ class Accumulator:
                     self._ignored[outcome] += 1
                 else:
                     self._points += 1
+                    self._health_point(point)
             return outcome
+
+    def _health_point(self, point: Mapping[str, Any]) -> None:
+        attrs = point.get("attributes")
+        res = point.get("resource")
+        v = (attrs.get("app.version") if isinstance(attrs, dict) else None) or (
+            res.get("service.version") if isinstance(res, dict) else None
+        )
+        version = naming.label_value(v) if v else "unknown"
+        _, series = self._series(
+            self._families["claude_code_telemetry_metric_points_total"], label_key({"version": version}), self._mono()
+        )
+        series.value += 1
 
     def _add_point(self, p: Mapping[str, Any], count: bool) -> str:
         name = p.get("name")
@@ -426,6 +513,11 @@ class Accumulator:
         """Count one stored audit record into the event-derived counters; False if not counted (kind, duplicate)."""
         kind = rec.get("kind")
         if kind not in EVENT_KINDS:
+            if kind in (None, "file_change", "chain_head", "hook_event"):
+                return False
+            with self._lock:
+                if self._first_time(rec):
+                    self._add_health(rec, str(kind))
             return False
         with self._lock:
             rid = rec.get("id")
@@ -436,9 +528,70 @@ class Accumulator:
                 self._seen_ids[rid] = None
                 if len(self._seen_ids) > self._dedupe_ids:
                     self._seen_ids.popitem(last=False)
+            self._add_health(rec, str(kind))
+            if kind == "api_request" and self._seen_request(rec):
+                self._ignored["duplicate_request"] += 1
+                return False
             self._add_record(rec, str(kind))
             self._records += 1
             return True
+
+    def _first_time(self, rec: Mapping[str, Any]) -> bool:
+        """Remember a record id; False if it was seen (a record stored twice is counted once)."""
+        rid = rec.get("id")
+        if isinstance(rid, str) and rid:
+            if rid in self._seen_ids:
+                return False
+            self._seen_ids[rid] = None
+            if len(self._seen_ids) > self._dedupe_ids:
+                self._seen_ids.popitem(last=False)
+        return True
+
+    def _add_health(self, rec: Mapping[str, Any], kind: str) -> None:
+        """Telemetry health counters and gauges for one record (:mod:`collector.reports.health`)."""
+        tracker = self.health
+        version = naming.label_value(version_of(rec))  # type: ignore[arg-type]
+        sessions_before = tracker.versions[version_of(rec)].sessions  # type: ignore[arg-type]
+        changes = tracker.observe(rec)  # type: ignore[arg-type]
+        now = self._mono()
+
+        def inc(name: str, labels: dict[str, str]) -> None:
+            _, series = self._series(self._families[name], label_key(labels), now)
+            series.value += 1
+
+        inc("claude_code_telemetry_events_total", {"version": version, "kind": naming.label_value(kind)})
+        if tracker.versions[version_of(rec)].sessions > sessions_before:  # type: ignore[arg-type]
+            inc("claude_code_telemetry_sessions_total", {"version": version})
+        for what, detail in changes:
+            if what == "missing":
+                k, attribute = detail
+                inc(
+                    "claude_code_telemetry_missing_attributes_total",
+                    {"version": version, "kind": k, "attribute": attribute},
+                )
+            elif what == "gap":
+                for v, fig in tracker.versions.items():
+                    key = label_key({"version": naming.label_value(v)})
+                    _, g = self._series(self._families["claude_code_telemetry_sessions_with_gaps"], key, now)
+                    g.value = float(fig.gaps)
+                    _, g = self._series(self._families["claude_code_telemetry_events_lost"], key, now)
+                    g.value = float(fig.lost)
+
+    def _seen_request(self, rec: Mapping[str, Any]) -> bool:
+        """True when an api_request of the same request id (``request_id``, else ``client_request_id``) was
+        already counted: a re-sent export or colliding parallel sessions must not count cost and tokens twice."""
+        api = rec.get("api")
+        if not isinstance(api, dict):
+            return False
+        rid = api.get("request_id") or api.get("client_request_id")
+        if not isinstance(rid, str) or not rid:
+            return False
+        if rid in self._seen_requests:
+            return True
+        self._seen_requests[rid] = None
+        if len(self._seen_requests) > self._dedupe_ids:
+            self._seen_requests.popitem(last=False)
+        return False
 
     def _add_record(self, rec: Mapping[str, Any], kind: str) -> None:
         extra: dict[str, str] = {}
@@ -452,10 +605,50 @@ class Accumulator:
             _, series = self._series(self._families[name], label_key({**labels, **extra}), now)
             series.value += amount
 
+        if kind == "permission_mode_change":
+            mode = rec.get("permission_mode")
+            mode = mode if isinstance(mode, dict) else {}
+            inc(
+                "claude_code_permission_mode_changes_total",
+                {"from_mode": naming.label_value(mode.get("from")), "to_mode": naming.label_value(mode.get("to"))},
+            )
+            return
+        if kind == "hook_execution":
+            hook = rec.get("hook")
+            hook = hook if isinstance(hook, dict) else {}
+            if hook.get("phase") == "complete":
+                labels = {
+                    "hook_event": naming.label_value(hook.get("event")),
+                    "outcome": naming.label_value(hook.get("outcome")),
+                }
+                inc("claude_code_hook_executions_total", labels)
+            return
+        if kind == "mcp_connection":
+            mcp = rec.get("mcp")
+            mcp = mcp if isinstance(mcp, dict) else {}
+            server = _str(mcp.get("server"))
+            allowed = "unknown" if not (server and self.mcp_servers) else str(server in self.mcp_servers).lower()
+            inc(
+                "claude_code_mcp_connections_total",
+                {
+                    "server": naming.mcp_server_label(server, self.mcp_servers),
+                    "status": naming.label_value(mcp.get("status")),
+                    "allowed": allowed,
+                },
+            )
+            return
         if kind in ("tool_decision", "tool_result"):
             tool = rec.get("tool")
             tool = tool if isinstance(tool, dict) else {}
             tname = naming.tool_label(tool.get("name"), self.mcp_servers)
+            if kind == "tool_result" and tool.get("source") == "mcp":
+                inc(
+                    "claude_code_mcp_tool_calls_total",
+                    {
+                        "server": naming.mcp_server_label(_str(tool.get("mcp_server")), self.mcp_servers),
+                        "success": naming.label_value(tool.get("success")),
+                    },
+                )
             if kind == "tool_decision":
                 inc(
                     "claude_code_tool_decisions_total",

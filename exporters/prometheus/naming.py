@@ -180,6 +180,16 @@ def normalize_model(model: Any) -> str:
     return _MODEL_SUFFIX.sub("", text)
 
 
+def mcp_server_label(server: str | None, mcp_servers: frozenset[str] = frozenset()) -> str:
+    """Bounded MCP server label: the name, ``other`` when an allow-list is set and the server is not on it,
+    ``unknown`` when the CLI did not name it (tool details off)."""
+    if not server:
+        return "unknown"
+    if mcp_servers and server not in mcp_servers:
+        return "other"
+    return label_value(server)
+
+
 def tool_label(name: Any, mcp_servers: frozenset[str] = frozenset()) -> str:
     """Bounded tool label: built-in names as-is; ``mcp__<server>__<tool>`` -> ``mcp:<server>``.
 

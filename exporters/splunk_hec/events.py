@@ -44,6 +44,11 @@ INDEXED_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cc_approval_mode", ("tool.approval_mode",)),
     ("cc_org", ("organization.id",)),
     ("cc_model", ("model",)),
+    ("cc_permission_mode", ("permission_mode.to", "tool.permission_mode")),
+    ("cc_mcp_server", ("mcp.server", "tool.mcp_server")),
+    ("cc_hook_event", ("hook.event", "hook_event.name")),
+    ("cc_hook_outcome", ("hook.outcome",)),
+    ("cc_agent", ("agent.id",)),
 )
 """Indexed field name -> record paths tried in order (the first present string wins)."""
 

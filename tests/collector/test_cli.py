@@ -88,7 +88,7 @@ def sample_events() -> list[LogEvent]:
             output_tokens=20,
         ),
         event("api_error", T2, "s2", 0, BOB, model="claude-opus-5-5", status_code=500, error="fake failure"),
-        event("plugin_loaded", T2 + timedelta(seconds=1), "s2", 1, BOB, **{"plugin.name": "x"}),
+        event("some_future_event", T2 + timedelta(seconds=1), "s2", 1, BOB, **{"plugin.name": "x"}),
         event("user_prompt", NOW - timedelta(hours=2), "s3", 0, CAROL, prompt_length="3"),
         event("user_prompt", NOW - timedelta(hours=48), "s3", 1, CAROL, prompt_length="4"),
     ]

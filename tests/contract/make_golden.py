@@ -43,7 +43,32 @@ CONTRACT_DIR = Path(__file__).resolve().parent
 FIXTURES = CONTRACT_DIR.parent / "fixtures" / "claude-code"
 GOLDEN_DIR = CONTRACT_DIR / "golden"
 
-KINDS = ("user_prompt", "tool_decision", "tool_result", "file_change", "api_request", "api_error", "event")
+KINDS = (
+    "user_prompt",
+    "assistant_response",
+    "tool_decision",
+    "tool_result",
+    "file_change",
+    "api_request",
+    "api_error",
+    "api_refusal",
+    "api_retries_exhausted",
+    "api_body",
+    "permission_mode_change",
+    "auth",
+    "mcp_connection",
+    "internal_error",
+    "plugin",
+    "skill",
+    "at_mention",
+    "hook_registration",
+    "hook_execution",
+    "compaction",
+    "subagent",
+    "housekeeping",
+    "managed_settings",
+    "event",
+)
 GRPC_METHODS = {
     "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
@@ -67,6 +92,33 @@ SUMMARY_FIELDS = (
     "model",
     "cost_usd",
     "tokens",
+)
+# kind-specific sections and fields, listed in a golden row only where the record has them
+EXTRA_FIELDS = (
+    "tool.source",
+    "tool.permission_mode",
+    "tool.mcp_server",
+    "tool.mcp_tool",
+    "tool.hook",
+    "agent",
+    "skill",
+    "mcp",
+    "plugin",
+    "hook",
+    "permission_mode",
+    "compaction",
+    "refusal",
+    "response",
+    "prompt.command_name",
+    "api.request_id",
+    "api.attempt",
+    "api.status_code",
+    "auth",
+    "error",
+    "mention",
+    "settings",
+    "housekeeping",
+    "api_body",
 )
 
 
@@ -144,8 +196,13 @@ def recorded_requests(run_dir: Path) -> list[RecordedRequest]:
 
 
 def stdout_json(run_dir: Path) -> dict[str, Any]:
-    """The CLI's ``--output-format json`` result of the run."""
-    return json.loads((run_dir / "claude.stdout.json").read_text())
+    """The CLI's ``--output-format json`` result of the run (for stream-json runs: the last ``result`` message)."""
+    text = (run_dir / "claude.stdout.json").read_text()
+    try:
+        return dict(json.loads(text))
+    except json.JSONDecodeError:
+        results = [m for m in map(json.loads, filter(str.strip, text.splitlines())) if m.get("type") == "result"]
+        return dict(results[-1])
 
 
 def jsonl_rows(run_dir: Path, name: str) -> list[dict[str, Any]]:
@@ -377,6 +434,10 @@ def summarize(
         row = {"id": r.get("id")}
         for f in SUMMARY_FIELDS:
             row[f] = dig(r, f)
+        for f in EXTRA_FIELDS:
+            v = dig(r, f)
+            if v is not None:
+                row[f] = v
         if r.get("derived_from") is not None:
             row["derived_from"] = r["derived_from"]
         rows.append(row)

@@ -53,19 +53,62 @@ RESPONSES: dict[str, Any] = {
     "traces": ExportTraceServiceResponse,
 }
 RUNS = run_names()
+RUNS_332 = [
+    "v2.1.197-http-json-allow",
+    "v2.1.197-http-protobuf-deny",
+    "v2.1.332-grpc-allow",
+    "v2.1.332-http-json-details-traces",
+    "v2.1.332-http-protobuf-allow",
+    "v2.1.332-http-protobuf-gzip",
+]
+RUNS_337 = [
+    "v2.1.337-compact",
+    "v2.1.337-hookdeny",
+    "v2.1.337-httphooks",
+    "v2.1.337-httphooks-down",
+    "v2.1.337-httphooks-down-block",
+    "v2.1.337-mcp",
+    "v2.1.337-modechange",
+    "v2.1.337-refusal",
+    "v2.1.337-skill",
+    "v2.1.337-subagent",
+]
+# every documented event and the kind it must become (written here independently of the product's catalogue)
+KIND_OF_EVENT = {
+    "claude_code.user_prompt": "user_prompt",
+    "claude_code.assistant_response": "assistant_response",
+    "claude_code.tool_decision": "tool_decision",
+    "claude_code.tool_result": "tool_result",
+    "claude_code.api_request": "api_request",
+    "claude_code.api_error": "api_error",
+    "claude_code.api_refusal": "api_refusal",
+    "claude_code.api_retries_exhausted": "api_retries_exhausted",
+    "claude_code.api_request_body": "api_body",
+    "claude_code.api_response_body": "api_body",
+    "claude_code.permission_mode_changed": "permission_mode_change",
+    "claude_code.auth": "auth",
+    "claude_code.mcp_server_connection": "mcp_connection",
+    "claude_code.internal_error": "internal_error",
+    "claude_code.plugin_installed": "plugin",
+    "claude_code.plugin_loaded": "plugin",
+    "claude_code.skill_activated": "skill",
+    "claude_code.at_mention": "at_mention",
+    "claude_code.hook_registered": "hook_registration",
+    "claude_code.hook_execution_start": "hook_execution",
+    "claude_code.hook_execution_complete": "hook_execution",
+    "claude_code.hook_plugin_metrics": "hook_execution",
+    "claude_code.compaction": "compaction",
+    "claude_code.subagent_completed": "subagent",
+    "claude_code.feedback_survey": "housekeeping",
+    "claude_code.retention_sweep": "housekeeping",
+    "claude_code.managed_settings_resolved": "managed_settings",
+}
 CHUNKED_RUNS = [r for r in RUNS if any(q.chunked for q in recorded_requests(FIXTURES / r))]
 
 
 def test_fixture_set_is_complete() -> None:
-    """The six recorded runs are present (a missing copy would silently shrink every parametrized test)."""
-    assert RUNS == [
-        "v2.1.197-http-json-allow",
-        "v2.1.197-http-protobuf-deny",
-        "v2.1.332-grpc-allow",
-        "v2.1.332-http-json-details-traces",
-        "v2.1.332-http-protobuf-allow",
-        "v2.1.332-http-protobuf-gzip",
-    ]
+    """The sixteen recorded runs are present (a missing copy would silently shrink every parametrized test)."""
+    assert [*RUNS_332, *RUNS_337] == RUNS
     assert CHUNKED_RUNS == ["v2.1.197-http-json-allow", "v2.1.197-http-protobuf-deny"]
 
 
@@ -192,7 +235,28 @@ async def test_replay_as_recorded_matches_golden(bridge: Any, run: str) -> None:
     assert_matches_golden(summary_of(bridge), run)
 
 
-@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("run", RUNS_337)
+async def test_cost_equals_the_cli_result_337(bridge: Any, run: str) -> None:
+    """Independent of the golden: the stored api_request cost adds up to the CLI's own final total.
+
+    A refused request (``api_refusal``) has no ``api_request`` although the CLI bills it: there the stored cost is
+    lower, by the refused requests only.
+    """
+    await replay_run(bridge, run)
+    lines = [json.loads(x) for x in (FIXTURES / run / "claude.stdout.json").read_text().splitlines() if x.strip()]
+    results = [x for x in lines if x.get("type") == "result"]
+    records = bridge.records()
+    cost = sum(r["cost_usd"] for r in records if r["kind"] == "api_request")
+    refusals = [r for r in records if r["kind"] == "api_refusal"]
+    if run == "v2.1.337-refusal":
+        assert len(refusals) == 3
+        assert cost < results[-1]["total_cost_usd"]
+    else:
+        assert not refusals
+        assert math.isclose(cost, results[-1]["total_cost_usd"], rel_tol=0, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("run", RUNS_332)
 async def test_cost_and_tokens_equal_the_cli_result(bridge: Any, run: str) -> None:
     """Independent of the golden: the stored api_request records add up to what the CLI itself reported."""
     await replay_run(bridge, run)
@@ -229,13 +293,7 @@ async def test_records_agree_with_the_recorded_log_records(bridge: Any, run: str
     primary = by_sequence(records)
     assert sorted(primary) == sorted(r["attributes"]["event.sequence"] for r in rows) == list(range(len(rows)))
 
-    kinds = {
-        "claude_code.tool_decision": "tool_decision",
-        "claude_code.tool_result": "tool_result",
-        "claude_code.api_request": "api_request",
-        "claude_code.api_error": "api_error",
-        "claude_code.user_prompt": "user_prompt",
-    }
+    kinds = KIND_OF_EVENT
     expected_file_changes: dict[int, str] = {}
     for row in rows:
         a = row["attributes"]
@@ -256,6 +314,11 @@ async def test_records_agree_with_the_recorded_log_records(bridge: Any, run: str
             assert rec["trace"] == {"trace_id": row["traceId"].lower(), "span_id": row["spanId"].lower()}, where
         else:
             assert "trace" not in rec, where
+        if rec["kind"] in ("tool_decision", "tool_result") and "mcp_server_name" in a.get("tool_parameters", ""):
+            params = json.loads(a["tool_parameters"])
+            assert rec["tool"]["source"] == "mcp", where
+            assert rec["tool"]["mcp_server"] == params["mcp_server_name"], where
+            assert rec["tool"]["mcp_tool"] == params["mcp_tool_name"], where
         if rec["kind"] == "tool_decision":
             assert rec["tool"]["name"] == a["tool_name"], where
             assert rec["tool"]["decision"] == a["decision"], where
@@ -278,6 +341,44 @@ async def test_records_agree_with_the_recorded_log_records(bridge: Any, run: str
                 "cache_read": a["cache_read_tokens"],
                 "cache_creation": a["cache_creation_tokens"],
             }, where
+        elif rec["kind"] == "permission_mode_change":
+            assert rec["permission_mode"]["from"] == a["from_mode"], where
+            assert rec["permission_mode"]["to"] == a["to_mode"], where
+            assert rec["permission_mode"].get("trigger") == a.get("trigger"), where
+        elif rec["kind"] == "mcp_connection":
+            assert rec["mcp"]["server"] == a["server_name"], where
+            assert rec["mcp"]["status"] == a["status"], where
+            assert rec["mcp"]["transport"] == a["transport_type"], where
+            assert rec["mcp"].get("error_code") == a.get("error_code"), where
+        elif rec["kind"] == "subagent":
+            assert rec["agent"]["id"] == a["agent_id"], where
+            assert rec["agent"]["type"] == a["agent_type"], where
+            assert rec["agent"]["total_tokens"] == int(a["total_tokens"]), where
+            assert rec["agent"]["total_tool_uses"] == int(a["total_tool_uses"]), where
+        elif rec["kind"] == "api_refusal":
+            assert rec["refusal"]["category"] == a["category"], where
+            assert rec["api"]["request_id"] == a["request_id"], where
+        elif rec["kind"] == "skill":
+            assert rec["skill"] == {
+                "name": a["skill.name"],
+                "source": a["skill.source"],
+                "trigger": a["invocation_trigger"],
+            }, where
+        elif rec["kind"] == "compaction":
+            assert rec["compaction"]["trigger"] == a["trigger"], where
+            assert rec["compaction"]["success"] is (a["success"] == "true"), where
+        elif rec["kind"] == "hook_execution":
+            assert rec["hook"]["event"] == a["hook_event"], where
+            assert rec["hook"]["name"] == a["hook_name"], where
+            if "num_blocking" in a:
+                assert rec["hook"]["num_blocking"] == int(a["num_blocking"]), where
+                want = "blocking" if int(a["num_blocking"]) else None
+                if want:
+                    assert rec["hook"]["outcome"] == want, where
+        elif rec["kind"] == "assistant_response":
+            assert rec["response"]["length"] == int(a["response_length"]), where
+            if a["response"] == "<REDACTED>":
+                assert "text" not in rec["response"], f"{where}: the redaction marker is not response text"
         elif rec["kind"] == "user_prompt":
             assert rec["prompt"]["length"] == int(a["prompt_length"]), where
             if a["prompt"] == "<REDACTED>":
@@ -459,7 +560,7 @@ async def test_a_run_delivered_every_other_way_is_stored_once(bridge: Any, run: 
 
 
 async def test_all_runs_sent_concurrently_into_one_bridge(bridge: Any) -> None:
-    """Six sessions arriving at once (group commit, interleaved requests) still give each run its golden."""
+    """Every recorded session arriving at once (group commit, interleaved requests) still give each run its golden."""
     await asyncio.gather(*(replay_run(bridge, run) for run in RUNS))
     records, points, spans = bridge.records(), bridge.metric_points(), bridge.spans()
     for run in RUNS:

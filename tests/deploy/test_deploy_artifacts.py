@@ -204,7 +204,7 @@ def test_healthcheck_command_fails_when_nothing_answers() -> None:
 
 
 def test_rules_check_and_unit_tests_pass() -> None:
-    assert "13 alerts" in cd.check_rules()
+    assert "19 alerts" in cd.check_rules()
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
@@ -220,6 +220,12 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
         "CCBridgeDestinationUnhealthy",
         "ClaudeCodeToolRejectionSpike",
         "ClaudeCodeCostSpike",
+        "ClaudeCodeBypassPermissionsEnabled",
+        "ClaudeCodeMcpServerNotAllowed",
+        "ClaudeCodeTelemetryEventsLost",
+        "ClaudeCodeTelemetryAttributeMissing",
+        "ClaudeCodeTelemetrySenderSilent",
+        "ClaudeCodeTelemetryVersionSendsLess",
     }
 
 

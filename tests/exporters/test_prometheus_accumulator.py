@@ -459,3 +459,52 @@ def test_bad_arguments() -> None:
         Accumulator(max_series_per_metric=0)
     with pytest.raises(ValueError, match="series_expiration"):
         Accumulator(series_expiration=0)
+
+
+def test_the_same_api_request_in_two_records_counts_once() -> None:
+    """Two request bodies carrying the same api_request (a re-sent export under another record id, or colliding
+    sessions): cost and tokens are counted once per request id."""
+    a, _ = acc()
+    first = {"id": "a1", "kind": "api_request", "model": "m", "cost_usd": 0.25, "tokens": {"input": 10}}
+    first["api"] = {"request_id": "req_1"}
+    again = dict(first, id="b2")
+    other = dict(first, id="c3", api={"client_request_id": "creq_2"})
+    assert [a.add_record(r) for r in (first, again, other)] == [True, False, True]
+    assert a.value("claude_code_api_cost_usd_total", model="m") == pytest.approx(0.5)
+    assert a.value("claude_code_api_tokens_total", model="m", type="input") == 20
+    assert a.value("claude_code_api_requests_total", model="m") == 2
+    assert a.stats().ignored == {"duplicate_request": 1}
+
+
+def test_permission_mode_hook_and_mcp_counters() -> None:
+    a, _ = acc(mcp_servers=["audit"])
+    records = [
+        {
+            "id": "1",
+            "kind": "permission_mode_change",
+            "permission_mode": {"from": "default", "to": "bypassPermissions"},
+        },
+        {"id": "2", "kind": "hook_execution", "hook": {"event": "PreToolUse", "phase": "start"}},
+        {
+            "id": "3",
+            "kind": "hook_execution",
+            "hook": {"event": "PreToolUse", "phase": "complete", "outcome": "blocking"},
+        },
+        {"id": "4", "kind": "mcp_connection", "mcp": {"server": "audit", "status": "connected"}},
+        {"id": "5", "kind": "mcp_connection", "mcp": {"server": "evil", "status": "connected"}},
+        {"id": "6", "kind": "mcp_connection", "mcp": {"status": "failed"}},
+        {
+            "id": "7",
+            "kind": "tool_result",
+            "tool": {"name": "mcp_tool", "source": "mcp", "mcp_server": "audit", "success": True},
+        },
+    ]
+    assert all(a.add_record(r) for r in records)
+    mode = "claude_code_permission_mode_changes_total"
+    assert a.value(mode, from_mode="default", to_mode="bypassPermissions") == 1
+    assert a.value("claude_code_hook_executions_total", hook_event="PreToolUse", outcome="blocking") == 1
+    conn = "claude_code_mcp_connections_total"
+    assert a.value(conn, server="audit", status="connected", allowed="true") == 1
+    assert a.value(conn, server="other", status="connected", allowed="false") == 1
+    assert a.value(conn, server="unknown", status="failed", allowed="unknown") == 1
+    assert a.value("claude_code_mcp_tool_calls_total", server="audit", success="true") == 1

@@ -130,14 +130,17 @@ def expected_for(run: str) -> Expected:
 
 def with_session_copy(requests: list[RecordedRequest], n: int) -> list[RecordedRequest]:
     """The same recorded requests as another session: the session id's last 4 hex digits replaced (same length,
-    so protobuf bodies stay valid byte for byte otherwise)."""
+    so protobuf bodies stay valid byte for byte otherwise), and so are the API request ids (``req_fake_`` + 24 hex):
+    another session's requests are other requests, which the bridge counts once each by request id."""
     session = stdout_json(FIXTURES / requests[0].run)["session_id"]
     new = session[:-4] + f"{n:04x}"
     assert new != session and len(new) == len(session)
     out = []
     for r in requests:
         assert session.encode() in r.body
-        out.append(RecordedRequest(**{**vars(r), "body": r.body.replace(session.encode(), new.encode())}))
+        body = r.body.replace(session.encode(), new.encode())
+        body = re.sub(rb"(req_fake_[0-9a-f]{20})[0-9a-f]{4}", lambda m: m.group(1) + f"{n:04x}".encode(), body)
+        out.append(RecordedRequest(**{**vars(r), "body": body}))
     return out
 
 

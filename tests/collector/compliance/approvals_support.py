@@ -64,6 +64,7 @@ def row(
         "decision": decision,
         "decision_source": "config",
         "approval_mode": "automatic",
+        "hook": None,
         "outcome": outcome,
         "record_id": record_id,
     }

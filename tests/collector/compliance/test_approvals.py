@@ -265,3 +265,22 @@ def test_export_of_200k_decisions_stays_in_bounded_memory(tmp_path: Path) -> Non
     assert stats.outcomes == {"success": 180_000, "failure": 0, "not_executed": 20_000, "unknown": 0}
     assert stats.evicted == 0
     assert peak < 8 * 2**20, f"export heap peak {peak / 2**20:.1f} MiB"
+
+
+async def test_a_hook_decision_names_the_hook(bridge: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """CLI 2.1.337, a PreToolUse command hook denies ``rm``: the trail says which hook decided; rule decisions
+    say none."""
+    await replay_runs(bridge.http_url, bridge.grpc_target, ["v2.1.337-hookdeny"])
+    code = cli.main(
+        ["approvals", "export", "--since", "2026-12-07T00:00:00Z", "--until", "2026-12-09T00:00:00Z",
+         "--data-dir", str(bridge.data_dir), "--format", "jsonl"]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rows = jsonl(out.out)
+    got = [(r["command"], r["decision"], r["decision_source"], r["approval_mode"], r["hook"]) for r in rows]
+    assert got == [
+        ("echo hi", "accept", "config", "automatic", None),
+        ("rm -f /home/dev/project/hello.txt", "reject", "hook", "hook", "PreToolUse:Bash"),
+        ("ls missing-dir", "reject", "config", "automatic", None),
+    ]

@@ -123,7 +123,7 @@ def test_body_that_is_not_an_event_name_is_kept_and_the_attribute_names_the_even
     ev = make_event(body="the model said something long", attrs={"event.name": "assistant_response"})
     rec = one(ev)
     assert rec["event"] == "claude_code.assistant_response"
-    assert rec["kind"] == "event"
+    assert rec["kind"] == "assistant_response"
     assert rec["body"] == "the model said something long"
 
 
@@ -159,7 +159,7 @@ def test_kind_list_has_every_kind_the_normalizer_produces():
 
 def test_unknown_event_is_kept_as_kind_event_with_all_attributes():
     attrs = std(
-        "managed_settings_resolved",
+        "some_future_event",
         7,
         **{
             "managed_settings.trigger": "startup",
@@ -169,9 +169,9 @@ def test_unknown_event_is_kept_as_kind_event_with_all_attributes():
             "model": "claude-opus-5-5",
         },
     )
-    rec = one(make_event("claude_code.managed_settings_resolved", attrs))
+    rec = one(make_event("claude_code.some_future_event", attrs))
     assert rec["kind"] == "event"
-    assert rec["event"] == "claude_code.managed_settings_resolved"
+    assert rec["event"] == "claude_code.some_future_event"
     assert rec["attributes"] == attrs
     assert rec["resource"] == RESOURCE
     assert rec["model"] == "claude-opus-5-5"
@@ -483,7 +483,7 @@ def test_organization_terminal_and_app():
     rec = one(make_event(attrs=attrs))
     assert rec["organization"] == {"id": "org-1"}
     assert rec["terminal"] == {"type": "vscode"}
-    assert rec["app"] == {"version": "2.1.332", "entrypoint": "sdk-cli"}
+    assert rec["app"] == {"product": "claude-code", "version": "2.1.332", "entrypoint": "sdk-cli"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

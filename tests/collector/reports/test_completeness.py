@@ -136,3 +136,24 @@ def test_pure_report_sorts_by_relative_then_absolute_gap():
         synced_days={day},
     )
     assert exact["gaps"] == []  # within a cent: the API rounds to whole cents
+
+
+def test_the_same_api_request_twice_is_counted_once(tmp_path):
+    """Two request bodies carrying the same api_request (same request id; other session and sequence, so other
+    record ids): cost and tokens count once. Requests without an id are each counted."""
+    from collector.reports.sources import Identities, load_telemetry_daily
+
+    first = api_request(D1, 1, 0.70, {"input": 600, "output": 300}, session="s1", email=ALICE)
+    first["api"] = {"request_id": "req_1"}
+    again = api_request(D1, 2, 0.70, {"input": 600, "output": 300}, session="s2", email=ALICE)
+    again["api"] = {"request_id": "req_1"}
+    other = api_request(D1, 3, 0.20, {"input": 100}, session="s2", email=ALICE)
+    other["api"] = {"client_request_id": "creq_2"}
+    anonymous = [api_request(D1, 4 + i, 0.05, {"input": 10}, session="s2", email=ALICE) for i in range(2)]
+    assert first["id"] != again["id"]
+    write_audit(tmp_path, [first, other, *anonymous], [], shard=0)
+    write_audit(tmp_path, [again], [], shard=1)
+    period = Period(date(2026, 3, 2), date(2026, 3, 2))
+    figures = load_telemetry_daily(tmp_path, period, Identities.from_store({})).figures(ALICE, date(2026, 3, 2))
+    assert figures.cost_usd == pytest.approx(0.70 + 0.20 + 0.10)
+    assert figures.tokens == 900 + 100 + 20
