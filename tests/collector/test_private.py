@@ -76,6 +76,8 @@ def test_use_private_umask_only_tightens(umask_022: None) -> None:
 
 
 LITERAL = """
+server:
+  workers: 1  # run in this test process: more would turn on Prometheus multiprocess mode for the rest of the run
 exporters:
   splunk_hec/main:
     endpoint: https://splunk.example:8088

@@ -351,7 +351,10 @@ def test_cli_run_refuses_a_non_loopback_console_without_tls(tmp_path, capsys):
     conf = tmp_path / "c.yaml"
     conf.write_text(
         yaml.safe_dump(
-            {"console": {"endpoint": "0.0.0.0:18080", "auth": {"tokens": [{"token": TOKEN, "reviewer": "c"}]}}}
+            {
+                "server": {"workers": 1},  # in this process: more would turn on Prometheus multiprocess mode
+                "console": {"endpoint": "0.0.0.0:18080", "auth": {"tokens": [{"token": TOKEN, "reviewer": "c"}]}},
+            }
         )
     )
     code = cli.main(["run", "--config", str(conf), "--data-dir", str(tmp_path / "d")])
