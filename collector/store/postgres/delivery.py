@@ -348,7 +348,9 @@ class PgDeliveryState:
         fence = self._fence(destination) if advance_to is not None else None
         now = _now_ms()
         batch = f"writer {w} seq {records[0][0]}-{records[-1][0]}" if records else ""
-        rows = [(destination, batch, reason, status, attempts, now, t, rid, body, w, seq) for seq, rid, t, body in records]
+        rows = [
+            (destination, batch, reason, status, attempts, now, t, rid, body, w, seq) for seq, rid, t, body in records
+        ]
 
         async def _store(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
@@ -376,7 +378,9 @@ class PgDeliveryState:
     def dead_letter_count(self, destination: str | None = None) -> int:
         args: list[object] = []
         cond = self._scope(destination, args)
-        return int(self.session.run(lambda c: c.fetchval(f"SELECT count(*) FROM {self.q}.dead_letters WHERE {cond}", *args)))
+        return int(
+            self.session.run(lambda c: c.fetchval(f"SELECT count(*) FROM {self.q}.dead_letters WHERE {cond}", *args))
+        )
 
     def dead_letters(
         self, destination: str | None = None, limit: int | None = None, after: int = 0
@@ -384,7 +388,10 @@ class PgDeliveryState:
         """Entries in id order (of ``destination`` only, when given), those with an id above ``after``."""
         args: list[object] = [after]
         cond = self._scope(destination, args)
-        sql = f"SELECT {_DL_COLUMNS} FROM {self.q}.dead_letters WHERE dead_letter_id > $1 AND {cond} ORDER BY dead_letter_id"
+        sql = (
+            f"SELECT {_DL_COLUMNS} FROM {self.q}.dead_letters WHERE dead_letter_id > $1 AND {cond} "
+            "ORDER BY dead_letter_id"
+        )
         if limit is not None:
             args.append(limit)
             sql += f" LIMIT ${len(args)}"
