@@ -71,7 +71,7 @@ def test_same_answers_as_the_embedded_history(stores) -> None:
     assert records
     early = datetime(2025, 9, 8, 20, 0, tzinfo=UTC)  # not final yet
     _write(stores, DAY, records, early)
-    changed = [with_changes(records[0], num_sessions=99)] + records[1:]
+    changed = [with_changes(records[0], num_sessions=99), *records[1:]]
     _write(stores, DAY, changed, LATE)  # refetch: values replaced, the day final
     day2 = DAY + timedelta(days=1)
     _write(stores, day2, fixture_records(day2)[:2], LATE)
