@@ -244,6 +244,7 @@ _V2 = (
         source     text    NOT NULL,
         shard      integer NOT NULL,
         writer_id  integer NOT NULL REFERENCES {schema}.writers (writer_id),
+        dead_letters_after bigint NOT NULL DEFAULT 0,
         imported_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (source, shard)
     )""",
