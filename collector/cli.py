@@ -502,6 +502,34 @@ def cmd_analytics_sync(args: argparse.Namespace) -> int:
         lock.release()
 
 
+def cmd_db_import(args: argparse.Namespace) -> int:
+    """Copy an embedded store into the configured PostgreSQL (storage.backend: postgresql)."""
+    from collector.store.postgres.connection import PostgresUnavailableError
+    from collector.store.postgres.import_sqlite import import_sqlite
+    from collector.store.postgres.migrations import SchemaTooNew
+    from collector.store.postgres.session import settings_connector
+
+    cfg = load_config(args.config, None)
+    if cfg.storage.backend != "postgresql":
+        print("cannot import: storage.backend must be postgresql (the import's destination)", file=sys.stderr)
+        return EXIT_USAGE
+    source = Path(args.from_sqlite)
+    lock = _lock_data_dir(str(source), "import") if source.is_dir() else None
+    if source.is_dir() and lock is None:
+        return EXIT_FAILURE
+    try:
+        pg = cfg.storage.postgresql
+        result = asyncio.run(import_sqlite(settings_connector(pg), pg.schema, source))
+    except (PostgresUnavailableError, SchemaTooNew, FileNotFoundError, RuntimeError) as exc:
+        print(f"cannot import: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        if lock is not None:
+            lock.release()
+    print(result.summary())
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from collector.reports.cli import run_report
 
@@ -599,6 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--config")
     ver.add_argument("--data-dir")
     ver.set_defaults(func=cmd_audit_verify)
+
+    db = sub.add_parser("db", help="PostgreSQL storage backend").add_subparsers(dest="db_command", required=True)
+    imp = db.add_parser(
+        "import",
+        help="copy an embedded store (records with their chains, cursors, dead letters, usage history) into the "
+        "configured PostgreSQL; re-running copies only what is new",
+    )
+    imp.add_argument("--config", help="config with storage.backend: postgresql (the destination)")
+    imp.add_argument("--from-sqlite", required=True, metavar="DIR", help="data directory of the embedded store")
+    imp.set_defaults(func=cmd_db_import)
 
     demo = sub.add_parser("demo", help="send a realistic Claude Code session to a running bridge")
     demo.add_argument("--endpoint", default="http://127.0.0.1:4318", help="OTLP/HTTP base URL")

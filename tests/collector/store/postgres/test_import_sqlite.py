@@ -161,3 +161,36 @@ async def test_import_copies_everything_once_and_chains_verify(
 async def test_not_a_data_directory_is_refused(postgres: PostgresTarget, pg_schema: str, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no ccbridge data directory"):
         await import_sqlite(_connector(postgres.dsn), pg_schema, tmp_path / "nothing")
+
+
+async def test_db_import_command(
+    postgres: PostgresTarget, pg_schema: str, conn: asyncpg.Connection, tmp_path: Path, capsys
+) -> None:
+    import asyncio
+
+    import yaml
+
+    from collector import cli
+
+    source = tmp_path / "data"
+    await _build(source)
+    config = tmp_path / "pg.yaml"
+    config.write_text(
+        yaml.safe_dump({"storage": {"backend": "postgresql", "postgresql": {"dsn": postgres.dsn, "schema": pg_schema}}})
+    )
+    argv = ["db", "import", "--config", str(config), "--from-sqlite", str(source)]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    out, err = capsys.readouterr()
+    assert "shard 0 -> writer" in out and "30 records" in out and not err
+    assert await _count(conn, pg_schema, "records") == 39
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    assert "0 records" in capsys.readouterr().out
+    sqlite_cfg = tmp_path / "lite.yaml"
+    sqlite_cfg.write_text(yaml.safe_dump({"storage": {"directory": str(tmp_path / "other")}}))
+    assert (
+        await asyncio.to_thread(cli.main, ["db", "import", "--config", str(sqlite_cfg), "--from-sqlite", str(source)])
+        == 2
+    )
+    assert "storage.backend must be postgresql" in capsys.readouterr().err
+    assert await asyncio.to_thread(cli.main, [*argv[:4], "--from-sqlite", str(tmp_path / "missing")]) == 1
+    assert "no ccbridge data directory" in capsys.readouterr().err
