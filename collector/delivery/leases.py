@@ -105,4 +105,4 @@ async def apply_change(
     for pair in started:
         start_worker(pair)
     if started:
-        log.info("delivering %s", ", ".join(f"{d}/shard-{s}" for d, s in started))
+        log.info("delivering %s", ", ".join(f"{d} (shard {s})" for d, s in started))
