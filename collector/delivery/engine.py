@@ -581,7 +581,7 @@ class DeliveryEngine:
             return
         state = self._state_by_shard.get(shard)
         if state is None:
-            state = self._state_by_shard[shard] = self.store.delivery_state(shard)
+            state = self._state_by_shard[shard] = self.assignment.delivery_state(shard)
             self._states.append(state)
         reader = self.store.shard_log(shard)
         w = DestinationWorker(exp, shard, reader, state, self.metrics, asyncio.Event(), self.new_data)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from collector.delivery.retry import interruptible_sleep
-from collector.store.api import AssignmentChange, DeliveryAssignment, StoreReader
+from collector.store.api import AssignmentChange, DeliveryAssignment, DeliveryStateStore, StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ class StaticAssignment:
 
     async def close(self) -> None:
         return None
+
+    def delivery_state(self, shard: int) -> DeliveryStateStore:
+        return self.store.delivery_state(shard)
 
 
 async def follow_assignment(

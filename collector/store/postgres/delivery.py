@@ -25,6 +25,7 @@ record's position. Times come from the database clock (``now()``), so replicas' 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import secrets
@@ -36,11 +37,12 @@ from typing import TYPE_CHECKING
 from collector.store.api import AssignmentChange, LeaseLost
 from collector.store.delivery_state import DeadLetter, DeadLetterGroup
 from collector.store.postgres.migrations import quote_ident
-from collector.store.postgres.session import PgSession
+from collector.store.postgres.session import PgSession, settings_connector
 
 if TYPE_CHECKING:
     import asyncpg
 
+    from collector.config import PostgresStorageConfig
     from collector.telemetry.selfmetrics import SelfMetrics
 
 __all__ = ["PgDeliveryState", "PgLeaseManager", "replica_owner"]
@@ -76,6 +78,7 @@ class PgLeaseManager:
         ttl: float = 30.0,
         owner: str | None = None,
         metrics: SelfMetrics | None = None,
+        owns_session: bool = False,
     ) -> None:
         if ttl <= 0:
             raise ValueError("lease ttl must be positive")
@@ -86,6 +89,7 @@ class PgLeaseManager:
         self.interval = self.ttl / 3
         self.owner = owner or replica_owner()
         self.metrics = metrics
+        self._owns_session = owns_session
         self.takeovers = 0
         self._held: dict[tuple[str, int], int] = {}
 
@@ -99,7 +103,7 @@ class PgLeaseManager:
     def held(self) -> frozenset[tuple[str, int]]:
         return frozenset(self._held)
 
-    def state(self, writer_id: int) -> PgDeliveryState:
+    def delivery_state(self, writer_id: int) -> PgDeliveryState:
         """The delivery state of ``writer_id`` with cursor updates fenced by this manager's leases."""
         return PgDeliveryState(self.session, self.schema, writer_id, leases=self)
 
@@ -216,12 +220,24 @@ class PgLeaseManager:
 
     async def close(self) -> None:
         """Release every lease and leave the replica list (a clean shutdown hands work over at once)."""
-        await self.release(list(self._held))
+        try:
+            await self.release(list(self._held))
 
-        async def _leave(conn: asyncpg.Connection) -> None:
-            await conn.execute(f"DELETE FROM {self.q}.delivery_replicas WHERE owner = $1", self.owner)
+            async def _leave(conn: asyncpg.Connection) -> None:
+                await conn.execute(f"DELETE FROM {self.q}.delivery_replicas WHERE owner = $1", self.owner)
 
-        await self.session.arun(_leave)
+            await self.session.arun(_leave)
+        finally:
+            if self._owns_session:
+                await asyncio.to_thread(self.session.close)
+
+    @classmethod
+    def from_settings(
+        cls, settings: PostgresStorageConfig, *, ttl: float, metrics: SelfMetrics | None = None
+    ) -> PgLeaseManager:
+        """A lease manager on its own connection from ``storage.postgresql`` (closed with the manager)."""
+        session = PgSession(settings_connector(settings), name="ccbridge-pg-leases")
+        return cls(session, settings.schema, ttl=ttl, metrics=metrics, owns_session=True)
 
 
 _DL_COLUMNS = (

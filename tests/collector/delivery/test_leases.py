@@ -18,7 +18,7 @@ from collector.delivery.leases import StaticAssignment
 from collector.delivery.outcome import Outcome, Success
 from collector.delivery.settings import BatchSettings, DestinationSettings
 from collector.store import open_reader, open_store
-from collector.store.api import AssignmentChange, LeaseLost
+from collector.store.api import AssignmentChange, DeliveryStateStore, LeaseLost, StoreReader
 from collector.telemetry.selfmetrics import SelfMetrics
 
 
@@ -44,7 +44,8 @@ class Scripted:
     dynamic = True
     interval = 0.05
 
-    def __init__(self) -> None:
+    def __init__(self, store: StoreReader) -> None:
+        self.store = store
         self.held: set[tuple[str, int]] = set()
         self.shed: set[tuple[str, int]] = set()
         self.released: list[tuple[str, int]] = []
@@ -64,6 +65,9 @@ class Scripted:
 
     async def close(self) -> None:
         self.closed = True
+
+    def delivery_state(self, shard: int) -> DeliveryStateStore:
+        return self.store.delivery_state(shard)
 
 
 def _store(directory: Path, shards: int, per_shard: int) -> None:
@@ -90,7 +94,7 @@ async def _until(pred, what: str, timeout: float = 10.0) -> None:  # type: ignor
 async def test_workers_follow_leases(tmp_path: Path) -> None:
     _store(tmp_path, shards=2, per_shard=5)
     exp = Collecting("dest")
-    assignment = Scripted()
+    assignment = Scripted(open_reader(tmp_path))
     assignment.held = {("dest", 0)}
     engine = DeliveryEngine(tmp_path, [], [exp], SelfMetrics(CollectorRegistry()), assignment=assignment)
     await engine.start()
@@ -117,10 +121,10 @@ async def test_workers_follow_leases(tmp_path: Path) -> None:
 async def test_a_worker_that_loses_its_lease_stops_instead_of_retrying(tmp_path: Path) -> None:
     _store(tmp_path, shards=1, per_shard=3)
     exp = Collecting("dest")
-    assignment = Scripted()
+    assignment = Scripted(open_reader(tmp_path))
     assignment.held = {("dest", 0)}
     engine = DeliveryEngine(tmp_path, [], [exp], SelfMetrics(CollectorRegistry()), assignment=assignment)
-    real = engine.store.delivery_state
+    real = assignment.store.delivery_state
 
     def fenced(shard: int):  # type: ignore[no-untyped-def]
         st = real(shard)
@@ -131,7 +135,7 @@ async def test_a_worker_that_loses_its_lease_stops_instead_of_retrying(tmp_path:
         st.set_cursor = refuse  # type: ignore[method-assign]
         return st
 
-    engine.store.delivery_state = fenced  # type: ignore[method-assign]
+    assignment.store.delivery_state = fenced  # type: ignore[method-assign]
     await engine.start()
     try:
         await _until(lambda: len(exp.got) == 3, "sent once")

@@ -54,9 +54,9 @@ async def test_one_replica_claims_the_other_cannot(sessions, schema: str) -> Non
     ch_b = await b.refresh(["splunk"])
     assert ch_b.held == frozenset()  # everything is leased and unexpired
     with pytest.raises(LeaseLost, match="splunk for shard 1"):
-        b.state(1).set_cursor("splunk", 5)
-    a.state(1).set_cursor("splunk", 5)
-    assert b.state(1).cursor("splunk") == 5
+        b.delivery_state(1).set_cursor("splunk", 5)
+    a.delivery_state(1).set_cursor("splunk", 5)
+    assert b.delivery_state(1).cursor("splunk") == 5
     # with two live replicas, a hands over its share above half; b claims it
     ch = await a.refresh(["splunk"])
     assert ch.shed == {("splunk", 2)}
@@ -71,7 +71,7 @@ async def test_takeover_after_ttl_continues_from_the_cursor_and_fences_the_old_h
     a = PgLeaseManager(sessions[0], schema, ttl=TTL, owner="replica-a")
     b = PgLeaseManager(sessions[1], schema, ttl=TTL, owner="replica-b", metrics=metrics_b)
     await a.refresh(["hec"])
-    state_a = a.state(1)
+    state_a = a.delivery_state(1)
     state_a.set_cursor("hec", 42)
     assert (await b.refresh(["hec"])).held == frozenset()
     # a stops heartbeating (hung or dead); b renews its presence while the TTL runs out
@@ -80,7 +80,7 @@ async def test_takeover_after_ttl_continues_from_the_cursor_and_fences_the_old_h
     assert ch.held == {("hec", 1), ("hec", 2)} and b.takeovers == 2
     assert metrics_b.delivery_leases_held._value.get() == 2
     assert metrics_b.delivery_lease_takeovers._value.get() == 2
-    state_b = b.state(1)
+    state_b = b.delivery_state(1)
     assert state_b.cursor("hec") == 42  # continues from the persisted cursor
     # the old holder wakes up: its cursor update is fenced off, also through dead_letter(advance_to=...)
     with pytest.raises(LeaseLost, match="fenced update refused"):
@@ -101,8 +101,8 @@ async def test_a_lease_lapsed_but_not_taken_is_renewed_by_its_holder(sessions, s
     await asyncio.sleep(TTL + 0.2)
     ch = await a.refresh(["hec"])  # expired, nobody took it: reclaimed (new epoch) or renewed, never lost
     assert ch.held == {("hec", 1), ("hec", 2)} and not ch.lost
-    a.state(2).set_cursor("hec", 3)
-    assert a.state(2).cursor("hec") == 3
+    a.delivery_state(2).set_cursor("hec", 3)
+    assert a.delivery_state(2).cursor("hec") == 3
 
 
 async def test_concurrent_claims_never_share_a_pair(postgres: PostgresTarget, schema: str) -> None:
@@ -137,9 +137,9 @@ def _rows(n: int, start: int = 1) -> list[tuple[int, str, int, bytes]]:
 async def test_dead_letters_are_cluster_wide(sessions, schema: str) -> None:
     a = PgLeaseManager(sessions[0], schema, ttl=30, owner="replica-a")
     await a.refresh(["hec", "dd"])
-    a.state(1).dead_letter("hec", _rows(3), "400 bad event", 400, 1, advance_to=3)
-    a.state(2).dead_letter("dd", _rows(2), "413 too large", 413, 2)
-    assert a.state(1).cursor("hec") == 3
+    a.delivery_state(1).dead_letter("hec", _rows(3), "400 bad event", 400, 1, advance_to=3)
+    a.delivery_state(2).dead_letter("dd", _rows(2), "413 too large", 413, 2)
+    assert a.delivery_state(1).cursor("hec") == 3
     # another replica (no leases) sees them, per writer and cluster-wide
     everyone = PgDeliveryState(sessions[1], schema, None)
     assert everyone.dead_letter_count() == 5 and everyone.dead_letter_count("hec") == 3
@@ -160,7 +160,7 @@ async def test_dead_letters_are_cluster_wide(sessions, schema: str) -> None:
     again = everyone.dead_letters("hec", limit=1)[0]
     assert (again.reason, again.attempts) == ("400 still bad", 2) and again.failed_ms >= entries[0].failed_ms
     everyone.delete_dead_letters([entries[1].dlq_id])
-    assert a.state(1).dead_letter_count("hec") == 2
+    assert a.delivery_state(1).dead_letter_count("hec") == 2
     with pytest.raises(LeaseLost):  # no lease, no cursor
         PgDeliveryState(sessions[1], schema, 1).set_cursor("hec", 9)
 
@@ -168,11 +168,11 @@ async def test_dead_letters_are_cluster_wide(sessions, schema: str) -> None:
 async def test_purge_by_destination_and_age(sessions, schema: str) -> None:
     a = PgLeaseManager(sessions[0], schema, ttl=30, owner="replica-a")
     await a.refresh(["hec", "dd"])
-    a.state(1).dead_letter("hec", _rows(2), "old", 400, 1)
+    a.delivery_state(1).dead_letter("hec", _rows(2), "old", 400, 1)
     conn_cutoff = PgDeliveryState(sessions[1], schema, None).dead_letters()[-1].failed_ms + 1
     await asyncio.sleep(0.01)
-    a.state(1).dead_letter("hec", _rows(1, start=10), "new", 400, 1)
-    a.state(2).dead_letter("dd", _rows(2), "dd", 500, 1)
+    a.delivery_state(1).dead_letter("hec", _rows(1, start=10), "new", 400, 1)
+    a.delivery_state(2).dead_letter("dd", _rows(2), "dd", 500, 1)
     view = PgDeliveryState(sessions[1], schema, None)
     purged = view.purge_dead_letters("hec", failed_before_ms=conn_cutoff)
     assert [(g.destination, g.reason, g.count) for g in purged] == [("hec", "old", 2)]
@@ -181,7 +181,7 @@ async def test_purge_by_destination_and_age(sessions, schema: str) -> None:
     assert [(g.destination, g.count) for g in purged] == [("dd", 2)]
     assert [e.reason for e in view.dead_letters()] == ["new"]
     # a writer's view purges only that writer's entries
-    a.state(2).dead_letter("hec", _rows(1), "w2", 400, 1)
+    a.delivery_state(2).dead_letter("hec", _rows(1), "w2", 400, 1)
     assert [g.count for g in PgDeliveryState(sessions[1], schema, 2).purge_dead_letters()] == [1]
     assert [e.reason for e in view.dead_letters()] == ["new"]
 
@@ -193,13 +193,13 @@ async def test_a_dropped_connection_is_replaced_and_a_dead_server_is_a_storage_e
 
     a = PgLeaseManager(sessions[0], schema, ttl=30, owner="replica-a")
     await a.refresh(["hec"])
-    a.state(1).set_cursor("hec", 7)
+    a.delivery_state(1).set_cursor("hec", 7)
     pid = sessions[0].run(lambda c: c.fetchval("SELECT pg_backend_pid()"))
     conn = await asyncpg.connect(postgres.dsn)
     await conn.execute("SELECT pg_terminate_backend($1)", pid)
     await conn.close()
     await asyncio.sleep(0.1)
-    assert a.state(1).cursor("hec") == 7  # a new connection
+    assert a.delivery_state(1).cursor("hec") == 7  # a new connection
     assert sessions[0].run(lambda c: c.fetchval("SELECT pg_backend_pid()")) != pid
 
     async def _refused() -> asyncpg.Connection:
