@@ -169,3 +169,31 @@ async def test_embedded_store_engine_delivers_its_shards_without_a_lease_loop(
         assert sorted({w.shard for w in engine.workers}) == shards
     finally:
         await engine.stop(5)
+
+
+async def test_workers_stop_when_the_leases_cannot_be_renewed_for_a_ttl(tmp_path: Path) -> None:
+    _store(tmp_path, shards=1, per_shard=1)
+
+    class Failing(Scripted):
+        failing = False
+
+        async def refresh(self, destinations: Sequence[str]) -> AssignmentChange:
+            if self.failing:
+                raise OSError("database unreachable")
+            return await super().refresh(destinations)
+
+    exp = Collecting("dest")
+    assignment = Failing(open_reader(tmp_path))
+    assignment.held = {("dest", 0)}
+    engine = DeliveryEngine(tmp_path, [], [exp], SelfMetrics(CollectorRegistry()), assignment=assignment, lease_ttl=0.3)
+    await engine.start()
+    try:
+        await _until(lambda: set(engine._running) == {("dest", 0)}, "worker started")
+        assignment.failing = True
+        await asyncio.sleep(0.15)
+        assert set(engine._running) == {("dest", 0)}  # a short outage: keeps delivering
+        await _until(lambda: not engine._running, "workers stopped after the TTL", timeout=5)
+        assignment.failing = False  # the database is back: the lease is renewed, delivery resumes
+        await _until(lambda: set(engine._running) == {("dest", 0)}, "worker restarted")
+    finally:
+        await engine.stop(5)
