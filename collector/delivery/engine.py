@@ -509,7 +509,6 @@ class DeliveryEngine:
         )
         self.lease_ttl = lease_ttl
         self._running: dict[tuple[str, int], tuple[DestinationWorker, asyncio.Task[None], ShardLog]] = {}
-        self._state_by_shard: dict[int, DeliveryStateStore] = {}
         self.exporters = list(exporters)
         self.metrics = metrics
         self.retention = retention
@@ -579,10 +578,8 @@ class DeliveryEngine:
         exp = next((e for e in self.exporters if e.name == name), None)
         if exp is None or pair in self._running:
             return
-        state = self._state_by_shard.get(shard)
-        if state is None:
-            state = self._state_by_shard[shard] = self.assignment.delivery_state(shard)
-            self._states.append(state)
+        # a state per worker: its cursor updates are fenced by the lease this worker started under
+        state = self.assignment.delivery_state(shard)
         reader = self.store.shard_log(shard)
         w = DestinationWorker(exp, shard, reader, state, self.metrics, asyncio.Event(), self.new_data)
         self.workers.append(w)
@@ -608,6 +605,7 @@ class DeliveryEngine:
         if w in self.workers:
             self.workers.remove(w)
         reader.close()
+        w.state.close()
 
     async def _run_worker(self, w: DestinationWorker) -> None:
         while not w.stop.is_set():

@@ -99,6 +99,11 @@ async def apply_change(
     for pair in sorted(current - change.held):
         log.warning("delivery of %s for shard %d was taken over by another replica; stopping it", *pair)
         await stop_worker(pair)
+    for pair in sorted(current & change.held & change.lost):
+        # lapsed and claimed again (a new epoch): another replica may have moved the cursor in between, so the
+        # worker starts again from the saved cursor
+        log.warning("delivery lease of %s for shard %d lapsed and was claimed again; restarting it", *pair)
+        await stop_worker(pair)
     if change.shed:
         for pair in sorted(change.shed & running()):
             await stop_worker(pair)

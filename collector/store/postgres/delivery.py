@@ -104,8 +104,12 @@ class PgLeaseManager:
         return frozenset(self._held)
 
     def delivery_state(self, writer_id: int) -> PgDeliveryState:
-        """The delivery state of ``writer_id`` with cursor updates fenced by this manager's leases."""
-        return PgDeliveryState(self.session, self.schema, writer_id, leases=self)
+        """The delivery state of ``writer_id`` for a worker starting now: its cursor updates are fenced by the
+        leases held at this moment (owner and epoch). If a lease lapses and is claimed again (a new epoch: another
+        replica may have moved the cursor meanwhile), this state is refused and a new worker starts from the saved
+        cursor with a new state."""
+        epochs = {d: e for (d, w), e in self._held.items() if w == writer_id}
+        return PgDeliveryState(self.session, self.schema, writer_id, leases=self, epochs=epochs)
 
     # -- the heartbeat -----------------------------------------------------------------------------------------------
 
@@ -281,12 +285,19 @@ class PgDeliveryState:
     """
 
     def __init__(
-        self, session: PgSession, schema: str, writer_id: int | None, *, leases: PgLeaseManager | None = None
+        self,
+        session: PgSession,
+        schema: str,
+        writer_id: int | None,
+        *,
+        leases: PgLeaseManager | None = None,
+        epochs: dict[str, int] | None = None,
     ) -> None:
         self.session = session
         self.q = quote_ident(schema)
         self.writer_id = writer_id
         self.leases = leases
+        self.epochs = epochs  # per destination: the lease epoch this state was issued under (None: the current one)
 
     def close(self) -> None:
         """The session belongs to whoever made it (shared by every writer's state)."""
@@ -323,10 +334,13 @@ class PgDeliveryState:
 
     def _fence(self, destination: str) -> tuple[str, int]:
         w = self._writer()
-        epoch = self.leases.epoch(destination, w) if self.leases is not None else None
-        if self.leases is None or epoch is None:
+        current = self.leases.epoch(destination, w) if self.leases is not None else None
+        if self.leases is None or current is None:
             raise LeaseLost(destination, w, "no lease held")
-        return self.leases.owner, epoch
+        epoch = self.epochs.get(destination) if self.epochs is not None else current
+        if epoch != current:
+            raise LeaseLost(destination, w, "the lease lapsed and was claimed again since this worker started")
+        return self.leases.owner, current
 
     async def _set_cursor(self, conn: asyncpg.Connection, destination: str, seq: int, owner: str, epoch: int) -> None:
         status = await conn.execute(

@@ -197,3 +197,29 @@ async def test_workers_stop_when_the_leases_cannot_be_renewed_for_a_ttl(tmp_path
         await _until(lambda: set(engine._running) == {("dest", 0)}, "worker restarted")
     finally:
         await engine.stop(5)
+
+
+async def test_a_lease_claimed_again_restarts_its_worker_from_the_saved_cursor(tmp_path: Path) -> None:
+    _store(tmp_path, shards=1, per_shard=2)
+    exp = Collecting("dest")
+    assignment = Scripted(open_reader(tmp_path))
+    assignment.held = {("dest", 0)}
+    engine = DeliveryEngine(tmp_path, [], [exp], SelfMetrics(CollectorRegistry()), assignment=assignment)
+    await engine.start()
+    try:
+        await _until(lambda: len(exp.got) == 2, "delivered")
+        first = engine._running[("dest", 0)][1]
+
+        async def refresh_once(destinations: Sequence[str]) -> AssignmentChange:
+            held = frozenset(assignment.held)
+            return AssignmentChange(held, held, held, frozenset())
+
+        original = assignment.refresh
+        assignment.refresh = refresh_once  # type: ignore[method-assign]
+        await _until(lambda: engine._running[("dest", 0)][1] is not first, "worker restarted")
+        assignment.refresh = original  # type: ignore[method-assign]
+        assert first.done()
+        await asyncio.sleep(0.2)
+        assert len(exp.got) == 2  # continued from the saved cursor: nothing sent again
+    finally:
+        await engine.stop(5)

@@ -99,10 +99,29 @@ async def test_a_lease_lapsed_but_not_taken_is_renewed_by_its_holder(sessions, s
     a = PgLeaseManager(sessions[0], schema, ttl=TTL, owner="replica-a")
     await a.refresh(["hec"])
     await asyncio.sleep(TTL + 0.2)
-    ch = await a.refresh(["hec"])  # expired, nobody took it: reclaimed (new epoch) or renewed, never lost
+    ch = await a.refresh(["hec"])  # expired, nobody took it: still ours, same epoch
     assert ch.held == {("hec", 1), ("hec", 2)} and not ch.lost
     a.delivery_state(2).set_cursor("hec", 3)
     assert a.delivery_state(2).cursor("hec") == 3
+
+
+async def test_a_state_issued_before_the_lease_was_claimed_again_is_refused(sessions, schema: str) -> None:
+    a = PgLeaseManager(sessions[0], schema, ttl=TTL, owner="replica-a")
+    b = PgLeaseManager(sessions[1], schema, ttl=TTL, owner="replica-b")
+    await a.refresh(["hec"])
+    old = a.delivery_state(1)
+    old.set_cursor("hec", 10)
+    await asyncio.sleep(TTL + 0.2)  # a is paused; b takes over, moves on, then gives the work back
+    await b.refresh(["hec"])
+    b.delivery_state(1).set_cursor("hec", 20)
+    await b.close()
+    ch = await a.refresh(["hec"])  # a claims it again: a new epoch
+    assert ("hec", 1) in ch.held and ("hec", 1) in ch.lost and ("hec", 1) in ch.acquired
+    with pytest.raises(LeaseLost, match="claimed again"):
+        old.set_cursor("hec", 11)  # the paused worker's view (cursor 10) must not overwrite 20
+    fresh = a.delivery_state(1)
+    assert fresh.cursor("hec") == 20
+    fresh.set_cursor("hec", 21)
 
 
 async def test_concurrent_claims_never_share_a_pair(postgres: PostgresTarget, schema: str) -> None:
