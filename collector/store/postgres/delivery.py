@@ -103,13 +103,13 @@ class PgLeaseManager:
     def held(self) -> frozenset[tuple[str, int]]:
         return frozenset(self._held)
 
-    def delivery_state(self, writer_id: int) -> PgDeliveryState:
-        """The delivery state of ``writer_id`` for a worker starting now: its cursor updates are fenced by the
+    def delivery_state(self, shard: int) -> PgDeliveryState:
+        """The delivery state of writer ``shard`` for a worker starting now: its cursor updates are fenced by the
         leases held at this moment (owner and epoch). If a lease lapses and is claimed again (a new epoch: another
         replica may have moved the cursor meanwhile), this state is refused and a new worker starts from the saved
         cursor with a new state."""
-        epochs = {d: e for (d, w), e in self._held.items() if w == writer_id}
-        return PgDeliveryState(self.session, self.schema, writer_id, leases=self, epochs=epochs)
+        epochs = {d: e for (d, w), e in self._held.items() if w == shard}
+        return PgDeliveryState(self.session, self.schema, shard, leases=self, epochs=epochs)
 
     # -- the heartbeat -----------------------------------------------------------------------------------------------
 
