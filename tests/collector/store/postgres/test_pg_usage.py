@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -125,3 +126,34 @@ def test_database_errors_are_usage_store_errors(postgres: PostgresTarget, pg_sch
     store.close()
     with pytest.raises(UsageStoreError, match="closed"):
         store.first_day()
+
+
+async def test_every_replica_enriches_from_the_database(postgres: PostgresTarget, schema: str, tmp_path: Path) -> None:
+    from collector.enrich.enricher import Enricher
+
+    with PgUsageStore(session_for(postgres.dsn), schema, owns_session=True) as leader:
+        leader.write_day(DAY, fixture_records(), pages=1, fetched_at=LATE)
+    replicas = [
+        Enricher(
+            tmp_path / f"replica-{i}",
+            open_history=lambda: PgUsageStore(session_for(postgres.dsn), schema, owns_session=True),  # type: ignore[arg-type,return-value]
+        )
+        for i in range(2)
+    ]
+    try:
+        for e in replicas:
+            await e.start()
+        # replica 0 learns an installation id from a record with an e-mail; replica 1 backfills it from the database
+        first = {"user": {"email": "alice@example.com", "id": "inst-9"}}
+        replicas[0].enrich(first)
+        assert first["usage"]["sessions"] == 7  # type: ignore[index]
+        assert await replicas[0].flush() == 1
+        await replicas[1].reload()
+        second: dict[str, Any] = {"user": {"id": "inst-9"}}
+        replicas[1].enrich(second)
+        assert second["user"]["email"] == "alice@example.com" and second["user"]["identity_source"] == "backfill"
+        assert second["usage"]["sessions"] == 7
+    finally:
+        for e in replicas:
+            await e.stop()
+    assert not (tmp_path / "replica-0" / "analytics.db").exists()  # nothing local
