@@ -18,6 +18,13 @@ When a destination accepts records again after retryable failures, its dead lett
 loop (``dead_letter.auto_replay``); ``ccbridge dlq replay`` uses that loop too
 (:meth:`DestinationWorker.replay_entries`).
 
+Which (destination, shard) pairs this process delivers comes from its
+:class:`~collector.store.api.DeliveryAssignment` (:mod:`collector.delivery.leases`): with the embedded store a
+fixed set chosen at start (the worker's own shard, plus orphaned shards on the primary); with PostgreSQL the pairs
+whose lease this replica holds, followed every ``lease_ttl / 3``: workers start for pairs it gets, stop for pairs
+it loses or hands over, and a worker whose cursor update is refused by the lease's fence (:class:`LeaseLost`)
+stops instead of retrying.
+
 A slow or dead destination never blocks ingestion or the other destinations until its own backlog limit: then the
 ``backpressure`` policy makes receivers answer 429 / RESOURCE_EXHAUSTED (:meth:`DeliveryEngine.admit`), and the
 ``drop_oldest`` policy moves the oldest undelivered records to dead letters (counted) instead.
@@ -509,6 +516,7 @@ class DeliveryEngine:
         )
         self.lease_ttl = lease_ttl
         self._running: dict[tuple[str, int], tuple[DestinationWorker, asyncio.Task[None], ShardLog]] = {}
+        self._lease_task: asyncio.Task[None] | None = None
         self.exporters = list(exporters)
         self.metrics = metrics
         self.retention = retention
@@ -557,26 +565,25 @@ class DeliveryEngine:
     # -- leased delivery (PostgreSQL): workers come and go with the leases -------------------------------------------
 
     async def _start_dynamic(self) -> None:
-        self._tasks.append(
-            asyncio.create_task(
-                follow_assignment(
-                    self.assignment,
-                    [e.name for e in self.exporters],
-                    self.stop_event,
-                    lambda: set(self._running),
-                    self._start_leased,
-                    self._stop_leased,
-                    ttl=self.lease_ttl,
-                ),
-                name="delivery-leases",
-            )
+        self._lease_task = asyncio.create_task(
+            follow_assignment(
+                self.assignment,
+                [e.name for e in self.exporters],
+                self.stop_event,
+                lambda: set(self._running),
+                self._start_leased,
+                self._stop_leased,
+                ttl=self.lease_ttl,
+            ),
+            name="delivery-leases",
         )
+        self._tasks.append(self._lease_task)
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="delivery-stats"))
 
     def _start_leased(self, pair: tuple[str, int]) -> None:
         name, shard = pair
         exp = next((e for e in self.exporters if e.name == name), None)
-        if exp is None or pair in self._running:
+        if exp is None or pair in self._running or self.stop_event.is_set():
             return
         # a state per worker: its cursor updates are fenced by the lease this worker started under
         state = self.assignment.delivery_state(shard)
@@ -625,6 +632,11 @@ class DeliveryEngine:
         """Interrupt waits, give in-flight pushes until ``deadline`` seconds, persist cursors, close."""
         self.stop_event.set()
         self.new_data.set()
+        if self._lease_task is not None:
+            # the lease loop first (it may be renewing or claiming right now), so nothing starts or is claimed after
+            # the workers below stopped and the leases were released
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._lease_task), timeout=deadline)
         for w, _task, _reader in self._running.values():
             w.stop.set()
         if self._running:
