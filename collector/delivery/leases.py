@@ -83,7 +83,10 @@ async def follow_assignment(
                 log.warning("cannot renew delivery leases: %s", exc)
         else:
             last_ok = clock()
-            await apply_change(assignment, change, running, start_worker, stop_worker)
+            try:
+                await apply_change(assignment, change, running, start_worker, stop_worker)
+            except Exception as exc:  # e.g. the database went away while a worker read its cursor: next round
+                log.warning("cannot start or stop delivery workers: %s", exc)
         await interruptible_sleep(assignment.interval, stop)
 
 

@@ -223,3 +223,27 @@ async def test_a_lease_claimed_again_restarts_its_worker_from_the_saved_cursor(t
         assert len(exp.got) == 2  # continued from the saved cursor: nothing sent again
     finally:
         await engine.stop(5)
+
+
+async def test_a_worker_that_cannot_start_is_tried_again_at_the_next_renewal(tmp_path: Path) -> None:
+    _store(tmp_path, shards=1, per_shard=2)
+    exp = Collecting("dest")
+
+    class Flaky(Scripted):
+        failures = 2
+
+        def delivery_state(self, shard: int) -> DeliveryStateStore:
+            if self.failures:
+                self.failures -= 1
+                raise OSError("database unreachable")
+            return super().delivery_state(shard)
+
+    assignment = Flaky(open_reader(tmp_path))
+    assignment.held = {("dest", 0)}
+    engine = DeliveryEngine(tmp_path, [], [exp], SelfMetrics(CollectorRegistry()), assignment=assignment)
+    await engine.start()
+    try:
+        await _until(lambda: len(exp.got) == 2, "delivered once the state could be read")
+        assert assignment.failures == 0
+    finally:
+        await engine.stop(5)
