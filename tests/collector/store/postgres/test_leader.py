@@ -95,3 +95,61 @@ async def test_only_the_leader_runs_cycles_and_resigning_hands_over(postgres: Po
     assert runs["b"] >= 1
     stop_b.set()
     await task_b
+
+
+async def test_only_the_leader_syncs_the_analytics_api_and_the_survivor_takes_over(
+    postgres: PostgresTarget, pg_schema: str
+) -> None:
+    from collector.enrich.analytics_client import AnalyticsClient
+    from collector.enrich.sync import UsageSyncScheduler
+    from collector.store.postgres.migrations import migrate
+    from collector.store.postgres.session import PgSession
+    from collector.store.postgres.usage import PgUsageStore
+    from tests.collector.enrich.test_sync import FAST, make_config, noon
+    from tests.fakes.analytics_api import AnalyticsApiFake
+
+    conn = await asyncpg.connect(postgres.dsn)
+    await migrate(conn, pg_schema)
+    await conn.close()
+    async with AnalyticsApiFake(users=3, days=5) as fake:
+        config = make_config(fake, lookback_days=1)
+        replicas = []
+        for name in ("a", "b"):
+            client = AnalyticsClient(config, retry=FAST)
+            store = PgUsageStore(PgSession(_connector(postgres.dsn)), pg_schema, owns_session=True)
+            scheduler = UsageSyncScheduler(client, store, config, clock=noon(fake.today))
+            leader = AdvisoryLeader(_connector(postgres.dsn), pg_schema)
+            stop = asyncio.Event()
+            replicas.append((name, client, store, scheduler, leader, stop))
+        tasks = []
+        try:
+            for _name, _client, _store, scheduler, leader, stop in replicas:
+                tasks.append(
+                    asyncio.create_task(
+                        run_while_leader(leader, scheduler.run_once, stop, interval=0.1, contend_interval=0.1)
+                    )
+                )
+                await asyncio.sleep(0.3)  # a starts first and leads
+            (_, _, _, sched_a, leader_a, _), (_, _, store_b, sched_b, leader_b, _) = replicas
+            assert leader_a.leading and not leader_b.leading
+            assert sched_a.cycles >= 1 and sched_b.cycles == 0
+            assert store_b.count_rows() > 0  # b reads what the leader synced
+            # the leader dies (kill -9: its database session ends, nothing is unlocked): b takes the sync over
+            assert leader_a._conn is not None
+            leader_a._conn.terminate()
+            tasks[0].cancel()
+            await asyncio.gather(tasks[0], return_exceptions=True)
+            for _ in range(60):
+                if sched_b.cycles:
+                    break
+                await asyncio.sleep(0.05)
+            assert leader_b.leading and sched_b.cycles >= 1 and sched_b.last_result is not None
+            assert sched_b.last_result.ok
+        finally:
+            for *_, stop in replicas:
+                stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _name, client, store, _scheduler, leader, _stop in replicas:
+                await leader.resign()
+                await client.close()
+                await asyncio.to_thread(store.close)
