@@ -32,6 +32,7 @@ from collector.configtypes import (
     parse_endpoint,
     parse_size,
 )
+from collector.console.settings import ConsoleConfig
 from collector.delivery.registry import registry as destination_types
 from collector.delivery.registry import type_of
 from collector.enrich.analytics_config import AnalyticsApiConfig
@@ -40,6 +41,7 @@ from collector.private import exposed
 from collector.processing.redact import RedactionConfig
 from collector.receivers.auth import ReceiverAuthConfig
 from collector.reports.config import ReportsConfig
+from collector.runtime import available_cpus
 
 __all__ = [
     "ByteSize",
@@ -238,7 +240,8 @@ class TelemetryConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    workers: int = 1
+    workers: int = field(default_factory=lambda: min(64, available_cpus()))
+    """Default: the CPUs this process may use (affinity and cgroup quota), see :func:`available_cpus`."""
     shutdown_timeout: Duration = Duration(15.0)
 
     def validate(self, path: str) -> None:
@@ -275,6 +278,7 @@ class Config:
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     exporters: dict[str, Any] = field(default_factory=dict)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def with_data_dir(self, directory: str) -> Config:
         return dataclasses.replace(self, storage=dataclasses.replace(self.storage, directory=directory))
@@ -399,12 +403,20 @@ def build(cls: type[T], data: object, path: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in names:
-            where = f"{path}.{key}" if path else str(key)
-            known = ", ".join(sorted(names))
-            raise ConfigError(f"{where}: unknown key {key!r} (known keys here: {known})")
+            raise ConfigError(unknown_key_message(path, key, names))
     kwargs = {k: convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
     obj = cls(**kwargs)
     return obj
+
+
+def unknown_key_message(path: str, key: object, names: typing.Collection[str]) -> str:
+    """``path.key: unknown key 'key'; did you mean 'x'? (known keys here: ...)``."""
+    import difflib
+
+    where = f"{path}.{key}" if path else str(key)
+    close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{where}: unknown key {key!r}{hint} (known keys here: {', '.join(sorted(names))})"
 
 
 def validate_tree(obj: object, path: str = "") -> None:
@@ -442,8 +454,34 @@ def build_exporter_configs(raw: dict[str, Any], path: str = "exporters") -> dict
     return out
 
 
-def load_tree(tree: object, environ: typing.Mapping[str, str] | None = None) -> Config:
-    """Build and validate a :class:`Config` from a parsed tree (``${env:...}`` expanded), as every loader does."""
+READ_ONLY_SECTIONS = ("storage", "reports")
+"""What the read-only commands (exports, verify, dead-letter listing, reports, status) read of a config file."""
+
+
+def _only_sections(tree: object, sections: typing.Collection[str]) -> object:
+    """``tree`` reduced to ``sections``; the other top-level keys are checked by name only (their values, and
+    the ``${env:...}`` references in them, are not read)."""
+    if not isinstance(tree, dict):
+        return tree
+    names = {f.name for f in dataclasses.fields(Config)}
+    for key in tree:
+        if key not in names:
+            raise ConfigError(unknown_key_message("", key, names))
+    return {k: v for k, v in tree.items() if k in sections}
+
+
+def load_tree(
+    tree: object,
+    environ: typing.Mapping[str, str] | None = None,
+    *,
+    sections: typing.Collection[str] | None = None,
+) -> Config:
+    """Build and validate a :class:`Config` from a parsed tree (``${env:...}`` expanded), as every loader does.
+
+    With ``sections`` only those top-level sections are read; the others keep their defaults (so a read-only
+    command needs none of the destinations' secrets)."""
+    if sections is not None:
+        tree = _only_sections(tree, sections)
     expanded = _expand(tree if tree is not None else {}, "", os.environ if environ is None else environ)
     cfg = build(Config, expanded)
     cfg = dataclasses.replace(cfg, exporters=build_exporter_configs(cfg.exporters or {}))
@@ -451,12 +489,32 @@ def load_tree(tree: object, environ: typing.Mapping[str, str] | None = None) -> 
     return cfg
 
 
-def load_text(text: str, environ: typing.Mapping[str, str] | None = None, source: str = "<config>") -> Config:
+def destination_names(path: str | Path) -> list[str]:
+    """The keys of the ``exporters`` section of config file ``path``, without reading (or resolving the secrets
+    of) their settings."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    section = raw.get("exporters") if isinstance(raw, dict) else None
+    return sorted(str(k) for k in section) if isinstance(section, dict) else []
+
+
+def load_text(
+    text: str,
+    environ: typing.Mapping[str, str] | None = None,
+    source: str = "<config>",
+    *,
+    sections: typing.Collection[str] | None = None,
+) -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    return load_tree(raw, environ)
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+    return load_tree(raw, environ, sections=sections)
 
 
 def literal_secrets(node: object, path: str = "") -> list[str]:
@@ -494,8 +552,24 @@ def exposed_secrets_warning(path: str | Path | None, cfg: Config) -> str | None:
     )
 
 
-def load(path: str | Path | None, environ: typing.Mapping[str, str] | None = None) -> Config:
-    """Load ``path`` (or the embedded defaults when ``None``)."""
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line, with its line and column (1-based) when PyYAML knows them."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    text = f"{context}, {problem}" if context else str(problem)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {text}"
+    return " ".join(str(exc).split())
+
+
+def load(
+    path: str | Path | None,
+    environ: typing.Mapping[str, str] | None = None,
+    *,
+    sections: typing.Collection[str] | None = None,
+) -> Config:
+    """Load ``path`` (or the embedded defaults when ``None``); ``sections`` as in :func:`load_tree`."""
     if path is None:
         cfg = Config()
         validate_tree(cfg)
@@ -507,4 +581,103 @@ def load(path: str | Path | None, environ: typing.Mapping[str, str] | None = Non
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: config file is not UTF-8 text") from None
-    return load_text(text, environ, source=str(p))
+    return load_text(text, environ, source=str(p), sections=sections)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validate-config: every problem at once
+
+
+FILE_KEYS = ("cert_file", "key_file", "client_ca_file", "ca_file", "tokens_file")
+
+
+def _unknown_keys(cls: Any, data: object, path: str, problems: list[str]) -> object:
+    """``data`` without the keys ``cls`` does not know (each one reported), recursively through nested sections."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(data, dict)):
+        return data
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kept: dict[Any, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            problems.append(unknown_key_message(path, key, names))
+            continue
+        sub = f"{path}.{key}" if path else str(key)
+        kept[key] = _unknown_keys(hints[key], value, sub, problems)
+    return kept
+
+
+def file_problems(cfg: Config) -> list[str]:
+    """Referenced files of ``cfg`` that are missing or unreadable, each naming its key."""
+    problems: list[str] = []
+    _file_problems(cfg, "", problems)
+    return problems
+
+
+def _file_problems(obj: object, path: str, problems: list[str]) -> None:
+    """Referenced files (TLS certificates and keys, CA bundles, token files) that are missing or unreadable."""
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        sub = f"{path}.{f.name}" if path else f.name
+        if f.name in FILE_KEYS and isinstance(value, str) and value:
+            file = Path(value)
+            if not file.is_file():
+                problems.append(f"{sub}: file {value} does not exist")
+            elif not os.access(file, os.R_OK):
+                problems.append(f"{sub}: file {value} is not readable")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _file_problems(v, f"{sub}.{k}", problems)
+        else:
+            _file_problems(value, sub, problems)
+
+
+def check_file(
+    path: str | Path, environ: typing.Mapping[str, str] | None = None, *, check_files: bool = True
+) -> list[str]:
+    """Every problem of config file ``path`` (each naming its key, or the YAML line), or ``[]`` when it is valid.
+
+    Unknown keys are all reported (with a "did you mean"); each top-level section, and each destination, is then
+    checked on its own so one bad value does not hide the next; referenced files must exist and be readable.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        return [f"cannot read config file: {exc.strerror}"]
+    except UnicodeDecodeError:
+        return ["config file is not UTF-8 text"]
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return [f"not valid YAML: {_yaml_problem(exc)}"]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return [f"<root>: expected a mapping, got {type(raw).__name__}"]
+    problems: list[str] = []
+    tree = _unknown_keys(Config, raw, "", problems)
+    assert isinstance(tree, dict)
+    for section, value in tree.items():
+        if section == "exporters" and isinstance(value, dict):
+            for key, sub in value.items():
+                try:
+                    load_tree({"exporters": {key: sub}}, environ)
+                except ConfigError as exc:
+                    problems.append(str(exc))
+            continue
+        try:
+            load_tree({section: value}, environ)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        return problems
+    try:
+        cfg = load_tree(tree, environ)
+    except ConfigError as exc:
+        return [str(exc)]
+    if check_files:
+        _file_problems(cfg, "", problems)
+    return problems

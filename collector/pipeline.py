@@ -19,7 +19,7 @@ import orjson
 from collector.jsonbytes import dumps_kept
 from collector.processing.decode import LogEvent
 from collector.processing.limits import Truncation, cap_strings
-from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, rfc3339_ms
+from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, parse_rfc3339, rfc3339_ms
 from collector.store.api import AppendResult, AuditLog, MetricRow, RecordRow, SpanRow
 from collector.telemetry.selfmetrics import SelfMetrics
 
@@ -256,6 +256,14 @@ class Pipeline:
         await store.append(records=[record_row(rec, now, now // 1_000_000)])
         self._published_seq = store.chain_seq
         return True
+
+    async def append_record(self, rec: dict[str, Any]) -> AppendResult:
+        """Durably append one record the bridge itself made (``trail_access``): delivered like any other record."""
+        now = time.time_ns()
+        t = parse_rfc3339(rec.get("time")) or now
+        result = await self.store.append(records=[record_row(rec, t, now // 1_000_000)])
+        self.metrics.records_by_kind.labels(rec["kind"]).inc()
+        return result
 
     async def consume_metrics(
         self, points: list[dict[str, Any]], transport: str, identity: str | None = None

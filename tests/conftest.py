@@ -9,8 +9,9 @@ Public API (kept stable; other test modules rely on it):
 
 ``bridge_config_dict(data_dir, *, http_port, grpc_port, telemetry_port, overrides=None) -> dict``
     The YAML-shaped config tree the fixtures use: both OTLP receivers and the telemetry endpoint on 127.0.0.1, the
-    store in ``data_dir``, ``telemetry.log_level: warning`` and ``server.shutdown_timeout: 5s``; everything else is
-    the embedded default. ``overrides`` is deep-merged on top (e.g. ``{"storage": {"synchronous": "normal"}}``).
+    store in ``data_dir``, ``telemetry.log_level: warning``, ``server.shutdown_timeout: 5s`` and
+    ``server.workers: 1``; everything else is the embedded default, except the console, which is off (tests enable
+    it on a free port). ``overrides`` is deep-merged on top (e.g. ``{"storage": {"synchronous": "normal"}}``).
     ``config_from_dict(tree) -> Config`` builds and validates it like the YAML loader.
 
 ``start_bridge(data_dir, overrides=None) -> Bridge`` (async)
@@ -146,7 +147,9 @@ def bridge_config_dict(
         },
         "storage": {"directory": str(data_dir)},
         "telemetry": {"endpoint": f"{LOOPBACK}:{telemetry_port}", "log_level": "warning"},
-        "server": {"shutdown_timeout": "5s"},
+        "server": {"shutdown_timeout": "5s", "workers": 1},
+        # the console would listen on 127.0.0.1:8080 by default; tests that use it enable it on a free port
+        "console": {"enabled": False},
     }
     return _deep_merge(tree, overrides or {})
 

@@ -3,8 +3,8 @@
 One log record yields exactly one audit record; a ``tool_result`` of a file-editing tool whose input names a file
 yields a second, ``file_change`` record. Records of any other event name are kept as kind ``event``.
 
-What the real CLI sends differs from its documentation (``shared/specs/claude_code_otel.md`` Part C), and this
-module absorbs the differences:
+What the real CLI sends differs from its documentation ("Monitoring usage",
+https://docs.claude.com/en/docs/claude-code/monitoring-usage), and this module absorbs the differences:
 
 - the event name is the log *body* (``claude_code.tool_decision``); fall back to ``LogRecord.event_name`` and to
   the ``event.name`` attribute (prefixed with ``claude_code.`` when bare);
@@ -39,7 +39,7 @@ KIND_BY_EVENT = {
     "claude_code.api_error": "api_error",
     "claude_code.user_prompt": "user_prompt",
 }
-KINDS = (*KIND_BY_EVENT.values(), "file_change", "event", "chain_head")
+KINDS = (*KIND_BY_EVENT.values(), "file_change", "event", "chain_head", "trail_access")
 
 FILE_TOOLS = {"Write": "write", "Edit": "edit", "MultiEdit": "edit", "NotebookEdit": "notebook_edit"}
 APPROVAL_MODE_BY_SOURCE = {

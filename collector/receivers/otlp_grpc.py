@@ -23,6 +23,7 @@ from collector.config import GrpcReceiverConfig, parse_endpoint
 from collector.processing.decode import DECODERS, DecodeError
 from collector.receivers.context import ReceiverContext
 from collector.receivers.status import ReceiverError, RequestTimeout, ShuttingDown, classify, encode_status
+from collector.telemetry.logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,22 @@ class OtlpGrpcReceiver:
                                 items: Iterable[Any] = decode(request, self.ctx.max_depth)
                             except RecursionError:
                                 raise DecodeError("message is nested too deeply") from None
-                            await self.ctx.pipeline.consume(signal, items, "grpc", identity, len(request))
+                            stored = await self.ctx.pipeline.consume(signal, items, "grpc", identity, len(request))
                 except TimeoutError:
                     raise RequestTimeout(
                         f"the export did not complete within {call_timeout:g}s (receivers.otlp.grpc.call_timeout)"
                     ) from None
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "OTLP/gRPC %s request from %s: %d records (%d new), %d metric points, %d spans stored",
+                        signal,
+                        context.peer(),
+                        stored.records,
+                        stored.new_records,
+                        stored.metric_points,
+                        stored.spans,
+                        extra=fields(transport="grpc", signal=signal, peer=context.peer(), records=stored.new_records),
+                    )
             except Exception as exc:
                 await self._abort(exc, signal, context)
             finally:

@@ -48,6 +48,7 @@ from collector.receivers.status import (
     classify,
     encode_status,
 )
+from collector.telemetry.logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,18 @@ class OtlpHttpReceiver:
             items = self._decode(signal, media, body)
             size = len(body)
             del body
-            await self.ctx.pipeline.consume(signal, items, "http", identity, size)
+            stored = await self.ctx.pipeline.consume(signal, items, "http", identity, size)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "OTLP/HTTP %s request from %s: %d records (%d new), %d metric points, %d spans stored",
+                    signal,
+                    request.remote,
+                    stored.records,
+                    stored.new_records,
+                    stored.metric_points,
+                    stored.spans,
+                    extra=fields(transport="http", signal=signal, peer=request.remote, records=stored.new_records),
+                )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         signal = SIGNAL_PATHS[request.path]

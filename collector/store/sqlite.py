@@ -128,15 +128,17 @@ def _stored_body(conn: sqlite3.Connection, key: tuple[int, str]) -> bytes | None
     return None if found is None else as_bytes(found[0])
 
 
-def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any, ...]]) -> None:
+def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any, ...]]) -> int:
     """Insert ``rows`` with multi-row ``VALUES`` statements.
 
     One statement per :data:`INSERT_CHUNK_ROWS` rows instead of one ``sqlite3_step`` per row: the sqlite3 module
     releases and re-takes the GIL around every step, and under a busy event loop each re-take can wait for the
-    interpreter's switch interval, which made per-row inserts ten times slower than the insert itself.
+    interpreter's switch interval, which made per-row inserts ten times slower than the insert itself. Returns the
+    number of rows inserted (duplicates ignored by ``OR IGNORE`` are not counted).
     """
     if not rows:
-        return
+        return 0
+    inserted = 0
     width = len(rows[0])
     for i in range(0, len(rows), INSERT_CHUNK_ROWS):
         chunk = rows[i : i + INSERT_CHUNK_ROWS]
@@ -146,7 +148,9 @@ def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any
             group = "(" + ",".join("?" * width) + ")"
             sql = prefix + ",".join([group] * len(chunk))
             _sql_cache[key] = sql
-        conn.execute(sql, [v for row in chunk for v in row])
+        # rowcount is sqlite3_changes(): rows this statement inserted, not those its triggers wrote (decisions)
+        inserted += conn.execute(sql, [v for row in chunk for v in row]).rowcount
+    return inserted
 
 
 _PROBE = "INSERT INTO meta(key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -168,6 +172,35 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_session ON records(session);
 CREATE INDEX IF NOT EXISTS records_user ON records(user);
+CREATE INDEX IF NOT EXISTS records_chain_heads ON records(time_ms) WHERE kind = 'chain_head';
+CREATE TABLE IF NOT EXISTS decisions (
+    seq         INTEGER PRIMARY KEY,
+    time_ms     INTEGER NOT NULL,
+    id          TEXT NOT NULL,
+    session     TEXT,
+    user        TEXT,
+    user_id     TEXT,
+    tool        TEXT,
+    decision    TEXT,
+    mode        TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms, decision, mode);
+CREATE INDEX IF NOT EXISTS decisions_user ON decisions(user, time_ms);
+CREATE INDEX IF NOT EXISTS decisions_user_id ON decisions(user_id, time_ms);
+CREATE TRIGGER IF NOT EXISTS records_decisions_insert AFTER INSERT ON records WHEN new.kind = 'tool_decision'
+BEGIN
+    INSERT OR IGNORE INTO decisions VALUES (
+        new.seq, new.time_ms, new.id, new.session, new.user, new.user_id,
+        CASE WHEN json_valid(CAST(new.body AS TEXT)) THEN json_extract(CAST(new.body AS TEXT), '$.tool.name') END,
+        CASE WHEN json_valid(CAST(new.body AS TEXT)) THEN json_extract(CAST(new.body AS TEXT), '$.tool.decision') END,
+        CASE WHEN json_valid(CAST(new.body AS TEXT))
+            THEN json_extract(CAST(new.body AS TEXT), '$.tool.approval_mode') END
+    );
+END;
+CREATE TRIGGER IF NOT EXISTS records_decisions_delete AFTER DELETE ON records WHEN old.kind = 'tool_decision'
+BEGIN
+    DELETE FROM decisions WHERE seq = old.seq;
+END;
 CREATE TABLE IF NOT EXISTS metric_points (
     seq         INTEGER PRIMARY KEY,
     time_ms     INTEGER NOT NULL,
@@ -289,6 +322,28 @@ def shard_paths(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _backfill_decisions(conn: sqlite3.Connection) -> None:
+    """Fill the ``decisions`` table (kept by triggers) from a store written before it existed; once per store."""
+    if conn.execute("SELECT 1 FROM meta WHERE key = 'decisions_backfilled'").fetchone() is not None:
+        return
+    text = "CAST(body AS TEXT)"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT OR IGNORE INTO decisions SELECT seq, time_ms, id, session, user, user_id, "
+            + ", ".join(
+                f"CASE WHEN json_valid({text}) THEN json_extract({text}, '$.tool.{f}') END"
+                for f in ("name", "decision", "approval_mode")
+            )
+            + " FROM records WHERE kind = 'tool_decision'"
+        )
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('decisions_backfilled', '1')")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class AuditStore:
     """Append-only store of audit records, metric points and spans, with group commit.
 
@@ -352,6 +407,7 @@ class AuditStore:
             conn = connect(self.path, synchronous=self.synchronous)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            _backfill_decisions(conn)
             self.chain_head, self.chain_seq = self._load_chain_head(conn)
         except (sqlite3.Error, OSError) as exc:
             raise classify_sqlite_error(exc) from None
@@ -677,9 +733,7 @@ class AuditStore:
             head = hashlib.sha256(head + row[7]).digest()
             out.append((*row, head))
         conn.execute("SAVEPOINT chained")
-        before = conn.total_changes
-        _insert_rows(conn, _INSERT_RECORD, out)
-        if conn.total_changes - before == len(out):
+        if _insert_rows(conn, _INSERT_RECORD, out) == len(out):
             conn.execute("RELEASE chained")
             self.chain_head = head
             return out

@@ -28,6 +28,7 @@ from collector.config import (
     parse_endpoint,
     parse_size,
 )
+from collector.runtime import available_cpus
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 ROW_RE = re.compile(r"^\|\s*`(?P<key>[a-z_.]+)`\s*\|\s*`(?P<default>[^`]*)`\s*\|")
@@ -55,7 +56,10 @@ def leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def documented_value(text: str, actual: Any) -> Any:
-    """Parse a documented default the way the loader parses that key's type."""
+    """Parse a documented default the way the loader parses that key's type (``auto`` for a number: the CPUs the
+    process may use)."""
+    if text == "auto" and isinstance(actual, int) and not isinstance(actual, bool):
+        return min(64, available_cpus())
     if text == '""':
         return Secret("") if isinstance(actual, Secret) else ""
     if isinstance(actual, list | tuple):
@@ -101,7 +105,30 @@ def test_embedded_defaults_are_the_documented_ones():
     assert cfg.receivers.otlp.http.enabled is True
     assert cfg.receivers.otlp.grpc.tls.enabled is False
     assert cfg.storage.synchronous == "full"
-    assert cfg.server.workers == 1
+    assert cfg.server.workers == min(64, available_cpus())
+
+
+def test_workers_default_to_the_cpus_the_process_may_use(tmp_path, monkeypatch):
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr("collector.runtime._cgroup_quota", lambda _root: None)
+    assert available_cpus() == 8
+    assert Config().server.workers == 8  # not 1
+    monkeypatch.setattr("collector.runtime._cgroup_quota", lambda _root: 2.5)  # cpu.max "250000 100000"
+    assert available_cpus() == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0})
+    assert available_cpus() == 1
+
+
+def test_cgroup_cpu_max_is_read(tmp_path, monkeypatch):
+    from collector.runtime import _cgroup_quota
+
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(str(tmp_path)) is None or _cgroup_quota(str(tmp_path)) > 0
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    quota = _cgroup_quota(str(tmp_path))
+    assert quota is not None and quota <= 1.5
 
 
 def test_every_documented_default_matches_the_code_and_every_key_is_documented():
@@ -464,7 +491,47 @@ def test_validate_config_invalid_file(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert "invalid configuration" in err
-    assert "receivers.otlp.htp: unknown key 'htp'" in err
+    assert "receivers.otlp.htp: unknown key 'htp'; did you mean 'http'?" in err
+
+
+def test_validate_config_reports_every_problem_at_once(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text(
+        "receivers:\n  otlp:\n    grpc:\n      endpoint: nonsense\n"
+        "    http:\n      tls:\n        cert_file: /nonexistent/cert.pem\n        key_file: /nonexistent/key.pem\n"
+        "storage:\n  max_commit_records: 0\n  synchronus: full\n"
+        "server:\n  workers: 0\n"
+    )
+    assert cli.main(["validate-config", str(p)]) == 1
+    _, err = capsys.readouterr()
+    assert "storage.synchronus: unknown key 'synchronus'; did you mean 'synchronous'?" in err
+    assert "storage.max_commit_records" in err
+    assert "server.workers" in err
+    assert "receivers.otlp.grpc.endpoint" in err
+    assert "Traceback" not in err
+
+
+def test_validate_config_checks_referenced_files(tmp_path, capsys):
+    p = tmp_path / "tls.yaml"
+    p.write_text(
+        "receivers:\n  otlp:\n    http:\n      tls:\n"
+        "        cert_file: /nonexistent/c.pem\n        key_file: /nonexistent/k.pem\n"
+    )
+    assert cli.main(["validate-config", str(p)]) == 1
+    _, err = capsys.readouterr()
+    assert "receivers.otlp.http.tls.cert_file: file /nonexistent/c.pem does not exist" in err
+    assert "receivers.otlp.http.tls.key_file: file /nonexistent/k.pem does not exist" in err
+    # a config checked away from where it runs (a rendered Helm chart): the files exist in the pod's mounts only
+    assert cli.main(["validate-config", "--no-file-checks", str(p)]) == 0
+
+
+def test_validate_config_names_the_yaml_line(tmp_path, capsys):
+    p = tmp_path / "syntax.yaml"
+    p.write_text("storage:\n  directory: /tmp/x\n  retention: [1, 2\nserver: {}\n")
+    assert cli.main(["validate-config", str(p)]) == 1
+    _, err = capsys.readouterr()
+    assert f"{p}: not valid YAML: line " in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
 
 
 def test_validate_config_missing_file(tmp_path, capsys):

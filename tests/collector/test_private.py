@@ -131,7 +131,7 @@ def test_run_warns_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
             return None
 
     monkeypatch.setattr("collector.service.Service", FakeService)
-    monkeypatch.setattr(cli, "setup_logging", lambda *a: None)
+    monkeypatch.setattr("collector.cli.run.setup_logging", lambda *a: None)
     old = os.umask(0o022)
     try:
         with caplog.at_level(logging.WARNING):
