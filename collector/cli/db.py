@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from collector.cli.common import EXIT_OK, Failure, UsageError, load_config, register_parser
+from collector.cli.common import EXIT_OK, Failure, UsageError, add_store_options, load_config, register_parser
 
 
 def register(sub: Any) -> None:
@@ -21,8 +21,13 @@ def register(sub: Any) -> None:
         "letters, usage history) into the PostgreSQL of --config (storage.backend: postgresql). Re-running copies "
         "only what was added since.",
     )
-    imp.add_argument("--config", metavar="FILE", help="config with storage.backend: postgresql (the destination)")
-    imp.add_argument("--from-sqlite", required=True, metavar="DIR", help="data directory of the embedded store")
+    add_store_options(imp)
+    imp.add_argument(
+        "--from-sqlite",
+        metavar="DIR",
+        help="data directory of the embedded store to copy (default: --data-dir, else storage.directory of --config, "
+        "whose storage.backend: postgresql is the destination)",
+    )
     imp.set_defaults(func=cmd_db_import)
 
 
@@ -36,7 +41,7 @@ def cmd_db_import(args: argparse.Namespace) -> int:
     cfg = load_config(args, read_only=True)
     if cfg.storage.backend != "postgresql":
         raise UsageError("storage.backend must be postgresql (the import's destination)")
-    source = Path(args.from_sqlite)
+    source = Path(args.from_sqlite) if args.from_sqlite else cfg.data_dir
     lock = lock_data_dir(str(source), "import") if source.is_dir() else None
     try:
         pg = cfg.storage.postgresql
