@@ -250,6 +250,18 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """Cluster-wide delivery (PostgreSQL backend): how long a replica's claim on a destination's share of work lasts
+    without renewal before another replica takes it over."""
+
+    lease_ttl: Duration = Duration(30.0)
+
+    def validate(self, path: str) -> None:
+        if not 1 <= self.lease_ttl <= 3600:
+            raise ConfigError(f"{path}.lease_ttl: must be between 1s and 1h")
+
+
+@dataclass(frozen=True)
 class EnrichmentConfig:
     analytics_api: AnalyticsApiConfig = field(default_factory=AnalyticsApiConfig)
     usage: UsageEnrichmentConfig = field(default_factory=UsageEnrichmentConfig)
@@ -261,6 +273,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     exporters: dict[str, Any] = field(default_factory=dict)

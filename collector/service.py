@@ -191,6 +191,7 @@ class Service:
             self.metrics,
             retention=float(self.cfg.storage.retention),
             run_retention=self._retention,
+            lease_ttl=float(self.cfg.delivery.lease_ttl),
         )
         if exps:
             self.store.on_commit = lambda: loop.call_soon_threadsafe(engine.notify)

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from collector.cli import analytics, approvals, audit, demo, dlq, report, run, status, validate_config, version
+from collector.cli import analytics, approvals, audit, db, demo, dlq, report, run, status, validate_config, version
 from collector.cli.common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -30,7 +30,7 @@ from collector.config import ConfigError
 __all__ = ["CSV_COLUMNS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "parse_time"]
 
 DEBUG_ENV = "CCBRIDGE_DEBUG"
-COMMANDS = (run, validate_config, audit, approvals, dlq, analytics, report, status, demo, version)
+COMMANDS = (run, validate_config, audit, approvals, dlq, analytics, db, report, status, demo, version)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,13 @@ When a destination accepts records again after retryable failures, its dead lett
 loop (``dead_letter.auto_replay``); ``ccbridge dlq replay`` uses that loop too
 (:meth:`DestinationWorker.replay_entries`).
 
+Which (destination, shard) pairs this process delivers comes from its
+:class:`~collector.store.api.DeliveryAssignment` (:mod:`collector.delivery.leases`): with the embedded store a
+fixed set chosen at start (the worker's own shard, plus orphaned shards on the primary); with PostgreSQL the pairs
+whose lease this replica holds, followed every ``lease_ttl / 3``: workers start for pairs it gets, stop for pairs
+it loses or hands over, and a worker whose cursor update is refused by the lease's fence (:class:`LeaseLost`)
+stops instead of retrying.
+
 A slow or dead destination never blocks ingestion or the other destinations until its own backlog limit: then the
 ``backpressure`` policy makes receivers answer 429 / RESOURCE_EXHAUSTED (:meth:`DeliveryEngine.admit`), and the
 ``drop_oldest`` policy moves the oldest undelivered records to dead letters (counted) instead.
@@ -37,11 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from collector.delivery.api import DeliveryRecord, Exporter, LogThrottle, Payload
+from collector.delivery.leases import StaticAssignment, follow_assignment
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
 from collector.delivery.retry import Backoff, interruptible_sleep
 from collector.receivers.status import Backpressure
 from collector.store import open_reader
-from collector.store.api import DeliveryStateStore, ShardLog, StoreReader
+from collector.store.api import DeliveryAssignment, DeliveryStateStore, LeaseLost, ShardLog, StoreReader
 from collector.store.delivery_state import DeadLetter
 from collector.telemetry.logs import fields
 from collector.telemetry.selfmetrics import SelfMetrics
@@ -516,10 +524,20 @@ class DeliveryEngine:
         *,
         retention: float = 0.0,
         run_retention: object = None,
+        store: StoreReader | None = None,
+        assignment: DeliveryAssignment | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.store: StoreReader = open_reader(data_dir)
+        self.store: StoreReader = store if store is not None else open_reader(data_dir)
         self.shards = list(shards)
+        # which (destination, shard) pairs to deliver: fixed for the embedded store, leased for PostgreSQL
+        self.assignment: DeliveryAssignment = (
+            assignment if assignment is not None else StaticAssignment(self.store, self.shards)
+        )
+        self.lease_ttl = lease_ttl
+        self._running: dict[tuple[str, int], tuple[DestinationWorker, asyncio.Task[None], ShardLog]] = {}
+        self._lease_task: asyncio.Task[None] | None = None
         self.exporters = list(exporters)
         self.metrics = metrics
         self.retention = retention
@@ -539,12 +557,18 @@ class DeliveryEngine:
     async def start(self) -> None:
         for exp in self.exporters:
             await exp.start()
+        if self.assignment.dynamic:
+            await self._start_dynamic()
+            return
+        held = (await self.assignment.refresh([e.name for e in self.exporters])).held
         for shard in self.shards:
             if not self.store.has_shard(shard):
                 continue
             state = self.store.delivery_state(shard)
             self._states.append(state)
             for exp in self.exporters:
+                if (exp.name, shard) not in held:
+                    continue
                 reader = self.store.shard_log(shard)
                 self._readers.append(reader)
                 w = DestinationWorker(exp, shard, reader, state, self.metrics, self.stop_event, self.new_data)
@@ -559,18 +583,90 @@ class DeliveryEngine:
                 ", ".join(e.name for e in self.exporters),
             )
 
+    # -- leased delivery (PostgreSQL): workers come and go with the leases -------------------------------------------
+
+    async def _start_dynamic(self) -> None:
+        self._lease_task = asyncio.create_task(
+            follow_assignment(
+                self.assignment,
+                [e.name for e in self.exporters],
+                self.stop_event,
+                lambda: set(self._running),
+                self._start_leased,
+                self._stop_leased,
+                ttl=self.lease_ttl,
+            ),
+            name="delivery-leases",
+        )
+        self._tasks.append(self._lease_task)
+        self._tasks.append(asyncio.create_task(self._stats_loop(), name="delivery-stats"))
+
+    def _start_leased(self, pair: tuple[str, int]) -> None:
+        name, shard = pair
+        exp = next((e for e in self.exporters if e.name == name), None)
+        if exp is None or pair in self._running or self.stop_event.is_set():
+            return
+        # a state per worker: its cursor updates are fenced by the lease this worker started under
+        state = self.assignment.delivery_state(shard)
+        reader = self.store.shard_log(shard)
+        w = DestinationWorker(exp, shard, reader, state, self.metrics, asyncio.Event(), self.new_data)
+        self.workers.append(w)
+        task = asyncio.create_task(self._run_worker(w), name=f"worker-{w.name}-{w.shard}")
+        self._running[pair] = (w, task, reader)
+
+    async def _stop_leased(self, pair: tuple[str, int], deadline: float = 10.0) -> None:
+        """Stop one leased worker: interrupt its waits, let in-flight batches settle (their cursor is saved while the
+        lease is still ours), close its reader."""
+        entry = self._running.pop(pair, None)
+        if entry is None:
+            return
+        w, task, reader = entry
+        w.stop.set()
+        self.new_data.set()
+        _done, pending = await asyncio.wait([task], timeout=deadline)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if w._replay_task is not None and not w._replay_task.done():
+            w._replay_task.cancel()
+            await asyncio.gather(w._replay_task, return_exceptions=True)
+        if w in self.workers:
+            self.workers.remove(w)
+        reader.close()
+        w.state.close()
+
     async def _run_worker(self, w: DestinationWorker) -> None:
-        while not self.stop_event.is_set():
+        while not w.stop.is_set():
             try:
                 await w.run()
-            except Exception:
+            except LeaseLost as exc:
+                log.warning("%s; stopping its delivery here", exc)
+                return
+            except Exception as exc:
+                if isinstance(exc.__cause__, LeaseLost):
+                    log.warning("%s; stopping its delivery here", exc.__cause__)
+                    return
                 log.exception("delivery worker %s/shard-%d crashed; restarting in 1s", w.name, w.shard)
-                await interruptible_sleep(1.0, self.stop_event)
+                await interruptible_sleep(1.0, w.stop)
 
     async def stop(self, deadline: float) -> None:
         """Interrupt waits, give in-flight pushes until ``deadline`` seconds, persist cursors, close."""
         self.stop_event.set()
         self.new_data.set()
+        if self._lease_task is not None:
+            # the lease loop first (it may be renewing or claiming right now), so nothing starts or is claimed after
+            # the workers below stopped and the leases were released
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._lease_task), timeout=deadline)
+        for w, _task, _reader in self._running.values():
+            w.stop.set()
+        if self._running:
+            await asyncio.gather(*(self._stop_leased(p, deadline) for p in list(self._running)))
+        if self.assignment.dynamic:
+            try:
+                await self.assignment.close()  # hand every lease over at once (cursors are saved)
+            except Exception as exc:
+                log.warning("could not release delivery leases (they lapse after delivery.lease_ttl): %s", exc)
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=deadline)
             for t in pending:
@@ -614,7 +710,7 @@ class DeliveryEngine:
     def refresh(self) -> None:
         """Update backlog gauges and the admission decision."""
         per_dest: dict[str, BacklogStatus] = {}
-        for w in self.workers:
+        for w in list(self.workers):
             st = w.refresh_backlog()
             agg = per_dest.setdefault(w.name, BacklogStatus())
             agg.records += st.records

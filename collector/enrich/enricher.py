@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,8 +88,12 @@ class Enricher:
         refresh_interval: float = 60.0,
         identity_backfill: bool = True,
         flush_interval: float = FLUSH_INTERVAL_S,
+        open_history: Callable[[], UsageStore] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # where the usage history lives: ``<data_dir>/analytics.db`` unless given (PostgreSQL: every replica reads
+        # the cluster's history from the database)
+        self._open_history = open_history or (lambda: UsageStore.open(self.data_dir))
         self.refresh_interval = refresh_interval
         self.flush_interval = flush_interval
         self.identity_backfill = identity_backfill
@@ -150,7 +154,7 @@ class Enricher:
 
     def _open(self) -> UsageStore:
         if self._store is None:
-            self._store = UsageStore.open(self.data_dir)
+            self._store = self._open_history()
         return self._store
 
     def _read(self) -> tuple[list[UserDailySummary] | None, dict[tuple[str, str], str]]:

@@ -43,6 +43,46 @@ class StorageError(Exception):
         self.detail = detail
 
 
+class LeaseLost(Exception):
+    """This replica no longer holds the delivery lease of a (destination, shard): another replica may deliver it
+    now, so this one must not move its cursor (the update was refused, fenced by the lease's owner and epoch)."""
+
+    def __init__(self, destination: str, shard: int, detail: str = "") -> None:
+        super().__init__(
+            f"delivery lease of {destination} for shard {shard} is no longer held by this replica"
+            + (f": {detail}" if detail else "")
+        )
+        self.destination = destination
+        self.shard = shard
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    """What :meth:`DeliveryAssignment.refresh` found: the (destination, shard) pairs this process may deliver now,
+    those it newly got, those it lost (another replica holds them), and those it should hand over (stop their worker,
+    then :meth:`DeliveryAssignment.release` them) so that every replica gets its share."""
+
+    held: frozenset[tuple[str, int]]
+    acquired: frozenset[tuple[str, int]] = frozenset()
+    lost: frozenset[tuple[str, int]] = frozenset()
+    shed: frozenset[tuple[str, int]] = frozenset()
+
+
+class DeliveryAssignment(Protocol):
+    """Which (destination, shard) pairs this process delivers. The embedded store: a fixed set (its own shards and
+    orphaned ones); PostgreSQL: the pairs whose lease this replica holds, renewed every ``interval`` seconds."""
+
+    dynamic: bool
+    interval: float
+
+    async def refresh(self, destinations: Sequence[str]) -> AssignmentChange: ...
+    async def release(self, pairs: Sequence[tuple[str, int]]) -> None: ...
+    async def close(self) -> None: ...
+    def delivery_state(self, shard: int) -> DeliveryStateStore:
+        """The delivery state of ``shard`` whose cursor updates this assignment vouches for (fenced by the lease)."""
+        ...
+
+
 @dataclass
 class AppendResult:
     """What one append did: rows offered, new (non-duplicate) records stored, and how many of those arrived with

@@ -128,6 +128,19 @@ class SelfMetrics:
             ["destination"],
             registry=r,
         )
+        self.delivery_leases_held = Gauge(
+            "ccbridge_delivery_leases_held",
+            "(destination, writer) delivery leases this replica holds (PostgreSQL backend: each one is delivered by "
+            "exactly one replica; the embedded store delivers its own shards without leases).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.delivery_lease_takeovers = Counter(
+            "ccbridge_delivery_lease_takeovers",
+            "Delivery leases this replica took over from a replica that stopped renewing them (died, hung or lost "
+            "the database) after delivery.lease_ttl.",
+            registry=r,
+        )
         self.exporter_auth_failures = Counter(
             "ccbridge_exporter_auth_failures",
             "Requests a destination refused because of its credentials (revoked, disabled or wrong token).",

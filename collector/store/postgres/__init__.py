@@ -5,8 +5,12 @@ until they are in place a bridge configured for PostgreSQL refuses to start (:fu
 rather than pretend to store anything. What is in place: the schema and its versioned migrations
 (:mod:`~collector.store.postgres.migrations`), connecting from the settings with redacted one-line errors and the
 bounded wait at start, plus what ``ccbridge db migrate|status`` run (:mod:`~collector.store.postgres.connection`),
-and retention (:mod:`~collector.store.postgres.retention`). Nothing here imports the driver at module load: it is
-an optional extra (``pip install 'ccbridge[postgresql]'``).
+and retention (:mod:`~collector.store.postgres.retention`); delivery state with fenced (destination, writer)
+leases and cluster-wide dead letters (:mod:`~collector.store.postgres.delivery`), the analytics leader
+(:mod:`~collector.store.postgres.leader`), the usage history (:mod:`~collector.store.postgres.usage`) and the import
+of an embedded store (:mod:`~collector.store.postgres.import_sqlite`), all on a connection owned by a loop thread
+(:mod:`~collector.store.postgres.session`). Nothing here imports the driver at module load: it is an optional extra
+(``pip install 'ccbridge[postgresql]'``).
 """
 
 from __future__ import annotations

@@ -219,7 +219,41 @@ class Migration:
         return h.hexdigest()
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+_V2 = (
+    # fencing: every takeover of a (destination, stream, writer) lease bumps its epoch; a cursor update names the
+    # owner and epoch it holds, so a replica that lost the lease (paused, partitioned) cannot move the cursor
+    "ALTER TABLE {schema}.delivery_progress ADD COLUMN lease_epoch bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE {schema}.delivery_progress ADD COLUMN lease_heartbeat_at timestamptz",
+    # replicas taking part in delivery, so each claims its fair share of the leases
+    """CREATE TABLE {schema}.delivery_replicas (
+        owner        text PRIMARY KEY,
+        heartbeat_at timestamptz NOT NULL DEFAULT now(),
+        expires_at   timestamptz NOT NULL
+    )""",
+    # dead letters name the writer and position of their record, and when they last failed (a replay that is
+    # refused again moves it), like the embedded store's
+    "ALTER TABLE {schema}.dead_letters ADD COLUMN writer_id integer REFERENCES {schema}.writers (writer_id)",
+    "ALTER TABLE {schema}.dead_letters ADD COLUMN record_seq bigint",
+    "ALTER TABLE {schema}.dead_letters ADD COLUMN failed_ms bigint",
+    "UPDATE {schema}.dead_letters SET failed_ms = created_ms WHERE failed_ms IS NULL",
+    "ALTER TABLE {schema}.dead_letters ALTER COLUMN failed_ms SET NOT NULL",
+    "CREATE INDEX dead_letters_writer ON {schema}.dead_letters (writer_id, destination, dead_letter_id)",
+    "CREATE INDEX dead_letters_failed ON {schema}.dead_letters (failed_ms)",
+    # where an import from an embedded store put each of its shards (so a second import copies nothing twice)
+    """CREATE TABLE {schema}.sqlite_imports (
+        source     text    NOT NULL,
+        shard      integer NOT NULL,
+        writer_id  integer NOT NULL REFERENCES {schema}.writers (writer_id),
+        dead_letters_after bigint NOT NULL DEFAULT 0,
+        imported_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (source, shard)
+    )""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "delivery leases with fencing epochs, dead-letter positions, imports", _V2),
+)
 
 _BOOKKEEPING = """CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
     version    integer PRIMARY KEY,
