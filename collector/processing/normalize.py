@@ -294,7 +294,7 @@ def _identity(attrs: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]
     return user
 
 
-def normalize_log(
+def normalize_log(  # noqa: C901 - flat per-event-name dispatch (rewritten in parallel on another branch)
     ev: LogEvent,
     received_unix_nano: int,
     transport: str = "",

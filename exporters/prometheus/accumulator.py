@@ -270,7 +270,7 @@ class Accumulator:
                     self._points += 1
             return outcome
 
-    def _add_point(self, p: Mapping[str, Any], count: bool) -> str:
+    def _add_point(self, p: Mapping[str, Any], count: bool) -> str:  # noqa: C901 - flat per-point-kind dispatch (reworked in parallel on another branch)
         name = p.get("name")
         if not isinstance(name, str) or not name.startswith("claude_code."):
             return "not_claude_code"
