@@ -40,6 +40,7 @@ system-deps:
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Dockerfile, image install, alert rules, Grafana dashboard and Helm chart (scripts/check-deploy; under a minute).
 check-deploy: install-test system-deps

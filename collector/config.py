@@ -319,7 +319,7 @@ def _type_name(tp: object) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def convert(tp: Any, value: object, path: str) -> Any:
+def convert(tp: Any, value: object, path: str) -> Any:  # noqa: C901 - flat per-type dispatch of config value conversion
     """Convert a YAML value to the annotated type ``tp``, naming ``path`` on failure."""
     origin = get_origin(tp)
     if tp is Any:

@@ -106,7 +106,7 @@ class _Level:
             for key in keys
         )
 
-    def apply(self, node: dict[str, Any], salt: str, skip: frozenset[int] | set[int]) -> dict[str, Any] | None:
+    def apply(self, node: dict[str, Any], salt: str, skip: frozenset[int] | set[int]) -> dict[str, Any] | None:  # noqa: C901 - flat per-rule-kind dispatch of the field policy
         """``node`` with the actions applied (copied where it changed), or None when nothing changes.
 
         Under one key, the paths that go deeper apply before those that end there, so a parent's ``hash`` sees

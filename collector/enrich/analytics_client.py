@@ -625,7 +625,7 @@ class AnalyticsClient:
             return InvalidRequestError(f"request rejected: bad parameter or cursor{said}", **kw)
         return InvalidRequestError(f"request rejected{said}", **kw)
 
-    async def fetch_page(self, day: date, page: str | None = None, *, pacer: WalkPacer | None = None) -> UsagePage:
+    async def fetch_page(self, day: date, page: str | None = None, *, pacer: WalkPacer | None = None) -> UsagePage:  # noqa: C901 - one paging request with its per-status error branches
         """Fetch and parse one page of ``day``, retrying transient failures within ``max_retry_elapsed``.
 
         ``pacer`` is the walk's pacer (:meth:`iter_pages` passes one); without it the attempts of this call are

@@ -450,7 +450,7 @@ def _j_id(obj: dict[str, Any], key: str, size: int, path: str) -> str:
     return v.lower()
 
 
-def _j_any(v: Any, path: str, depth: int, max_depth: int) -> Any:
+def _j_any(v: Any, path: str, depth: int, max_depth: int) -> Any:  # noqa: C901 - flat per-JSON-type dispatch of the decoder
     if v is None:
         return None
     if not isinstance(v, dict):

@@ -573,7 +573,7 @@ def link_hook_decisions(records: list[dict[str, Any]]) -> None:
             }
 
 
-def normalize_log(
+def normalize_log(  # noqa: C901 - flat per-event-name dispatch
     ev: LogEvent,
     received_unix_nano: int,
     transport: str = "",

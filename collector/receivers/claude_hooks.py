@@ -170,10 +170,10 @@ def hook_record(
     if isinstance(suggestions, list):
         section["permission_suggestions"] = suggestions
     rec["hook_event"] = section
-    src: dict[str, Any] = {"transport": "http-hooks"}
+    source: dict[str, Any] = {"transport": "http-hooks"}
     if identity:
-        src["identity"] = identity
-    rec["source"] = src
+        source["identity"] = identity
+    rec["source"] = source
     rec["scope"] = dict(SCOPE)
     rec["attributes"] = redacted
     rec["resource"] = {}

@@ -121,10 +121,10 @@ class AuditLog(Protocol):
     @property
     def healthy(self) -> bool: ...
     async def append(
-        self, records: Sequence[RecordRow], metrics: Sequence[MetricRow] = (), spans: Sequence[SpanRow] = ()
+        self, records: Sequence[RecordRow] = (), metrics: Sequence[MetricRow] = (), spans: Sequence[SpanRow] = ()
     ) -> AppendResult: ...
     def append_sync(
-        self, records: Sequence[RecordRow], metrics: Sequence[MetricRow] = (), spans: Sequence[SpanRow] = ()
+        self, records: Sequence[RecordRow] = (), metrics: Sequence[MetricRow] = (), spans: Sequence[SpanRow] = ()
     ) -> AppendResult: ...
     async def delete_expired(self, cutoff_ms: int, max_seq: int | None, batch: int = 10_000) -> int:
         """Retention: delete the oldest records received before ``cutoff_ms`` with ``seq <= max_seq``."""

@@ -177,6 +177,24 @@ class ActorDay:
     cost_cents: Decimal = Decimal(0)
 
 
+def actor_day(day: date, actor_type: str, actor_id: str, counts: Sequence[int], cents: Decimal) -> ActorDay:
+    """An :class:`ActorDay` from the seven counts in column order (sessions, lines added, lines removed, commits,
+    pull requests, edits accepted, edits rejected)."""
+    sessions, added, removed, commits, prs, accepted, rejected = counts
+    return ActorDay(day, actor_type, actor_id, sessions, added, removed, commits, prs, accepted, rejected, cents)
+
+
+def user_summary(
+    email: str, day: date, counts: Sequence[int], cost_usd: Decimal, terminals: tuple[str, ...]
+) -> UserDailySummary:
+    """A :class:`UserDailySummary` from the seven counts in column order (sessions, commits, pull requests, lines
+    added, lines removed, edits accepted, edits rejected)."""
+    sessions, commits, prs, added, removed, accepted, rejected = counts
+    return UserDailySummary(
+        email, day, sessions, commits, prs, added, removed, accepted, rejected, cost_usd=cost_usd, terminals=terminals
+    )
+
+
 def is_final(day: date, fetched_at: datetime) -> bool:
     """Whether a fetch started at ``fetched_at`` saw ``day`` complete (``FINAL_AFTER`` past its end)."""
     day_end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
@@ -399,12 +417,12 @@ class UsageStore:
         for day, actor_type, actor_id, *counts, cost in rows:
             if (day, actor_type, actor_id) != key:
                 if key is not None:
-                    out.append(ActorDay(date.fromisoformat(key[0]), key[1], key[2], *sums, cost_cents=cents))
+                    out.append(actor_day(date.fromisoformat(key[0]), key[1], key[2], sums, cents))
                 key, sums, cents = (day, actor_type, actor_id), [0] * len(counts), Decimal(0)
             sums = [a + b for a, b in zip(sums, counts, strict=True)]
             cents += Decimal(cost)
         if key is not None:
-            out.append(ActorDay(date.fromisoformat(key[0]), key[1], key[2], *sums, cost_cents=cents))
+            out.append(actor_day(date.fromisoformat(key[0]), key[1], key[2], sums, cents))
         return out
 
     def data_marker(self) -> tuple[object, ...]:
@@ -433,8 +451,7 @@ class UsageStore:
             totals.counts = [a + b for a, b in zip(totals.counts, counts, strict=True)]
             totals.cents += Decimal(cents)
         return [
-            UserDailySummary(email, t.day, *t.counts, cost_usd=t.cents / 100, terminals=tuple(sorted(t.terminals)))
-            for email, t in sums.items()
+            user_summary(email, t.day, t.counts, t.cents / 100, tuple(sorted(t.terminals))) for email, t in sums.items()
         ]
 
 

@@ -31,7 +31,9 @@ from collector.store.usage import (
     UsageStoreError,
     UserDailySummary,
     _Totals,
+    actor_day,
     is_final,
+    user_summary,
 )
 
 if TYPE_CHECKING:
@@ -231,7 +233,7 @@ class PgUsageStore:
             since,
             until,
         )
-        return [ActorDay(r[0], r[1], r[2], *(int(x) for x in r[3:10]), cost_cents=Decimal(r[10])) for r in rows]
+        return [actor_day(r[0], r[1], r[2], [int(x) for x in r[3:10]], Decimal(r[10])) for r in rows]
 
     def data_marker(self) -> tuple[object, ...]:
         """A value that changes whenever a day's fetch is written (to skip re-reading unchanged data)."""
@@ -254,6 +256,5 @@ class PgUsageStore:
             totals.counts = [a + b for a, b in zip(totals.counts, counts, strict=True)]
             totals.cents += Decimal(cents)
         return [
-            UserDailySummary(email, t.day, *t.counts, cost_usd=t.cents / 100, terminals=tuple(sorted(t.terminals)))
-            for email, t in sums.items()
+            user_summary(email, t.day, t.counts, t.cents / 100, tuple(sorted(t.terminals))) for email, t in sums.items()
         ]
