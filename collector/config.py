@@ -353,7 +353,7 @@ def convert(tp: Any, value: object, path: str) -> Any:  # noqa: C901 - flat per-
             raise ConfigError(f"{path}: expected a mapping")
         key_tp, val_tp = get_args(tp) or (str, Any)
         return {convert(key_tp, k, f"{path}"): convert(val_tp, v, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, path)
     if tp is Duration:
         return parse_duration(value, path)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import Any, Protocol
 
 FORMULA_START = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
 """Characters a spreadsheet starts a formula with, ASCII and full-width."""
@@ -73,11 +73,18 @@ def format_row(values: Iterable[Any]) -> str:
     return ",".join(out) + "\n"
 
 
+class TextOut(Protocol):
+    """Where rows go: anything with a text ``write`` (a file, stdout, a buffered or chunking writer)."""
+
+    def write(self, s: str, /) -> object: ...
+    def flush(self) -> object: ...
+
+
 class SafeCsvWriter:
     """``writerow`` like :func:`csv.writer`, with every cell neutralized and quoted as :mod:`collector.csvsafe`
     describes."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: TextOut) -> None:
         self._out = out
 
     def writerow(self, values: Iterable[Any]) -> None:
@@ -88,6 +95,6 @@ class SafeCsvWriter:
             self.writerow(row)
 
 
-def writer(out: IO[str]) -> SafeCsvWriter:
+def writer(out: TextOut) -> SafeCsvWriter:
     """A :class:`SafeCsvWriter` on ``out``."""
     return SafeCsvWriter(out)

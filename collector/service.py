@@ -194,7 +194,11 @@ class Service:
             lease_ttl=float(self.cfg.delivery.lease_ttl),
         )
         if exps:
-            self.store.on_commit = lambda: loop.call_soon_threadsafe(engine.notify)
+
+            def wake_delivery() -> None:
+                loop.call_soon_threadsafe(engine.notify)
+
+            self.store.on_commit = wake_delivery
         await engine.start()
         self.delivery = engine
 

@@ -154,7 +154,9 @@ class FieldPolicy:
     def __init__(self, actions: dict[str, Action], salt: str = "") -> None:
         self.actions = {k: v for k, v in actions.items() if v != "keep"}
         self.salt = salt
-        paths = [(i, _splits(tuple(k.split("."))), v) for i, (k, v) in enumerate(self.actions.items())]
+        paths: list[tuple[int, Splits, Action]] = [
+            (i, _splits(tuple(k.split("."))), v) for i, (k, v) in enumerate(self.actions.items())
+        ]
         self._top = _Level(paths) if paths else None
 
     @classmethod

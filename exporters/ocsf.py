@@ -32,6 +32,7 @@ field removed by the destination's field policy before mapping stays removed.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from collector.jsonbytes import dumps_kept
@@ -62,6 +63,12 @@ SHELL_TOOLS = frozenset({"Bash", "BashOutput", "PowerShell"})
 READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "WebFetch", "WebSearch", "NotebookRead"})
 UPDATE_TOOLS = frozenset({"Edit", "MultiEdit", "NotebookEdit"})
 FILE_ACTIVITY = {"write": 1, "edit": 3, "notebook_edit": 3}
+
+
+def _section(node: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``node[key]`` when it is an object, else an empty one (records are JSON: any field may be missing or odd)."""
+    value = node.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _epoch_ms(text: Any) -> int | None:
@@ -173,7 +180,7 @@ def _metadata(rec: dict[str, Any]) -> dict[str, Any]:
 
 def _unmapped(rec: dict[str, Any]) -> dict[str, Any]:
     un: dict[str, Any] = {"ccbridge_kind": rec.get("kind")}
-    tool = rec.get("tool") if isinstance(rec.get("tool"), dict) else {}
+    tool: dict[str, Any] = _section(rec, "tool")
     for src, dst in (
         ("name", "tool_name"),
         ("use_id", "tool_use_id"),
@@ -278,7 +285,7 @@ def to_ocsf(record: dict[str, Any]) -> dict[str, Any]:  # noqa: C901 - flat per-
     """The OCSF 1.8.0 event for one audit record (see the module docstring for the mapping)."""
     rec = record
     kind = rec.get("kind")
-    tool = rec.get("tool") if isinstance(rec.get("tool"), dict) else {}
+    tool: dict[str, Any] = _section(rec, "tool")
     tool_name = _s(tool.get("name"))
     use_id = _s(tool.get("use_id"))
     out: dict[str, Any] = {}
@@ -353,9 +360,9 @@ def to_ocsf(record: dict[str, Any]) -> dict[str, Any]:  # noqa: C901 - flat per-
                 out["status_detail"] = error
         else:
             status_id, severity_id = 1, 1
-        model = _ai_model(rec)
-        if model is not None:
-            out["ai_model"] = model
+        ai_model = _ai_model(rec)
+        if ai_model is not None:
+            out["ai_model"] = ai_model
             out["metadata_profiles"] = ["ai_operation"]
         for key in ("cost_usd", "tokens"):
             if rec.get(key) is not None:

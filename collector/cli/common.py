@@ -133,10 +133,10 @@ def time_range(args: argparse.Namespace) -> TimeRange:
     until = getattr(args, "until", None)
     s_dt = since[1] if since else None
     u_dt = until[1] if until else None
-    if s_dt is not None and u_dt is not None and u_dt <= s_dt:
+    if since and until and until[1] <= since[1]:
         raise UsageError(
-            f"--since {since[0]} ({s_dt.isoformat()}) is not before --until {until[0]} ({u_dt.isoformat()}); "
-            "--until is exclusive"
+            f"--since {since[0]} ({since[1].isoformat()}) is not before --until {until[0]} "
+            f"({until[1].isoformat()}); --until is exclusive"
         )
     return TimeRange(s_dt, u_dt)
 
@@ -210,7 +210,7 @@ class DeferredOutput(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, s: str) -> int:  # type: ignore[override]
+    def write(self, s: str) -> int:
         if self._passthrough:
             return self._target.write(s)
         self._parts.append(s)

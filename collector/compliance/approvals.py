@@ -33,11 +33,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from collector import csvsafe
+from collector.csvsafe import TextOut
 from collector.processing.normalize import parse_rfc3339
 from collector.store import StorageError, open_reader
 from collector.store.api import ShardView
@@ -433,7 +434,7 @@ def csv_cell(v: Any) -> Any:
     return csvsafe.cell(v)
 
 
-def write_rows(rows: Iterable[Row], out: IO[str], fmt: str) -> int:
+def write_rows(rows: Iterable[Row], out: TextOut, fmt: str) -> int:
     """Write ``rows`` as ``csv`` (header first) or ``jsonl``; returns the number written."""
     n = 0
     if fmt == "csv":

@@ -162,7 +162,7 @@ class ReviewerAuth:
 
     @staticmethod
     def check_login_csrf(cookie: str | None, form: str) -> bool:
-        return bool(cookie) and bool(form) and hmac.compare_digest(cookie.encode(), form.encode())
+        return bool(cookie and form) and hmac.compare_digest((cookie or "").encode(), form.encode())
 
     @staticmethod
     def same(expected: str, given: str) -> bool:

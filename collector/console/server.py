@@ -69,7 +69,7 @@ EXPORT_CHUNK = 256 * 1024
 EXPORT_QUEUE = 8
 
 AppendRecord = Callable[[dict[str, Any]], Awaitable[None]]
-IDENTITY = web.RequestKey("identity", "Identity")  # type: ignore[attr-defined]
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity")  # the value is an Identity (defined below)
 
 
 class BadRequest(Exception):

@@ -673,8 +673,8 @@ class DeliveryEngine:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         replays = [w._replay_task for w in self.workers if w._replay_task is not None and not w._replay_task.done()]
-        for t in replays:  # an automatic replay left over by a worker that was cancelled (its state closes below)
-            t.cancel()
+        for replay in replays:  # an automatic replay left over by a worker that was cancelled (its state closes below)
+            replay.cancel()
         await asyncio.gather(*replays, return_exceptions=True)
         try:
             await asyncio.to_thread(self.refresh)

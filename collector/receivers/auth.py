@@ -334,10 +334,12 @@ def _token_lines(text: str) -> list[str]:
 class TLSSettings(Protocol):
     """What :func:`server_ssl_context` needs (``collector.config.TLSServerConfig`` has it)."""
 
-    cert_file: str
-    key_file: str
-    client_ca_file: str
-
+    @property
+    def cert_file(self) -> str: ...
+    @property
+    def key_file(self) -> str: ...
+    @property
+    def client_ca_file(self) -> str: ...
     @property
     def enabled(self) -> bool: ...
 

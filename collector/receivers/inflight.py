@@ -207,13 +207,13 @@ class InflightBudget:
         progressed = True
         while progressed:
             progressed = False
-            for entry in list(self._growers):
-                held, extra, fut = entry
+            for grower in list(self._growers):
+                held, extra, fut = grower
                 if fut.done():
-                    self._growers.remove(entry)
+                    self._growers.remove(grower)
                     continue
                 if self._may_grow(held, extra):
-                    self._growers.remove(entry)
+                    self._growers.remove(grower)
                     self._add(held, extra)
                     fut.set_result(None)
                     progressed = True

@@ -310,7 +310,7 @@ def _model_mix(actor: ActorTotals) -> list[dict[str, Any]]:
         }
         for name, m in actor.models.items()
     ]
-    mix.sort(key=lambda item: (-item["cost_usd"], -item["tokens"], item["model"]))
+    mix.sort(key=lambda item: (-float(item["cost_usd"] or 0), -float(item["tokens"] or 0), str(item["model"])))
     return mix
 
 

@@ -84,13 +84,13 @@ def compute_snapshot(
     latest = [r for r in rows if r.day == day]
     tier_since = day - timedelta(days=TIER_WINDOW_DAYS - 1)
     week: dict[str, list[int]] = {}
-    for r in rows:
-        if r.actor_type == USER_ACTOR and tier_since <= r.day <= day:
-            sums = week.setdefault(r.actor_id, [0, 0, 0, 0])
-            sums[0] += r.sessions
-            sums[1] += r.lines_added
-            sums[2] += r.edit_accepted
-            sums[3] += r.edit_rejected
+    for row in rows:
+        if row.actor_type == USER_ACTOR and tier_since <= row.day <= day:
+            sums = week.setdefault(row.actor_id, [0, 0, 0, 0])
+            sums[0] += row.sessions
+            sums[1] += row.lines_added
+            sums[2] += row.edit_accepted
+            sums[3] += row.edit_rejected
     weeks = TIER_WINDOW_DAYS / 7
     tiers = dict.fromkeys(TIERS, 0)
     for sessions, lines, acc, rej in week.values():

@@ -30,6 +30,8 @@ from collector.store import has_store, has_usage_history
 from collector.store.api import StorageError
 from collector.store.usage import USAGE_ERRORS
 
+READ_ERRORS: tuple[type[Exception], ...] = (*USAGE_ERRORS, StorageError)
+
 PROG = "ccbridge report"
 MAX_DAYS = 3660
 
@@ -176,7 +178,7 @@ def run_report(
         else:
             report = build_usage(directory, period, cfg.reports)
             empty = compute.is_empty(report)
-    except (*USAGE_ERRORS, StorageError) as exc:
+    except READ_ERRORS as exc:
         print(f"{name}: cannot read {directory}: {exc}", file=err)
         return EXIT_FAILURE
     if empty:

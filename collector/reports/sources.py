@@ -30,6 +30,12 @@ PULL_REQUEST_METRIC = "claude_code.pull_request.count"
 COUNTED_METRICS = (LINES_METRIC, COMMIT_METRIC, PULL_REQUEST_METRIC)
 
 
+def _section(node: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``node[key]`` when it is an object, else an empty one (records are JSON: any field may be missing or odd)."""
+    value = node.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def day_start_ms(day: date) -> int:
     return int(datetime.combine(day, time.min, tzinfo=UTC).timestamp() * 1000)
 
@@ -245,8 +251,8 @@ def _add_metric_points(out: TelemetryDaily, data_dir: str | Path, period: Period
     since_ms, until_ms = period_bounds_ms(period)
     previous: dict[bytes, float] = {}
     for time_ms, point in _metric_points(data_dir, since_ms, until_ms):
-        attrs = point.get("attributes") if isinstance(point.get("attributes"), dict) else {}
-        resource = point.get("resource") if isinstance(point.get("resource"), dict) else {}
+        attrs: dict[str, Any] = _section(point, "attributes")
+        resource: dict[str, Any] = _section(point, "resource")
         value = _number(point.get("value"))
         if point.get("temporality") == "cumulative":
             series = orjson.dumps(
@@ -378,7 +384,7 @@ def telemetry_usage_rows(
         if day is None or day in skip_days or email is None:
             continue
         tally = models.setdefault((email, day), {}).setdefault(str(rec.get("model") or "unknown"), [0.0] * 5)
-        tokens = rec.get("tokens") if isinstance(rec.get("tokens"), dict) else {}
+        tokens: dict[str, Any] = _section(rec, "tokens")
         tally[0] += _number(rec.get("cost_usd"))
         for i, key in enumerate(("input", "output", "cache_read", "cache_creation"), 1):
             tally[i] += _number(tokens.get(key))

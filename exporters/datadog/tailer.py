@@ -209,9 +209,9 @@ class SeriesTailer:
                         self.aggregator.add(inc, now, mark_dirty=False)
             if shard.points_seq:
                 for body in shard.log.points_between(since_ms, shard.points_seq):
-                    inc = self.converter.convert(orjson.loads(body), now)
-                    if not isinstance(inc, str):
-                        self.aggregator.add(inc, now, mark_dirty=False)
+                    converted = self.converter.convert(orjson.loads(body), now)
+                    if not isinstance(converted, str):
+                        self.aggregator.add(converted, now, mark_dirty=False)
 
     def _read_once(self, shard: _Shard) -> bool:
         """One chunk of each table; True when more may be waiting."""

@@ -388,7 +388,8 @@ class Accumulator:
         if spec is not None:
             fam = self._families[spec.name]
         else:
-            unit = p.get("unit") if isinstance(p.get("unit"), str) else ""
+            given_unit = p.get("unit")
+            unit = given_unit if isinstance(given_unit, str) else ""
             prom = naming.metric_name(name, unit, counter=kind == COUNTER)
             found = self._generic_family(prom, kind, name, p.get("description"), unit)
             if found is None:
