@@ -396,6 +396,10 @@ def main() -> None:
                 r = run_destinations(args.workers, args.duration)
             elif name == "destinations_backlog":
                 r = run_destinations_drain(args.workers, args.duration)
+            elif name == "hostile":  # peak RSS under hostile shapes (bench/hostile.py); not in the default set
+                import hostile  # bench/ is the script's directory
+
+                r = hostile.run()
             else:
                 r = run_ingest(name, SCENARIOS[name], args.workers, args.duration)
             print(f"{name} #{i + 1}: {json.dumps(r)}", flush=True)

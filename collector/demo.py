@@ -52,6 +52,19 @@ class DemoSession:
     organization_id: str = "3f0c5b8e-9a43-4c55-9d0c-2a7f0e4c1b11"
     sequence: int = 0
     rng: random.Random = field(default_factory=random.Random)
+    usage: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per model: ``cost`` (USD) and tokens by metric type, summed over the ``api_request`` events sent so far; the
+    session's metric points report exactly these, as Claude Code's do."""
+    edit_decisions: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(tool, decision, source) -> count of Edit/Write decisions, for ``claude_code.code_edit_tool.decision``."""
+
+    def _add_usage(self, model: str, cost: float, tokens: dict[str, int]) -> None:
+        u = self.usage.setdefault(
+            model, {"cost": 0.0, "input": 0.0, "output": 0.0, "cacheRead": 0.0, "cacheCreation": 0.0}
+        )
+        u["cost"] += cost
+        for k, v in tokens.items():
+            u[k] += v
 
     def standard(self) -> list[tuple[str, Any]]:
         return [
@@ -129,7 +142,14 @@ class DemoSession:
             out.append(self.event("tool_decision", decision_attrs, t_ns))
             t_ns += rng.randint(20, 900) * 1_000_000
             inp, outp = rng.randint(800, 9000), rng.randint(20, 600)
+            cache_read, cache_creation = rng.randint(0, 5000), rng.randint(0, 500)
             cost = round(inp * 3e-6 + outp * 15e-6, 6)
+            self._add_usage(
+                model, cost, {"input": inp, "output": outp, "cacheRead": cache_read, "cacheCreation": cache_creation}
+            )
+            if tool != "Bash":
+                key = (tool, "reject" if rejected else "accept", source)
+                self.edit_decisions[key] = self.edit_decisions.get(key, 0) + 1
             out.append(
                 self.event(
                     "api_request",
@@ -138,8 +158,8 @@ class DemoSession:
                         ("model", model),
                         ("input_tokens", inp),
                         ("output_tokens", outp),
-                        ("cache_read_tokens", rng.randint(0, 5000)),
-                        ("cache_creation_tokens", rng.randint(0, 500)),
+                        ("cache_read_tokens", cache_read),
+                        ("cache_creation_tokens", cache_creation),
                         ("cost_usd", cost),
                         ("cost_usd_micros", int(cost * 1e6)),
                         ("duration_ms", rng.randint(300, 9000)),
@@ -176,6 +196,21 @@ class DemoSession:
         return out
 
 
+def demo_sessions(
+    sessions: int, prompts: int, start_ns: int
+) -> Iterator[tuple[DemoSession, list[LogRecord], int, int]]:
+    """``ccbridge demo``'s sessions: ``(session, its events, start ns, end ns)``, one user each, reproducible
+    (seeded by the session's number). Send the events before :func:`metrics_request`, which reports their totals."""
+    for i in range(sessions):
+        s = DemoSession(email=f"demo.user{i + 1}@example.com", rng=random.Random(i))
+        t = start_ns
+        records: list[LogRecord] = []
+        for _ in range(prompts):
+            records += s.prompt_turn(t)
+            t += 5_000_000_000
+        yield s, records, start_ns, t
+
+
 def logs_request(records: list[LogRecord]) -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
@@ -202,49 +237,46 @@ def metrics_request(session: DemoSession, t_ns: int, start_ns: int) -> ExportMet
     sm = rm.scope_metrics.add()
     sm.scope.name = "com.anthropic.claude_code"
     sm.scope.version = CLI_VERSION
-    model = rng.choice(MODELS)
+    models = sorted(session.usage)
     series: list[tuple[str, str, list[tuple[list[tuple[str, Any]], float]]]] = [
         ("claude_code.session.count", "", [([("start_type", "fresh")], 1.0)]),
         (
             "claude_code.cost.usage",
             "USD",
-            [([("model", model), ("query_source", "main")], rng.uniform(0.01, 0.5))],
+            [([("model", m), ("query_source", "main")], session.usage[m]["cost"]) for m in models],
         ),
         (
             "claude_code.token.usage",
             "tokens",
             [
-                ([("model", model), ("type", t)], float(rng.randint(0, 20000)))
+                ([("model", m), ("type", t)], session.usage[m][t])
+                for m in models
                 for t in ("input", "output", "cacheRead", "cacheCreation")
             ],
         ),
         (
             "claude_code.lines_of_code.count",
             "",
-            [
-                ([("type", "added"), ("model", model)], float(rng.randint(0, 80))),
-                ([("type", "removed"), ("model", model)], float(rng.randint(0, 30))),
-            ],
+            [([("type", "added"), ("model", m)], float(rng.randint(0, 80))) for m in models[:1]]
+            + [([("type", "removed"), ("model", m)], float(rng.randint(0, 30))) for m in models[:1]],
         ),
         (
             "claude_code.code_edit_tool.decision",
             "",
             [
                 (
-                    [
-                        ("tool_name", "Edit"),
-                        ("decision", "accept"),
-                        ("source", "config"),
-                        ("language", "Python"),
-                    ],
-                    2.0,
+                    [("tool_name", tool), ("decision", decision), ("source", source), ("language", "Python")],
+                    float(n),
                 )
+                for (tool, decision, source), n in sorted(session.edit_decisions.items())
             ],
         ),
         ("claude_code.active_time.total", "s", [([("type", "cli")], rng.uniform(0.5, 30.0))]),
         ("claude_code.commit.count", "", [([], float(rng.randint(0, 2)))]),
     ]
     for name, unit, points in series:
+        if not points:
+            continue
         m = sm.metrics.add()
         m.name = name
         m.unit = unit

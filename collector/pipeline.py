@@ -18,7 +18,8 @@ import orjson
 
 from collector.jsonbytes import dumps_kept
 from collector.processing.decode import LogEvent
-from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, rfc3339_ms
+from collector.processing.limits import Truncation, cap_strings
+from collector.processing.normalize import SCHEMA_VERSION, event_time_ns, normalize_log, parse_rfc3339, rfc3339_ms
 from collector.store.api import AppendResult, AuditLog, MetricRow, RecordRow, SpanRow
 from collector.telemetry.selfmetrics import SelfMetrics
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 
 _dumps = orjson.dumps
 _OPTS = 0
+REDACTED_ITEM_FIELDS = ("attributes", "resource", "events", "name", "description", "status", "links")
+"""Fields of a metric point or span that redaction covers: attributes and resource (keys and values), span names,
+status messages, event names and attributes, metric names and descriptions."""
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
+DEFAULT_MAX_RECORD_SIZE = 4 * 1024 * 1024
 CHUNK_EVENTS = 32
 """Events taken through all ingest stages together (measured: 32 is the fastest of 16-128 on 512-record requests)."""
 
@@ -95,9 +101,43 @@ class Pipeline:
         self.redactor = redactor
         self.enricher = enricher  # when set: enricher.enrich(rec) on every normalized record before it is stored
         self._published_seq = -1
+        self.max_value_size = DEFAULT_MAX_VALUE_SIZE  # receivers.max_attribute_value_size
+        self.max_record_size = DEFAULT_MAX_RECORD_SIZE  # receivers.max_record_size
+
+    def _needs_caps(self, body_size: int | None) -> bool:
+        """Whether a request of ``body_size`` bytes (decoded) can hold a string over the caps (unknown: yes)."""
+        return body_size is None or body_size > min(self.max_value_size, self.max_record_size)
+
+    def cap_events(self, events: list[LogEvent]) -> dict[int, Truncation]:
+        """Cap every string of ``events`` in place (see :mod:`collector.processing.limits`); the truncations by
+        ``id(event)``, for the events that were cut."""
+        cut: dict[int, Truncation] = {}
+        for ev in events:
+            t = Truncation(self.max_record_size)
+            ev.attributes = cap_strings(ev.attributes, self.max_value_size, t)
+            ev.body = cap_strings(ev.body, self.max_value_size, t)
+            ev.resource = cap_strings(ev.resource, self.max_value_size, t)
+            if ev.event_name:
+                ev.event_name = cap_strings(ev.event_name, self.max_value_size, t)
+            if t.values:
+                cut[id(ev)] = t
+        return cut
+
+    def cap_items(self, items: list[dict[str, Any]]) -> int:
+        """Cap every string of metric points or spans in place, marking each cut one ``attributes_truncated``;
+        returns how many were cut."""
+        n = 0
+        for i, item in enumerate(items):
+            t = Truncation(self.max_record_size)
+            capped = cap_strings(item, self.max_value_size, t)
+            if t.values:
+                capped["attributes_truncated"] = t.as_field()
+                items[i] = capped
+                n += 1
+        return n
 
     def build_log_rows(
-        self, events: Iterable[LogEvent], transport: str, identity: str | None = None
+        self, events: Iterable[LogEvent], transport: str, identity: str | None = None, body_size: int | None = 0
     ) -> tuple[list[RecordRow], Counter[str], int]:
         """Rows of every audit record of ``events`` (redacted, normalized, enriched, encoded), the records per kind,
         and the number of events.
@@ -114,13 +154,22 @@ class Pipeline:
         resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         count = 0
         source = iter(events)
+        capping = self._needs_caps(body_size)
+        cut: dict[int, Truncation] = {}
         while chunk := list(islice(source, CHUNK_EVENTS)):
             count += len(chunk)
+            if capping:
+                cut = self.cap_events(chunk)
+                if cut:
+                    self.metrics.truncated.inc(len(cut))
             if self.redactor is not None:
                 self.redact_events(chunk, resources)
             for ev in chunk:
                 t = event_time_ns(ev, received_ns)
+                truncation = cut.get(id(ev)) if cut else None
                 for rec in normalize_log(ev, received_ns, transport, identity):
+                    if truncation is not None:
+                        rec["attributes_truncated"] = truncation.as_field()
                     if enrich is not None:
                         enrich(rec)
                     rows.append(record_row(rec, t, received_ms))
@@ -128,12 +177,22 @@ class Pipeline:
         return rows, kinds, count
 
     async def consume(
-        self, signal: str, items: Iterable[Any], transport: str, identity: str | None = None
+        self,
+        signal: str,
+        items: Iterable[Any],
+        transport: str,
+        identity: str | None = None,
+        body_size: int | None = None,
     ) -> AppendResult:
-        """Store what one request of ``signal`` (logs, metrics, traces) decoded to."""
+        """Store what one request of ``signal`` (logs, metrics, traces) decoded to; ``body_size`` (the decoded
+        body's bytes) lets a request too small to exceed the size caps skip them."""
         if signal == "logs":
-            return await self.consume_logs(items, transport, identity)
+            return await self.consume_logs(items, transport, identity, body_size)
         listed = items if isinstance(items, list) else list(items)
+        if self._needs_caps(body_size):
+            cut = self.cap_items(listed)
+            if cut:
+                self.metrics.truncated.inc(cut)
         if signal == "metrics":
             return await self.consume_metrics(listed, transport, identity)
         return await self.consume_spans(listed, transport, identity)
@@ -159,20 +218,22 @@ class Pipeline:
             ev.attributes = redact(ev.attributes)
             if ev.body is not None:
                 ev.body = redact(ev.body)
+            if ev.event_name:
+                ev.event_name = redact(ev.event_name)
 
     def _redact_items(self, items: list[dict[str, Any]]) -> None:
         if self.redactor is None:
             return
         redact = self.redactor.redact
         for item in items:
-            for key in ("attributes", "resource", "events"):
+            for key in REDACTED_ITEM_FIELDS:
                 if key in item:
                     item[key] = redact(item[key])
 
     async def consume_logs(
-        self, events: Iterable[LogEvent], transport: str, identity: str | None = None
+        self, events: Iterable[LogEvent], transport: str, identity: str | None = None, body_size: int | None = None
     ) -> AppendResult:
-        rows, kinds, count = self.build_log_rows(events, transport, identity)
+        rows, kinds, count = self.build_log_rows(events, transport, identity, body_size)
         stored = self.store.append(records=rows)
         del rows  # the store holds the rows only until they are inserted
         result = await stored
@@ -181,6 +242,8 @@ class Pipeline:
             self.metrics.records_by_kind.labels(kind).inc(n)
         if result.new_records < result.records:
             self.metrics.duplicates.inc(result.records - result.new_records)
+        if result.collisions:
+            self.metrics.id_collisions.inc(result.collisions)
         return result
 
     async def publish_chain_head(self, host: str) -> bool:
@@ -193,6 +256,14 @@ class Pipeline:
         await store.append(records=[record_row(rec, now, now // 1_000_000)])
         self._published_seq = store.chain_seq
         return True
+
+    async def append_record(self, rec: dict[str, Any]) -> AppendResult:
+        """Durably append one record the bridge itself made (``trail_access``): delivered like any other record."""
+        now = time.time_ns()
+        t = parse_rfc3339(rec.get("time")) or now
+        result = await self.store.append(records=[record_row(rec, t, now // 1_000_000)])
+        self.metrics.records_by_kind.labels(rec["kind"]).inc()
+        return result
 
     async def consume_metrics(
         self, points: list[dict[str, Any]], transport: str, identity: str | None = None

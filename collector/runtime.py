@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
 import os
 
 GC_GEN0_THRESHOLD = 20_000
@@ -48,3 +49,48 @@ def tune_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+
+
+def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 ``cpu.max`` quota (containers
+    limited with ``--cpus`` or a Kubernetes CPU limit), rounded up; at least 1.
+
+    See "Control Group v2", section "CPU Interface Files" (cpu.max: ``$MAX $PERIOD``, ``max`` = no limit):
+    https://docs.kernel.org/admin-guide/cgroup-v2.html
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_quota(cgroup_root: str) -> float | None:
+    """CPUs allowed by this process's cgroup v2 ``cpu.max`` (and its ancestors'), or None without a limit."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            rel = next((line.strip().split("::", 1)[1] for line in f if line.startswith("0::")), "/")
+    except (OSError, IndexError):
+        rel = "/"
+    best: float | None = None
+    path = rel.strip("/")
+    while True:
+        candidate = os.path.join(cgroup_root, path, "cpu.max") if path else os.path.join(cgroup_root, "cpu.max")
+        try:
+            with open(candidate, encoding="ascii") as f:
+                fields = f.read().split()
+        except OSError:
+            fields = []
+        if len(fields) == 2 and fields[0] != "max":
+            try:
+                q = int(fields[0]) / int(fields[1])
+            except (ValueError, ZeroDivisionError):
+                q = None
+            if q is not None and (best is None or q < best):
+                best = q
+        if not path:
+            return best
+        path = os.path.dirname(path)

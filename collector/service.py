@@ -12,8 +12,10 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 from collector.config import Config
+from collector.console.server import ConsoleServer
 from collector.delivery.api import METRICS, RECORDS, Exporter, MetricSink, SinkContext, takes
 from collector.delivery.engine import DeliveryEngine, all_shards
 from collector.delivery.registry import create as create_exporter
@@ -27,6 +29,8 @@ from collector.receivers.otlp_grpc import OtlpGrpcReceiver
 from collector.receivers.otlp_http import OtlpHttpReceiver
 from collector.runtime import tune_gc
 from collector.store import open_store, open_usage_history
+from collector.store.postgres import require_backend_available
+from collector.telemetry.logs import fields
 from collector.telemetry.selfmetrics import SelfMetrics
 from collector.telemetry.server import TelemetryServer
 
@@ -39,6 +43,7 @@ class Service:
     def __init__(
         self, cfg: Config, *, worker_index: int = 0, serve_telemetry: bool = True, reuse_port: bool = False
     ) -> None:
+        require_backend_available(cfg.storage)  # before anything is opened or bound
         self.cfg = cfg
         self.worker_index = worker_index
         self.serve_telemetry = serve_telemetry
@@ -47,11 +52,14 @@ class Service:
         self.store = open_store(cfg.storage, shard=worker_index)
         self.enricher = create_enricher(cfg)
         self.pipeline = Pipeline(self.store, self.metrics, enricher=self.enricher, redactor=self._redactor())
+        self.pipeline.max_value_size = int(cfg.receivers.max_attribute_value_size)
+        self.pipeline.max_record_size = int(cfg.receivers.max_record_size)
         self.auth = TokenAuthenticator(cfg.receivers.auth) if cfg.receivers.auth.enabled else None
         self.store.on_commit_stats = self._commit_stats
         self.http: OtlpHttpReceiver | None = None
         self.grpc: OtlpGrpcReceiver | None = None
         self.telemetry: TelemetryServer | None = None
+        self.console: ConsoleServer | None = None
         self.delivery: DeliveryEngine | None = None
         self._stopping = asyncio.Event()
         self.started = False
@@ -96,13 +104,17 @@ class Service:
             reuse_port=self.reuse_port,
             admit=self.delivery.admit if self.delivery is not None else None,
             inflight=InflightBudget(
-                int(rcv.max_inflight_bytes), self.metrics.inflight_bytes.set, self.metrics.inflight_waits.inc
+                int(rcv.max_inflight_bytes),
+                self.metrics.inflight_bytes.set,
+                self.metrics.inflight_waits.inc,
+                share=float(rcv.max_inflight_share),
             ),
         )
         if self.serve_telemetry:
             self.telemetry = TelemetryServer(
                 cfg.telemetry.endpoint, self.metrics.registry, server_ssl_context(cfg.telemetry.tls)
             )
+            self.telemetry.status_provider = self.status
             self.telemetry.add_readiness_check("storage", self._readiness_storage)
             self.telemetry.add_readiness_check("receivers", self._readiness_receivers)
             advisory = cfg.telemetry.readiness_destinations == "report"
@@ -119,8 +131,23 @@ class Service:
             await self.http.start()
         if cfg.enrichment.analytics_api.enabled and self.worker_index == 0:
             await self._start_analytics()
+        if cfg.console.enabled and self.worker_index == 0:
+            await self._start_console()
         self.started = True
         self._chain_task = asyncio.create_task(self._publish_chain_heads(), name="chain-heads")
+
+    async def _start_console(self) -> None:
+        """The reviewers' console (primary worker only); its ``trail_access`` records go through this pipeline."""
+        from collector.console.server import ConsoleServer
+
+        async def append(rec: dict[str, object]) -> None:
+            await self.pipeline.append_record(rec)
+
+        console = ConsoleServer(
+            self.cfg.console, self.cfg.storage.directory, append, server_ssl_context(self.cfg.console.tls)
+        )
+        await console.start()
+        self.console = console
 
     async def _publish_chain_heads(self) -> None:
         """Every ``storage.chain_head_interval``, publish this shard's chain head as a record (and at shutdown)."""
@@ -239,6 +266,8 @@ class Service:
             self.http.accepting = False
         if self.grpc is not None:
             self.grpc.accepting = False
+        if self.console is not None:
+            await self.console.stop()
         results = await asyncio.gather(
             *(r.stop(grace) for r in [self.grpc] if r is not None),
             *(r.stop() for r in [self.http] if r is not None),
@@ -251,20 +280,53 @@ class Service:
         if self.enricher is not None:
             await self.enricher.stop()
         await self._stop_sinks()
+        pending: dict[str, int] = {}
         if self.delivery is not None:
             await self.delivery.stop(grace)
+            pending = {k: v for k, v in self.delivery.pending().items() if v}
         await asyncio.to_thread(self.store.close)
         if self.telemetry is not None:
             await self.telemetry.stop()
-        log.info("stopped")
+        if pending:
+            what = ", ".join(f"{name}: {n} record(s)" for name, n in sorted(pending.items()))
+            log.info(
+                "stopped; still to deliver (kept in the store, sent on the next start): %s",
+                what,
+                extra=fields(pending=pending),
+            )
+        else:
+            log.info("stopped; nothing pending delivery", extra=fields(pending={}))
 
     def request_stop(self) -> None:
         self._stopping.set()
 
     def reload_auth(self) -> None:
-        """SIGHUP: re-read the receiver tokens file (a no-op without one)."""
-        if self.auth is not None:
-            self.auth.reload()
+        """SIGHUP: re-read the receiver tokens file (a no-op without one), and log what was reloaded."""
+        if self.auth is None or not self.cfg.receivers.auth.tokens_file:
+            log.info("SIGHUP: nothing to reload (no receivers.auth.tokens_file; other settings need a restart)")
+            return
+        if self.auth.reload():
+            log.info(
+                "SIGHUP: reloaded receiver tokens from %s (other settings need a restart)",
+                self.cfg.receivers.auth.tokens_file,
+                extra=fields(reloaded=["receivers.auth.tokens_file"]),
+            )
+        else:
+            log.warning(
+                "SIGHUP: could not reload %s; the previous tokens stay in force", self.cfg.receivers.auth.tokens_file
+            )
+
+    def status(self) -> dict[str, Any]:
+        """What ``ccbridge status`` shows of a running bridge (``/status`` on the telemetry endpoint)."""
+        from collector import __version__
+
+        return {
+            "version": __version__,
+            "data_dir": self.cfg.storage.directory,
+            "source": "running bridge",
+            "destinations": self.delivery.status() if self.delivery is not None else {},
+            "receivers": self.metrics.receiver_status(),
+        }
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop gracefully."""

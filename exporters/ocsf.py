@@ -1,6 +1,6 @@
 """Audit records as OCSF 1.8.0 events (``exporters.<key>.schema: ocsf``). Pure: :func:`to_ocsf` maps one record.
 
-Classes (``/work/shared/specs/ocsf.md``):
+Classes (OCSF schema 1.x, https://schema.ocsf.io/):
 
 - ``tool_result`` of a shell tool (``Bash``) -> **Process Activity** (1007, System Activity), activity 1 *Launch*:
   ``process.uid`` is the ``tool_use_id`` (Claude Code reports no pid), ``process.cmd_line`` the command (present only

@@ -9,8 +9,9 @@ Public API (kept stable; other test modules rely on it):
 
 ``bridge_config_dict(data_dir, *, http_port, grpc_port, telemetry_port, overrides=None) -> dict``
     The YAML-shaped config tree the fixtures use: both OTLP receivers and the telemetry endpoint on 127.0.0.1, the
-    store in ``data_dir``, ``telemetry.log_level: warning`` and ``server.shutdown_timeout: 5s``; everything else is
-    the embedded default. ``overrides`` is deep-merged on top (e.g. ``{"storage": {"synchronous": "normal"}}``).
+    store in ``data_dir``, ``telemetry.log_level: warning``, ``server.shutdown_timeout: 5s`` and
+    ``server.workers: 1``; everything else is the embedded default, except the console, which is off (tests enable
+    it on a free port). ``overrides`` is deep-merged on top (e.g. ``{"storage": {"synchronous": "normal"}}``).
     ``config_from_dict(tree) -> Config`` builds and validates it like the YAML loader.
 
 ``start_bridge(data_dir, overrides=None) -> Bridge`` (async)
@@ -43,6 +44,17 @@ Public API (kept stable; other test modules rely on it):
     the exit code), ``.records(**query)``, ``.metric_points()``, ``.spans()``, ``.count(table)``. The process runs in
     its own session; at teardown anything of that process group still running is terminated, then killed.
 
+``postgres`` (session fixture) -> :class:`tests.pg_support.PostgresTarget`
+    A real PostgreSQL server for the whole session: ``CCBRIDGE_TEST_POSTGRES_DSN`` when set, otherwise a throwaway
+    one (initdb in a temporary directory, free loopback port, an unprivileged user when run as root), stopped and
+    removed at the end. ``.dsn`` is a superuser DSN (with a password); ``.server`` the
+    :class:`tests.pg_support.ThrowawayPostgres` (``None`` for an external server). Skips, saying why, when no
+    PostgreSQL server binaries are installed (``scripts/install-system-deps``).
+
+``pg_schema`` (fixture) -> str / ``pg_database`` (fixture) -> str
+    A fresh empty schema name in ``postgres.dsn``'s database (dropped with everything in it after the test), or the
+    DSN of a fresh empty database (dropped after the test, sessions still connected to it are ended).
+
 ``claude_code_fixtures`` (fixture) / ``CLAUDE_CODE_FIXTURES`` (Path)
     ``tests/fixtures/claude-code``: the recorded Claude Code OTLP runs (see its README.md).
 """
@@ -73,6 +85,15 @@ from collector.config import Config, load_tree
 from collector.service import Service
 from collector.store import RecordQuery, iter_records
 from collector.store.sqlite import connect, shard_paths
+from tests.pg_support import (
+    PostgresTarget,
+    PostgresUnavailable,
+    create_database,
+    create_schema,
+    drop_database,
+    drop_schema,
+    postgres_for_tests,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLAUDE_CODE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"
@@ -126,7 +147,9 @@ def bridge_config_dict(
         },
         "storage": {"directory": str(data_dir)},
         "telemetry": {"endpoint": f"{LOOPBACK}:{telemetry_port}", "log_level": "warning"},
-        "server": {"shutdown_timeout": "5s"},
+        "server": {"shutdown_timeout": "5s", "workers": 1},
+        # the console would listen on 127.0.0.1:8080 by default; tests that use it enable it on a free port
+        "console": {"enabled": False},
     }
     return _deep_merge(tree, overrides or {})
 
@@ -419,3 +442,37 @@ def spawn_bridge(tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
 def claude_code_fixtures() -> Path:
     """The recorded Claude Code OTLP runs (``tests/fixtures/claude-code``)."""
     return CLAUDE_CODE_FIXTURES
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresTarget]:
+    """A real PostgreSQL server for the session (``CCBRIDGE_TEST_POSTGRES_DSN`` or a throwaway one)."""
+    try:
+        cm = postgres_for_tests()
+        target = cm.__enter__()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield target
+    finally:
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def pg_schema(postgres: PostgresTarget) -> Iterator[str]:
+    """A fresh, empty schema in ``postgres.dsn``'s database; dropped (CASCADE) after the test."""
+    name = create_schema(postgres.dsn)
+    yield name
+    drop_schema(postgres.dsn, name)
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresTarget) -> Iterator[str]:
+    """The DSN of a fresh, empty database; dropped after the test."""
+    dsn = create_database(postgres.dsn)
+    yield dsn
+    drop_database(postgres.dsn, dsn)

@@ -25,7 +25,6 @@ Rows are ordered by session, then by decision time within the session.
 
 from __future__ import annotations
 
-import csv
 import heapq
 import itertools
 from collections import OrderedDict
@@ -36,6 +35,7 @@ from typing import IO, Any
 
 import orjson
 
+from collector import csvsafe
 from collector.processing.normalize import parse_rfc3339
 from collector.store import StorageError, open_reader
 from collector.store.api import ShardView
@@ -83,22 +83,35 @@ class ApprovalFilter:
     tool: str | None = None
     decision: str | None = None
     mode: str | None = None
+    text: str | None = None
+    """Free text: a row is kept when its ``command`` or ``file_path`` contains it (case-insensitive)."""
+
+    def matches_text(self, row: Row) -> bool:
+        """True when there is no free text, or the joined row's command or file path contains it."""
+        if not self.text:
+            return True
+        needle = self.text.casefold()
+        return any(needle in (row.get(c) or "").casefold() for c in ("command", "file_path"))
 
     def admits(self, time_ms: int, rec: dict[str, Any]) -> bool:
         if not self.since_ms <= time_ms < self.until_ms:
             return False
         tool = rec.get("tool") or {}
-        if self.tool is not None and tool.get("name") != self.tool:
+        if self.tool is not None and _folded(tool.get("name")) != self.tool.casefold():
             return False
-        if self.decision is not None and tool.get("decision") != self.decision:
+        if self.decision is not None and _folded(tool.get("decision")) != self.decision.casefold():
             return False
-        if self.mode is not None and tool.get("approval_mode") != self.mode:
+        if self.mode is not None and _folded(tool.get("approval_mode")) != self.mode.casefold():
             return False
         if self.user is not None:
             user = rec.get("user") or {}
-            if self.user not in (user.get("email"), user.get("id")):
+            if self.user.casefold() not in (_folded(user.get("email")), _folded(user.get("id"))):
                 return False
         return True
+
+
+def _folded(v: Any) -> str | None:
+    return v.casefold() if isinstance(v, str) else None
 
 
 @dataclass
@@ -261,11 +274,13 @@ def join(
         j = SessionJoin(session, flt, st, max_pending)
         for time_ms, rec in records:
             for row in j.feed(time_ms, rec):
+                if flt.matches_text(row):
+                    _count(st, row)
+                    yield row
+        for row in j.finish(spans):
+            if flt.matches_text(row):
                 _count(st, row)
                 yield row
-        for row in j.finish(spans):
-            _count(st, row)
-            yield row
         if st.rows > before:
             st.sessions += 1
 
@@ -316,7 +331,8 @@ class StoreSource:
         self._views = []
 
     def _session_ids(self, view: ShardView) -> Iterator[str | None]:
-        """Distinct sessions with a decision in range, in session order (None first), from one shard."""
+        """Distinct sessions with a decision in range, in session order (None first), from one shard; the user is
+        matched case-insensitively."""
         return view.sessions_with("tool_decision", self.flt.since_ms, self.flt.until_ms, self.flt.user)
 
     def _records(self, view: ShardView, session: str | None) -> Iterator[tuple[int, str, bytes, bytes | None]]:
@@ -400,24 +416,16 @@ def grouped_by_session(
 # output
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(v: Any) -> str:
-    """A CSV cell; text a spreadsheet would run as a formula is prefixed with ``'`` (CSV injection)."""
-    if v is None:
-        return ""
-    s = str(v)
-    if s.startswith(_FORMULA_START):
-        return "'" + s
-    return s
+def csv_cell(v: Any) -> Any:
+    """A CSV cell, as :func:`collector.csvsafe.cell` writes it (formula text neutralized)."""
+    return csvsafe.cell(v)
 
 
 def write_rows(rows: Iterable[Row], out: IO[str], fmt: str) -> int:
     """Write ``rows`` as ``csv`` (header first) or ``jsonl``; returns the number written."""
     n = 0
     if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csvsafe.writer(out)
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow([csv_cell(row[c]) for c in COLUMNS])
@@ -431,6 +439,11 @@ def write_rows(rows: Iterable[Row], out: IO[str], fmt: str) -> int:
         raise ValueError(f"unknown format {fmt!r}; use csv or jsonl")
     out.flush()
     return n
+
+
+def sorted_by_time(rows: Iterable[Row]) -> Iterator[Row]:
+    """``rows`` ordered by decision time over all sessions (ties by session, then record id); holds them in memory."""
+    yield from sorted(rows, key=lambda r: (r.get("time") or "", r.get("session_id") or "", r.get("record_id") or ""))
 
 
 def rfc3339_to_ms(text: Any) -> int | None:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from collector.delivery.api import DeliveryRecord, Exporter, LogThrottle, Payload
 from collector.delivery.outcome import Outcome, Partial, Permanent, Retry, Success
@@ -42,6 +43,7 @@ from collector.receivers.status import Backpressure
 from collector.store import open_reader
 from collector.store.api import DeliveryStateStore, ShardLog, StoreReader
 from collector.store.delivery_state import DeadLetter
+from collector.telemetry.logs import fields
 from collector.telemetry.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,8 @@ class DestinationWorker:
         self.m_dead = metrics.delivery_dead_letters.labels(*labels)
         self.m_dropped = metrics.delivery_dropped.labels(*labels)
         self.m_latency = metrics.delivery_latency.labels(*labels)
+        self.last_success: float | None = None
+        self.last_error: tuple[float, str] | None = None
 
     # -- the main loop -------------------------------------------------------------------------------------------
 
@@ -256,10 +260,23 @@ class DestinationWorker:
             if isinstance(outcome, Success):
                 self.m_sent.inc(n)
                 settled.delivered.extend(records)
+                self.last_success = time.time()
+                f = fields(destination=self.name, shard=self.shard, attempt=attempts, records=n)
                 if attempts > 1:
-                    log.info("%s: batch of %d delivered after %d attempts", self.name, n, attempts)
+                    log.info("%s: batch of %d delivered after %d attempts", self.name, n, attempts, extra=f)
+                elif log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s: batch of %d delivered", self.name, n, extra=f)
                 self._accepted()
                 return
+            self.last_error = (time.time(), outcome.reason)
+            f = fields(
+                destination=self.name,
+                shard=self.shard,
+                attempt=attempts,
+                status=outcome.status,
+                records=n,
+                error=outcome.reason,
+            )
             if isinstance(outcome, Partial):
                 await self._partial(outcome, records, attempts, settled, give_up_after)
                 return
@@ -268,7 +285,9 @@ class DestinationWorker:
                 return
             if isinstance(outcome, Permanent):
                 self.m_failed.inc(n)
-                log.warning("%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason)
+                log.warning(
+                    "%s: batch of %d refused permanently, to dead letters: %s", self.name, n, outcome.reason, extra=f
+                )
                 settled.refused.append((records, outcome.reason, outcome.status, attempts))
                 return
             self._unhealthy = True
@@ -285,6 +304,7 @@ class DestinationWorker:
                     backoff.elapsed(),
                     attempts,
                     outcome.reason,
+                    extra=f,
                 )
             self.m_retries.inc()
             log.warning(
@@ -295,6 +315,7 @@ class DestinationWorker:
                 attempts,
                 outcome.reason,
                 " (server asked for this delay)" if outcome.delay is not None else "",
+                extra=f,
             )
             if await interruptible_sleep(delay, self.stop):
                 raise _Interrupted
@@ -559,6 +580,10 @@ class DeliveryEngine:
         for t in replays:  # an automatic replay left over by a worker that was cancelled (its state closes below)
             t.cancel()
         await asyncio.gather(*replays, return_exceptions=True)
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception as exc:
+            log.warning("backlog accounting at shutdown failed: %s", exc)
         for exp in self.exporters:
             with contextlib.suppress(Exception):
                 await exp.close()
@@ -618,6 +643,42 @@ class DeliveryEngine:
             name, reason = next(iter(self._blocked.items()))
             retry_after = max(w.exporter.settings.backlog.retry_after for w in self.workers if w.name == name)
             raise Backpressure(f"destination {name} is over its backlog limit ({reason}); retry later", retry_after)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per destination: backlog (records, bytes, oldest age), last success, last error, dead letters."""
+        out: dict[str, dict[str, Any]] = {}
+        for w in self.workers:
+            d = out.setdefault(
+                w.name,
+                {
+                    "backlog_records": 0,
+                    "backlog_bytes": 0,
+                    "oldest_age_seconds": 0.0,
+                    "last_success": None,
+                    "last_error": None,
+                    "last_error_time": None,
+                    "dead_letters": 0,
+                },
+            )
+            d["backlog_records"] += w.backlog.records
+            d["backlog_bytes"] += int(w.backlog.bytes)
+            d["oldest_age_seconds"] = max(d["oldest_age_seconds"], round(w.backlog.oldest_age, 1))
+            if w.last_success is not None and (d["last_success"] or 0) < w.last_success:
+                d["last_success"] = w.last_success
+            if w.last_error is not None and (d["last_error_time"] or 0) < w.last_error[0]:
+                d["last_error_time"], d["last_error"] = w.last_error
+        for state in self._states:
+            for name, d in out.items():
+                with contextlib.suppress(Exception):
+                    d["dead_letters"] += state.dead_letter_count(name)
+        return out
+
+    def pending(self) -> dict[str, int]:
+        """Records each destination has not confirmed yet (from the last backlog accounting)."""
+        out: dict[str, int] = {}
+        for w in self.workers:
+            out[w.name] = out.get(w.name, 0) + w.backlog.records
+        return out
 
     async def apply_retention(self) -> int:
         """Delete records older than ``retention`` that every destination has (never the newest record)."""

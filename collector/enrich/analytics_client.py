@@ -146,6 +146,21 @@ class RetriesExhaustedError(AnalyticsApiError):
     """Transient failures (5xx, 529, timeouts, connection errors) outlasted ``max_retry_elapsed``."""
 
 
+class UnreachableError(AnalyticsApiError):
+    """The API's host name does not resolve, or nothing accepts connections there: retrying within one sync would
+    not help, so it fails at once (the bridge's periodic sync tries again on its next cycle)."""
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` means the API cannot be reached at all (DNS failure, connection refused), or None when it is a
+    transient transport error worth retrying (timeouts, resets, dropped connections)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve (DNS lookup failed)"
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, ConnectionRefusedError):
+        return "connection refused"
+    return None
+
+
 class ResponseFormatError(AnalyticsApiError):
     """A 2xx response whose body is not the documented page shape."""
 
@@ -634,6 +649,14 @@ class AnalyticsClient:
             except aiohttp.InvalidURL:
                 raise InvalidRequestError("base_url does not form a valid request URL") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
+                unreachable = unreachable_reason(exc)
+                if unreachable is not None:
+                    host = getattr(exc, "host", None) or "the API host"
+                    port = getattr(exc, "port", None)
+                    where = f"{host}:{port}" if port else str(host)
+                    raise UnreachableError(
+                        f"cannot reach the Analytics API at {where}: {unreachable} (check base_url and the network)"
+                    ) from None
                 reason = f"connection error ({type(exc).__name__})"
                 bare_429 = 0
             else:

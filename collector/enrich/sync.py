@@ -28,6 +28,7 @@ from typing import Literal
 from collector.configtypes import ConfigError, Secret
 from collector.enrich.analytics_client import AnalyticsClient, ShutdownRequested
 from collector.enrich.analytics_config import DEFAULT_BASE_URL, AnalyticsApiConfig
+from collector.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from collector.store.usage import USAGE_ERRORS, UsageStore
 
 PARTIAL_DAYS = 2
@@ -349,12 +350,17 @@ def _load_cli_config(config_path: str | None) -> tuple[AnalyticsApiConfig, Path]
 
 
 def _parse_day(value: str | None, option: str, default: date) -> date:
+    """The first (``--since``) or last (``--until``, exclusive like every ``--until``) UTC day of an option in the
+    time grammar of :mod:`collector.timeparse`."""
+    from collector import timeparse
+
     if value is None:
         return default
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"{option}: expected a date YYYY-MM-DD, got {value!r}") from None
+        moment = timeparse.parse_time(value, now=_utcnow())
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+    return timeparse.last_day(moment) if option == "--until" else timeparse.first_day(moment)
 
 
 async def _cli_sync(api: AnalyticsApiConfig, store: UsageStore, since: date, until: date) -> SyncResult:
@@ -376,21 +382,23 @@ def run_sync_cli(config_path: str | None, data_dir: str | None, since: str | Non
         until_day = _parse_day(until, "--until", today)
         since_day = _parse_day(since, "--since", until_day - timedelta(days=CLI_DEFAULT_DAYS - 1))
         if since_day > until_day:
-            raise ConfigError(f"--since ({since_day}) is after --until ({until_day})")
+            raise ConfigError(
+                f"--since {since or since_day} is not before --until {until or today} (--until is exclusive)"
+            )
     except ConfigError as exc:
         print(f"ccbridge analytics sync: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         store = UsageStore.open(data_dir or default_dir)
     except USAGE_ERRORS as exc:
         print(f"ccbridge analytics sync: cannot open the analytics store: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         result = asyncio.run(_cli_sync(api, store, since_day, until_day))
     except KeyboardInterrupt:
         print("ccbridge analytics sync: interrupted; completed days are kept, run again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         store.close()
     print(result.summary())
-    return 0 if result.ok else 1
+    return EXIT_OK if result.ok else EXIT_FAILURE

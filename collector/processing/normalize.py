@@ -3,8 +3,8 @@
 One log record yields exactly one audit record; a ``tool_result`` of a file-editing tool whose input names a file
 yields a second, ``file_change`` record. Records of any other event name are kept as kind ``event``.
 
-What the real CLI sends differs from its documentation (``shared/specs/claude_code_otel.md`` Part C), and this
-module absorbs the differences:
+What the real CLI sends differs from its documentation ("Monitoring usage",
+https://docs.claude.com/en/docs/claude-code/monitoring-usage), and this module absorbs the differences:
 
 - the event name is the log *body* (``claude_code.tool_decision``); fall back to ``LogRecord.event_name`` and to
   the ``event.name`` attribute (prefixed with ``claude_code.`` when bare);
@@ -13,8 +13,9 @@ module absorbs the differences:
 - identity may only be in ``OTEL_RESOURCE_ATTRIBUTES`` keys such as ``enduser.id``;
 - ``time_unix_nano`` can be missing; then ``observed_time_unix_nano``, ``event.timestamp`` or the receive time is used.
 
-Record ids are stable: a hash of session id, ``event.sequence`` and event name, so an exporter retry of the same
-event maps to the same id and is stored once.
+Record ids are stable: a hash of the authenticated sender's identity (when receiver auth is on), session id,
+``event.sequence`` and event name, so an exporter retry of the same event maps to the same id and is stored once,
+and no other sender can send a record with that id.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ KIND_BY_EVENT = {
     "claude_code.api_error": "api_error",
     "claude_code.user_prompt": "user_prompt",
 }
-KINDS = (*KIND_BY_EVENT.values(), "file_change", "event", "chain_head")
+KINDS = (*KIND_BY_EVENT.values(), "file_change", "event", "chain_head", "trail_access")
 
 FILE_TOOLS = {"Write": "write", "Edit": "edit", "MultiEdit": "edit", "NotebookEdit": "notebook_edit"}
 APPROVAL_MODE_BY_SOURCE = {
@@ -221,9 +222,19 @@ def event_time_ns(ev: LogEvent, received_unix_nano: int) -> int:
     )
 
 
-def record_id(session_id: str | None, sequence: int | None, event: str, fallback: Any) -> str:
-    """Stable 32-hex id: session + sequence + event name, or a hash of the record's content when those are absent."""
-    if session_id and sequence is not None:
+def record_id(
+    session_id: str | None, sequence: int | None, event: str, fallback: Any, identity: str | None = None
+) -> str:
+    """Stable 32-hex id: session + sequence + event name, or a hash of the record's content when those are absent;
+    with an authenticated sender, its ``identity`` is part of the id, so no other sender can produce it (anonymous
+    senders keep the identity-less derivation of schema 1.0)."""
+    if identity:
+        key = b"identity\x1f" + orjson.dumps(
+            [identity, session_id, sequence, event] if session_id and sequence is not None else [identity, fallback],
+            option=orjson.OPT_SORT_KEYS,
+            default=str,
+        )
+    elif session_id and sequence is not None:
         key = f"{session_id}\x1f{sequence}\x1f{event}".encode()
     else:
         key = b"content\x1f" + orjson.dumps(fallback, option=orjson.OPT_SORT_KEYS, default=str)
@@ -448,12 +459,13 @@ def normalize_log(
     rec["resource"] = resource
 
     keyed = bool(session_id) and sequence is not None
-    rec["id"] = record_id(session_id, sequence, event, None if keyed else [time_ns, event, attrs, resource, ev.body])
+    fallback = None if keyed else [time_ns, event, attrs, resource, ev.body]
+    rec["id"] = record_id(session_id, sequence, event, fallback, source_identity)
     out = [rec]
     if kind == "tool_result" and file_op and file_path:
         fc = dict(rec)
         fc["kind"] = "file_change"
-        fc["id"] = record_id(session_id, sequence, event + "#file_change", [rec["id"], "file_change"])
+        fc["id"] = record_id(session_id, sequence, event + "#file_change", [rec["id"], "file_change"], source_identity)
         fc["derived_from"] = rec["id"]
         out.append(fc)
     return out

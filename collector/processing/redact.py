@@ -931,6 +931,21 @@ _MAX_PASSES = 4
 # The redactor
 
 
+def _rename_keys(value: dict[Any, Any], renamed: dict[Any, str]) -> dict[Any, Any]:
+    """``value`` with the keys in ``renamed`` replaced, in the same order; a redacted key that meets another key
+    gets a ``#2``, ``#3``... suffix so that no value is lost."""
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        nk = renamed.get(k, k)
+        if nk in out:
+            n = 2
+            while f"{nk}#{n}" in out or f"{nk}#{n}" in value:
+                n += 1
+            nk = f"{nk}#{n}"
+        out[nk] = v
+    return out
+
+
 class Redactor:
     """Applies the configured custom rules, then the built-in detectors.
 
@@ -1064,7 +1079,8 @@ class Redactor:
     def redact(self, value: Any) -> Any:
         """Redact every string in ``value`` (str, dict, list, tuple, nested); other values pass unchanged.
 
-        Dict keys are never changed, but a string value whose key names a secret (``password``, ``api_key``,
+        Dict keys are redacted like values (a secret in a key becomes its marker, keeping the key's value); a
+        string value whose key names a secret (``password``, ``api_key``,
         ``Authorization``, ...) is redacted as a whole when it passes the same value checks as an assignment.
         Containers are copied only where something changed (as plain dict, list or tuple); unchanged parts are
         returned as the same objects.
@@ -1091,11 +1107,25 @@ class Redactor:
 
     def _walk_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
         out: dict[Any, Any] | None = None
+        renamed: list[tuple[Any, str]] | None = None
         key_cache = self._key_cache
         redact_str = self.redact_str
         quick = self._quick
         clean = self._clean
         for k, v in value.items():
+            # keys are attacker-chosen text too: a secret in a key is redacted like one in a value
+            if type(k) is str and len(k) >= _MIN_SECRET_LEN and k not in clean:
+                if quick is not None and quick(k) is None:
+                    if len(k) <= _CLEAN_CACHE_MAX_LEN:
+                        if len(clean) >= _CLEAN_CACHE_SIZE:
+                            clean.clear()
+                        clean.add(k)
+                else:
+                    nk = redact_str(k)
+                    if nk is not k and nk != k:
+                        if renamed is None:
+                            renamed = []
+                        renamed.append((k, nk))
             t = type(v)
             if t is str:
                 # redact_str's gate, inlined: most attribute values are short, seen before, or contain no anchor
@@ -1119,7 +1149,10 @@ class Redactor:
                 if out is None:
                     out = dict(value)
                 out[k] = nv
-        return value if out is None else out
+        result = value if out is None else out
+        if renamed is not None:
+            result = _rename_keys(result, dict(renamed))
+        return result
 
     def _walk_seq(self, value: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
         items: list[Any] | None = None

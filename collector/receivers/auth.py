@@ -33,7 +33,6 @@ import logging
 import os
 import re
 import ssl
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from collector.configtypes import ConfigError, Duration, Secret
+from collector.private import exposed
 from collector.receivers.status import Unauthenticated
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ class TokenAuthenticator:
             self._report_failure(sig, exc)
             return False
         plain = any(not HASHED_RE.fullmatch(line.partition(":")[2].strip()) for line in _token_lines(text))
-        if plain and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if plain and exposed(mode):
             log.warning(
                 "tokens file %s holds plain tokens and is readable by group or others; chmod 600 it or store "
                 "the tokens hashed (sha256:<hex>)",

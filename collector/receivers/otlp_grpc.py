@@ -2,12 +2,15 @@
 
 Requests are registered with raw-bytes (de)serializers so the receiver, not grpcio, decodes the protobuf: an
 undecodable message is answered ``INVALID_ARGUMENT`` with a message that says why, instead of grpcio's generic
-``INTERNAL``. Errors map through :mod:`collector.receivers.status`; retryable ones carry a ``retry-after`` trailer and
-a ``google.rpc.RetryInfo`` detail so OTLP SDKs back off.
+``INTERNAL``. An export that does not complete within ``call_timeout`` (including its wait for the in-flight
+budget) is answered ``DEADLINE_EXCEEDED``; connections are bounded by the handshake, idle and age limits of the
+config (gRPC core's server channel arguments). Errors map through :mod:`collector.receivers.status`; retryable
+ones carry a ``retry-after`` trailer and a ``google.rpc.RetryInfo`` detail so OTLP SDKs back off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,7 +22,8 @@ from grpc import aio
 from collector.config import GrpcReceiverConfig, parse_endpoint
 from collector.processing.decode import DECODERS, DecodeError
 from collector.receivers.context import ReceiverContext
-from collector.receivers.status import ReceiverError, ShuttingDown, classify, encode_status
+from collector.receivers.status import ReceiverError, RequestTimeout, ShuttingDown, classify, encode_status
+from collector.telemetry.logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class OtlpGrpcReceiver:
 
     def _handler(self, signal: str) -> grpc.RpcMethodHandler:
         decode = DECODERS[(signal, "protobuf")]
+        call_timeout = float(self.cfg.call_timeout)
 
         async def export(request: bytes, context: aio.ServicerContext) -> bytes:
             started = time.perf_counter()
@@ -61,12 +66,29 @@ class OtlpGrpcReceiver:
                 identity = await self.authenticate(context) if self.authenticate is not None else None
                 if self.ctx.admit is not None:
                     self.ctx.admit(signal)
-                async with self.ctx.inflight.hold(len(request)):
-                    try:
-                        items: Iterable[Any] = decode(request, self.ctx.max_depth)
-                    except RecursionError:
-                        raise DecodeError("message is nested too deeply") from None
-                    await self.ctx.pipeline.consume(signal, items, "grpc", identity)
+                try:
+                    async with asyncio.timeout(call_timeout):
+                        async with self.ctx.inflight.hold(len(request), identity or context.peer()):
+                            try:
+                                items: Iterable[Any] = decode(request, self.ctx.max_depth)
+                            except RecursionError:
+                                raise DecodeError("message is nested too deeply") from None
+                            stored = await self.ctx.pipeline.consume(signal, items, "grpc", identity, len(request))
+                except TimeoutError:
+                    raise RequestTimeout(
+                        f"the export did not complete within {call_timeout:g}s (receivers.otlp.grpc.call_timeout)"
+                    ) from None
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "OTLP/gRPC %s request from %s: %d records (%d new), %d metric points, %d spans stored",
+                        signal,
+                        context.peer(),
+                        stored.records,
+                        stored.new_records,
+                        stored.metric_points,
+                        stored.spans,
+                        extra=fields(transport="grpc", signal=signal, peer=context.peer(), records=stored.new_records),
+                    )
             except Exception as exc:
                 await self._abort(exc, signal, context)
             finally:
@@ -111,9 +133,15 @@ class OtlpGrpcReceiver:
 
     async def start(self) -> None:
         host, port = parse_endpoint(self.cfg.endpoint)
+        cfg = self.cfg
         options = [
-            ("grpc.max_receive_message_length", int(self.cfg.max_recv_msg_size)),
+            ("grpc.max_receive_message_length", int(cfg.max_recv_msg_size)),
             ("grpc.so_reuseport", 1 if self.ctx.reuse_port else 0),
+            # deadlines for every client (gRPC core channel arguments, grpc/grpc include/grpc/impl/channel_arg_names.h)
+            ("grpc.server_handshake_timeout_ms", int(cfg.handshake_timeout * 1000)),
+            ("grpc.max_connection_idle_ms", int(cfg.max_connection_idle * 1000)),
+            ("grpc.max_connection_age_ms", int(cfg.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(cfg.max_connection_age_grace * 1000)),
         ]
         server = aio.server(options=options)
         handlers = {

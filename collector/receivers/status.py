@@ -51,6 +51,12 @@ class ShuttingDown(ReceiverError):
     reason = "shutting_down"
 
 
+class RequestTimeout(ReceiverError):
+    """The request passed one of the receivers' deadlines (its body too slow, or the call too long)."""
+
+    reason = "timeout"
+
+
 class ClientGone(ReceiverError):
     """The client disconnected before its request was processed (nobody will read the answer)."""
 
@@ -85,6 +91,8 @@ def classify(exc: BaseException, storage_retry_after: float = 5.0) -> Answer:
         return Answer(429, grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, msg, exc.retry_after)
     if isinstance(exc, ClientGone):
         return Answer(408, grpc.StatusCode.CANCELLED, exc.reason, msg)
+    if isinstance(exc, RequestTimeout):
+        return Answer(408, grpc.StatusCode.DEADLINE_EXCEEDED, exc.reason, msg)
     if isinstance(exc, ShuttingDown):
         return Answer(503, grpc.StatusCode.UNAVAILABLE, exc.reason, msg, 1.0)
     if isinstance(exc, StorageError):

@@ -357,6 +357,31 @@ def _check_dict(check: RateCheck, scope: str, user: str | None) -> dict[str, Any
     return doc
 
 
+TELEMETRY_SOURCE = "telemetry"
+"""``terminal_type`` of daily rows made from telemetry (days the Analytics API does not cover)."""
+
+
+def _source_of(rows: Iterable[DailyUsage]) -> str:
+    kinds = {"telemetry" if r.terminal_type == TELEMETRY_SOURCE else "analytics_api" for r in rows}
+    return "both" if len(kinds) > 1 else (kinds.pop() if kinds else "none")
+
+
+def _spans(days: Sequence[date]) -> list[str]:
+    """``2026-03-02..2026-03-04`` style ranges of consecutive days."""
+    out: list[str] = []
+    start = prev = None
+    for d in sorted(days):
+        if prev is not None and (d - prev).days == 1:
+            prev = d
+            continue
+        if start is not None and prev is not None:
+            out.append(start.isoformat() if start == prev else f"{start}..{prev}")
+        start = prev = d
+    if start is not None and prev is not None:
+        out.append(start.isoformat() if start == prev else f"{start}..{prev}")
+    return out
+
+
 def build_usage_report(
     period: Period,
     rows: Sequence[DailyUsage],
@@ -371,6 +396,8 @@ def build_usage_report(
     the anomaly baseline. ``users`` lists the user actors active in the period, most expensive first.
     """
     in_period = [r for r in rows if r.day in period]
+    analytics_days = {r.day for r in in_period if r.terminal_type != TELEMETRY_SOURCE}
+    telemetry_days = {r.day for r in in_period if r.terminal_type == TELEMETRY_SOURCE}
     actors = totals_by_actor(in_period)
     users = sorted(
         (a for a in actors.values() if a.actor_type == USER_ACTOR), key=lambda a: (-a.cost_cents, a.actor_id)
@@ -391,8 +418,12 @@ def build_usage_report(
     org_doc["model_mix"] = _model_mix(org)
 
     user_docs = []
+    rows_of: dict[str, list[DailyUsage]] = {}
+    for r in in_period:
+        rows_of.setdefault(r.actor_id, []).append(r)
     for user in users:
         doc: dict[str, Any] = {"email": user.actor_id, "tier": tier_of(user, weeks, cfg.tiers), **_figures(user)}
+        doc["source"] = _source_of(rows_of.get(user.actor_id, []))
         doc["sessions_per_week"] = round(user.sessions / weeks, 2)
         doc["commits_per_week"] = round(user.commits / weeks, 2)
         doc["pull_requests_per_week"] = round(user.pull_requests / weeks, 2)
@@ -415,9 +446,22 @@ def build_usage_report(
         "generated_at": (generated_at or datetime.now(UTC)).isoformat(timespec="seconds"),
         "period": {**period.as_dict(), "weeks": round(weeks, 4)},
         "sources": {
-            "analytics_rows": len(in_period),
-            "analytics_days": len({r.day for r in in_period}),
+            "analytics_rows": sum(1 for r in in_period if r.terminal_type != TELEMETRY_SOURCE),
+            "analytics_days": len(analytics_days),
+            "telemetry_rows": sum(1 for r in in_period if r.terminal_type == TELEMETRY_SOURCE),
+            "telemetry_days": len(telemetry_days),
             "tool_decision_records": decisions.records,
+            # which figures come from where: the Analytics API where a day was synced, telemetry otherwise
+            "days_from_analytics_api": _spans(sorted(analytics_days)),
+            "days_from_telemetry": _spans(sorted(telemetry_days)),
+            "figures": {
+                "developers, sessions, cost, tokens, model mix, lines, commits, pull requests": (
+                    "Analytics API on its days, telemetry (api_request records, metric points) on the others"
+                ),
+                "edit tools (acceptance rate)": "Analytics API only",
+                "tool decisions": "telemetry (tool_decision records)",
+                "anomalies": "Analytics API edit decisions",
+            },
         },
         "org": org_doc,
         "tiers": {tier: sum(1 for u in user_docs if u["tier"] == tier) for tier in TIERS},
@@ -429,6 +473,6 @@ def build_usage_report(
 
 
 def is_empty(report: Mapping[str, Any]) -> bool:
-    """No Analytics API rows and no tool decisions in the period."""
+    """No Analytics API rows, no telemetry figures and no tool decisions in the period."""
     sources = report["sources"]
-    return not sources["analytics_rows"] and not sources["tool_decision_records"]
+    return not (sources["analytics_rows"] or sources.get("telemetry_rows") or sources["tool_decision_records"])

@@ -6,12 +6,13 @@ holds the main table only (organization and users for the usage report, the gaps
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
+
+from collector import csvsafe
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -68,10 +69,10 @@ def _md_table(headers: Sequence[str], rows: Sequence[Row], right: Sequence[bool]
 
 def _csv(headers: Sequence[str], rows: Sequence[Row]) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csvsafe.writer(buf)
     writer.writerow(headers)
     for row in rows:
-        writer.writerow(["" if c is None else str(c).lower() if isinstance(c, bool) else c for c in row])
+        writer.writerow(row)
     return buf.getvalue()
 
 
@@ -188,8 +189,20 @@ def _days(n: int) -> str:
     return "1 day" if n == 1 else f"{n} days"
 
 
+def _source_lines(report: Mapping[str, Any]) -> list[str]:
+    """Which days each source covers, and where each figure comes from."""
+    src = report["sources"]
+    api = ", ".join(src.get("days_from_analytics_api") or []) or "none"
+    tel = ", ".join(src.get("days_from_telemetry") or []) or "none"
+    lines = [f"Analytics API: {api}", f"Telemetry only: {tel}"]
+    lines += [f"{what}: {where}" for what, where in (src.get("figures") or {}).items()]
+    return lines
+
+
 def usage_table(report: Mapping[str, Any]) -> str:
-    out = [f"Claude Code usage {_period_title(report)}", "", "Organization"]
+    out = [f"Claude Code usage {_period_title(report)}", "", "Sources"]
+    out += [f"  {line}" for line in _source_lines(report)]
+    out += ["", "Organization"]
     out += _text_table(("Figure", "Value"), _summary_rows(report), (False, True))
     tiers = report["tiers"]
     out += ["", "Adoption tiers"]
@@ -218,6 +231,10 @@ def usage_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"_{_days(p['days'])} (UTC). Generated {report['generated_at']} by ccbridge from the Claude Code Analytics "
         "API history and the bridge's audit records._",
+        "",
+        "## Sources",
+        "",
+        *[f"- {line}" for line in _source_lines(report)],
         "",
         "## Summary",
         "",

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from collector.enrich.analytics_client import DailyUsage
+from collector.reports import compute
 from collector.reports.compute import DecisionTallies, Period
 from collector.store import RecordQuery, StorageError, existing_usage_history, iter_records, open_reader
 from collector.store.usage import DayState
@@ -293,3 +294,72 @@ def analytics_daily(rows: list[DailyUsage]) -> dict[tuple[str, date], DayFigures
         figures.pull_requests += row.pull_requests
         figures.sessions += row.num_sessions
     return out
+
+
+# -- the usage report without (or beyond) the Analytics API --------------------------------------------------------
+
+
+TELEMETRY_TERMINAL = compute.TELEMETRY_SOURCE
+
+
+def telemetry_usage_rows(
+    data_dir: str | Path, period: Period, identities: Identities, skip_days: set[date]
+) -> list[DailyUsage]:
+    """Daily usage rows, in the Analytics API's shape, from what telemetry alone knows, for the days of ``period``
+    not in ``skip_days`` (the days the Analytics API covers): per user and day, cost and tokens per model from
+    ``api_request`` records, sessions from records, lines, commits and pull requests from metric points. Figures
+    without a known e-mail are left out (the completeness view counts them)."""
+    from decimal import Decimal
+
+    from collector.enrich.analytics_client import ModelUsage
+
+    models: dict[tuple[str, date], dict[str, list[float]]] = {}
+    since_ms, until_ms = period_bounds_ms(period)
+    for rec in _records(data_dir, RecordQuery(since_ms=since_ms, until_ms=until_ms, kinds=("api_request",))):
+        stamp = rec.get("time")
+        try:
+            day = date.fromisoformat(stamp[:10]) if isinstance(stamp, str) else None
+        except ValueError:
+            day = None
+        email = identities.of_record(rec)
+        if day is None or day in skip_days or email is None:
+            continue
+        tally = models.setdefault((email, day), {}).setdefault(str(rec.get("model") or "unknown"), [0.0] * 5)
+        tokens = rec.get("tokens") if isinstance(rec.get("tokens"), dict) else {}
+        tally[0] += _number(rec.get("cost_usd"))
+        for i, key in enumerate(("input", "output", "cache_read", "cache_creation"), 1):
+            tally[i] += _number(tokens.get(key))
+    daily = TelemetryDaily()
+    _add_metric_points(daily, data_dir, period, identities)
+    _add_sessions(daily, data_dir, period, identities)
+    keys = {k for k in daily.by_user_day if k[1] not in skip_days} | set(models)
+    rows = []
+    for email, day in sorted(keys, key=lambda k: (k[1], k[0])):
+        f = daily.by_user_day.get((email, day), DayFigures())
+        per_model = models.get((email, day), {})
+        rows.append(
+            DailyUsage(
+                day=day,
+                actor_type="user_actor",
+                actor_id=email,
+                terminal_type=TELEMETRY_TERMINAL,
+                customer_type=TELEMETRY_TERMINAL,
+                num_sessions=f.sessions,
+                lines_added=f.lines_added,
+                lines_removed=f.lines_removed,
+                commits=f.commits,
+                pull_requests=f.pull_requests,
+                models=tuple(
+                    ModelUsage(
+                        model=name,
+                        input_tokens=round(t[1]),
+                        output_tokens=round(t[2]),
+                        cache_read_tokens=round(t[3]),
+                        cache_creation_tokens=round(t[4]),
+                        cost_cents=Decimal(str(round(t[0] * 100, 6))),
+                    )
+                    for name, t in sorted(per_model.items())
+                ),
+            )
+        )
+    return rows

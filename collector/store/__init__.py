@@ -32,6 +32,8 @@ __all__ = [
     "RecordQuery",
     "StorageError",
     "existing_usage_history",
+    "has_store",
+    "has_usage_history",
     "iter_records",
     "open_reader",
     "open_store",
@@ -68,3 +70,15 @@ def existing_usage_history(directory: str | Path) -> UsageStore | None:
     from collector.store.usage import UsageStore
 
     return UsageStore.open_existing(directory)
+
+
+def has_store(directory: str | Path) -> bool:
+    """Whether ``directory`` holds an audit store (at least one shard)."""
+    return bool(open_reader(directory).shards())
+
+
+def has_usage_history(directory: str | Path) -> bool:
+    """Whether ``directory`` holds an Analytics API usage history."""
+    from collector.store.usage import DB_FILENAME
+
+    return (Path(directory) / DB_FILENAME).is_file()

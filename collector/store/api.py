@@ -45,12 +45,14 @@ class StorageError(Exception):
 
 @dataclass
 class AppendResult:
-    """What one append did: rows offered, and new (non-duplicate) records stored."""
+    """What one append did: rows offered, new (non-duplicate) records stored, and how many of those arrived with
+    the id of a different stored record (stored under a new id and flagged ``id_collision``)."""
 
     records: int = 0
     new_records: int = 0
     metric_points: int = 0
     spans: int = 0
+    collisions: int = 0
 
 
 @dataclass(frozen=True)

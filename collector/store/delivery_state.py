@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.private import private_dirs
 from collector.store.sqlite import STORE_DIRNAME, connect
 
 _SCHEMA = """
@@ -98,7 +99,7 @@ class DeliveryState:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.path.parent)
         self.conn = connect(self.path)
         self.conn.executescript(_SCHEMA)
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(dead_letters)")}

@@ -201,7 +201,7 @@ class ShardQuery:
         sql = "SELECT DISTINCT session FROM records WHERE kind = ? AND time_ms >= ? AND time_ms < ?"
         args: list[Any] = [kind, since_ms, until_ms]
         if user is not None:
-            sql += " AND (user = ? OR user_id = ?)"
+            sql += " AND (user = ? COLLATE NOCASE OR user_id = ? COLLATE NOCASE)"
             args += [user, user]
         for (s,) in self._stream(sql + " ORDER BY session", args):
             yield s

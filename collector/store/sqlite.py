@@ -8,7 +8,8 @@ the same file (SO_REUSEPORT workers); SQLite's lock serialises their short trans
 Duplicate records (an exporter retrying the same events) are stored once: ``INSERT OR IGNORE`` on the unique key
 ``(time_ms, id)``. A retried event carries the same event time and id, so it collides; keying on time first keeps
 the index's inserts at its right edge, which is what keeps write amplification low (a random-id index dirties one
-page per record).
+page per record). A record that arrives with a stored id but different content is not a retry: it is stored under
+a new id and flagged ``id_collision`` (:func:`collided_row`), never dropped.
 
 Storage failures (disk full, read-only file system, I/O errors, lock timeouts) raise :class:`StorageError`; nothing
 partial is committed, the writer keeps running and the next append tries again, so the service recovers by itself
@@ -32,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from collector.private import private_dirs, private_file
 from collector.store.api import AppendResult, MetricRow, RecordRow, SpanRow, StorageError
 from collector.store.chain import chain_genesis
 
@@ -77,15 +81,64 @@ def _existing_keys(conn: sqlite3.Connection, rows: Sequence[RecordRow]) -> set[t
     return found
 
 
-def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any, ...]]) -> None:
+VOLATILE_FIELDS = frozenset({"received_time", "observed_time", "usage", "id_collision"})
+"""Record fields that may differ between a record and its retry (set on receipt or by enrichment): left out when
+deciding whether a record with a stored id is a retry or different content."""
+
+
+def _content(body: bytes) -> Any:
+    try:
+        rec = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(rec, dict):
+        return rec
+    src = rec.get("source")
+    if isinstance(src, dict) and "transport" in src:
+        rec["source"] = {k: v for k, v in src.items() if k != "transport"}
+    return {k: v for k, v in rec.items() if k not in VOLATILE_FIELDS}
+
+
+def same_content(a: bytes, b: bytes) -> bool:
+    """Whether two record bodies with the same id are the same record (a retry), ignoring :data:`VOLATILE_FIELDS`
+    and the transport it came by."""
+    return a == b or _content(a) == _content(b)
+
+
+def collided_row(row: RecordRow) -> RecordRow:
+    """``row`` re-keyed after its id met a stored record with different content: the new id is derived from the
+    old one and the content (so a retry of this record collides with itself again, and dedups), and the body
+    carries ``id_collision: {"id": <the id it arrived with>}``."""
+    content = orjson.dumps(_content(row[7]), option=orjson.OPT_SORT_KEYS, default=str)
+    new_id = hashlib.sha256(b"collision\x1f" + row[0].encode() + b"\x1f" + content).hexdigest()[:32]
+    try:
+        rec = orjson.loads(row[7])
+    except orjson.JSONDecodeError:
+        rec = None
+    body = row[7]
+    if isinstance(rec, dict):
+        rec["id"] = new_id
+        rec["id_collision"] = {"id": row[0]}
+        body = orjson.dumps(rec)
+    return (new_id, row[1], row[2], row[3], row[4], row[5], row[6], body)
+
+
+def _stored_body(conn: sqlite3.Connection, key: tuple[int, str]) -> bytes | None:
+    found = conn.execute("SELECT body FROM records WHERE time_ms = ? AND id = ?", key).fetchone()
+    return None if found is None else as_bytes(found[0])
+
+
+def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any, ...]]) -> int:
     """Insert ``rows`` with multi-row ``VALUES`` statements.
 
     One statement per :data:`INSERT_CHUNK_ROWS` rows instead of one ``sqlite3_step`` per row: the sqlite3 module
     releases and re-takes the GIL around every step, and under a busy event loop each re-take can wait for the
-    interpreter's switch interval, which made per-row inserts ten times slower than the insert itself.
+    interpreter's switch interval, which made per-row inserts ten times slower than the insert itself. Returns the
+    number of rows inserted (duplicates ignored by ``OR IGNORE`` are not counted).
     """
     if not rows:
-        return
+        return 0
+    inserted = 0
     width = len(rows[0])
     for i in range(0, len(rows), INSERT_CHUNK_ROWS):
         chunk = rows[i : i + INSERT_CHUNK_ROWS]
@@ -95,7 +148,9 @@ def _insert_rows(conn: sqlite3.Connection, prefix: str, rows: Sequence[tuple[Any
             group = "(" + ",".join("?" * width) + ")"
             sql = prefix + ",".join([group] * len(chunk))
             _sql_cache[key] = sql
-        conn.execute(sql, [v for row in chunk for v in row])
+        # rowcount is sqlite3_changes(): rows this statement inserted, not those its triggers wrote (decisions)
+        inserted += conn.execute(sql, [v for row in chunk for v in row]).rowcount
+    return inserted
 
 
 _PROBE = "INSERT INTO meta(key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -117,6 +172,35 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_session ON records(session);
 CREATE INDEX IF NOT EXISTS records_user ON records(user);
+CREATE INDEX IF NOT EXISTS records_chain_heads ON records(time_ms) WHERE kind = 'chain_head';
+CREATE TABLE IF NOT EXISTS decisions (
+    seq         INTEGER PRIMARY KEY,
+    time_ms     INTEGER NOT NULL,
+    id          TEXT NOT NULL,
+    session     TEXT,
+    user        TEXT,
+    user_id     TEXT,
+    tool        TEXT,
+    decision    TEXT,
+    mode        TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms, decision, mode);
+CREATE INDEX IF NOT EXISTS decisions_user ON decisions(user, time_ms);
+CREATE INDEX IF NOT EXISTS decisions_user_id ON decisions(user_id, time_ms);
+CREATE TRIGGER IF NOT EXISTS records_decisions_insert AFTER INSERT ON records WHEN new.kind = 'tool_decision'
+BEGIN
+    INSERT OR IGNORE INTO decisions VALUES (
+        new.seq, new.time_ms, new.id, new.session, new.user, new.user_id,
+        CASE WHEN json_valid(CAST(new.body AS TEXT)) THEN json_extract(CAST(new.body AS TEXT), '$.tool.name') END,
+        CASE WHEN json_valid(CAST(new.body AS TEXT)) THEN json_extract(CAST(new.body AS TEXT), '$.tool.decision') END,
+        CASE WHEN json_valid(CAST(new.body AS TEXT))
+            THEN json_extract(CAST(new.body AS TEXT), '$.tool.approval_mode') END
+    );
+END;
+CREATE TRIGGER IF NOT EXISTS records_decisions_delete AFTER DELETE ON records WHEN old.kind = 'tool_decision'
+BEGIN
+    DELETE FROM decisions WHERE seq = old.seq;
+END;
 CREATE TABLE IF NOT EXISTS metric_points (
     seq         INTEGER PRIMARY KEY,
     time_ms     INTEGER NOT NULL,
@@ -202,6 +286,7 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
             check_same_thread=False,
         )
     else:
+        private_file(path)  # 0600 before SQLite creates it, so its -wal/-shm files are 0600 too
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -235,6 +320,28 @@ def shard_paths(directory: str | Path) -> list[Path]:
         if suffix.isdigit():
             found.append((int(suffix), p))
     return [p for _, p in sorted(found)]
+
+
+def _backfill_decisions(conn: sqlite3.Connection) -> None:
+    """Fill the ``decisions`` table (kept by triggers) from a store written before it existed; once per store."""
+    if conn.execute("SELECT 1 FROM meta WHERE key = 'decisions_backfilled'").fetchone() is not None:
+        return
+    text = "CAST(body AS TEXT)"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT OR IGNORE INTO decisions SELECT seq, time_ms, id, session, user, user_id, "
+            + ", ".join(
+                f"CASE WHEN json_valid({text}) THEN json_extract({text}, '$.tool.{f}') END"
+                for f in ("name", "decision", "approval_mode")
+            )
+            + " FROM records WHERE kind = 'tool_decision'"
+        )
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('decisions_backfilled', '1')")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class AuditStore:
@@ -284,6 +391,7 @@ class AuditStore:
         self.on_commit_stats: Callable[[int, float], None] | None = None
         self.last_error: StorageError | None = None
         self.last_error_time = 0.0
+        self._collided = 0  # id collisions (different content) of the append being inserted
         self.commits = 0
         self.committed_rows = 0
         self.chain_head = chain_genesis(shard)
@@ -295,10 +403,11 @@ class AuditStore:
     def open(self) -> AuditStore:
         """Create the directory and schema, start the writer thread. Raises :class:`StorageError` if unusable."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(self.path.parent)
             conn = connect(self.path, synchronous=self.synchronous)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            _backfill_decisions(conn)
             self.chain_head, self.chain_seq = self._load_chain_head(conn)
         except (sqlite3.Error, OSError) as exc:
             raise classify_sqlite_error(exc) from None
@@ -593,13 +702,14 @@ class AuditStore:
                 if p.op is not None:
                     results.append(AppendResult(new_records=p.op(conn)))
                     continue
+                self._collided = 0
                 chained = self._insert_chained(conn, p.records)
                 new = len(chained)
                 if chained:
                     self.chain_seq = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                 _insert_rows(conn, _INSERT_METRIC, p.metrics)
                 _insert_rows(conn, _INSERT_SPAN, p.spans)
-                results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans)))
+                results.append(AppendResult(len(p.records), new, len(p.metrics), len(p.spans), self._collided))
                 p.records = p.metrics = p.spans = ()  # inserted: the transaction holds them now
         except BaseException:
             self.chain_head, self.chain_seq = head_before, seq_before
@@ -623,9 +733,7 @@ class AuditStore:
             head = hashlib.sha256(head + row[7]).digest()
             out.append((*row, head))
         conn.execute("SAVEPOINT chained")
-        before = conn.total_changes
-        _insert_rows(conn, _INSERT_RECORD, out)
-        if conn.total_changes - before == len(out):
+        if _insert_rows(conn, _INSERT_RECORD, out) == len(out):
             conn.execute("RELEASE chained")
             self.chain_head = head
             return out
@@ -640,14 +748,23 @@ class AuditStore:
         if not rows:
             return []
         existing = _existing_keys(conn, rows)
-        seen: set[tuple[int, str]] = set()
+        seen: dict[tuple[int, str], bytes] = {}
         out: list[tuple[Any, ...]] = []
         head = self.chain_head
         for row in rows:
             key = (row[1], row[0])
             if key in existing or key in seen:
-                continue
-            seen.add(key)
+                prior = seen.get(key)
+                if prior is None:
+                    prior = _stored_body(conn, key)
+                if prior is None or same_content(prior, row[7]):
+                    continue  # a retry of the same record: stored once
+                row = collided_row(row)  # same id, different content: kept under a new id, flagged
+                key = (row[1], row[0])
+                if key in seen or _stored_body(conn, key) is not None:
+                    continue  # that collision was stored already (the colliding record's retry)
+                self._collided += 1
+            seen[key] = row[7]
             head = hashlib.sha256(head + row[7]).digest()
             out.append((*row, head))
         self.chain_head = head

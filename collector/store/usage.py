@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from collector.enrich.analytics_client import DailyUsage, parse_record
+from collector.private import private_dirs, private_file
 
 DB_FILENAME = "analytics.db"
 SCHEMA_VERSION = 2
@@ -192,6 +193,8 @@ class UsageStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        if str(path) != ":memory:":
+            private_file(self.path)
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -206,7 +209,7 @@ class UsageStore:
     def open(cls, data_dir: str | Path) -> UsageStore:
         """Open (creating if needed) ``<data_dir>/analytics.db``."""
         directory = Path(data_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dirs(directory)
         return cls(directory / DB_FILENAME)
 
     @classmethod

@@ -6,7 +6,21 @@ meaning for an operator is documented in ``docs/operations.md``.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+# Counters and histograms would otherwise each add a ``*_created`` gauge family that no dashboard or alert uses.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -43,6 +57,18 @@ class SelfMetrics:
         self.duplicates = Counter(
             "ccbridge_receiver_duplicate_records",
             "Audit records received again with an id already stored (exporter retries); stored once.",
+            registry=r,
+        )
+        self.truncated = Counter(
+            "ccbridge_receiver_truncated_records",
+            "Records (log events, metric points, spans) whose strings were cut to receivers.max_attribute_value_size "
+            "or receivers.max_record_size; marked attributes_truncated.",
+            registry=r,
+        )
+        self.id_collisions = Counter(
+            "ccbridge_receiver_id_collisions",
+            "Audit records that arrived with the id of a stored record but different content: stored under a new "
+            "id and flagged id_collision (see docs/security.md).",
             registry=r,
         )
         self.request_latency = Histogram(
@@ -152,3 +178,30 @@ class SelfMetrics:
             multiprocess_mode="livemin",
         )
         self.storage_healthy.set(1)
+        from collector import __version__
+
+        self.build_info = Info(
+            "ccbridge_build", "The running ccbridge: version and Python version (value always 1).", registry=r
+        )
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, process_start_time_seconds...
+        ProcessCollector(registry=r)
+
+    def receiver_status(self) -> dict[str, Any]:
+        """Items accepted by signal and transport, and requests refused by reason, since this process started."""
+        accepted: dict[str, float] = {}
+        refused: dict[str, float] = {}
+        for metric in self.accepted.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    key = f"{sample.labels['transport']}/{sample.labels['signal']}"
+                    accepted[key] = accepted.get(key, 0) + sample.value
+        for metric in self.refused.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    key = f"{sample.labels['transport']}/{sample.labels['signal']}: {sample.labels['reason']}"
+                    refused[key] = refused.get(key, 0) + sample.value
+        return {
+            "accepted": {k: int(v) for k, v in accepted.items()},
+            "refused": {k: int(v) for k, v in refused.items()},
+        }

@@ -92,6 +92,7 @@ class TelemetryServer:
         attach_collector(registry, self._collector)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.status_provider: Callable[[], dict[str, Any]] | None = None
 
     def add_readiness_check(self, name: str, check: ReadinessCheck, *, advisory: bool = False) -> None:
         """``check`` returns None when ready, else a short reason shown on ``/readyz``; an ``advisory`` check's
@@ -107,7 +108,16 @@ class TelemetryServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/status", self.status)
         return app
+
+    async def status(self, request: web.Request) -> web.Response:
+        """What ``ccbridge status`` shows: per destination its backlog, last success and error, dead letters; per
+        receiver what it accepted and refused (JSON)."""
+        if self.status_provider is None:
+            return web.json_response({"error": "no status in this process"}, status=404)
+        body = self.status_provider()  # on the loop: it reads the delivery workers' state
+        return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
@@ -152,7 +162,7 @@ class TelemetryServer:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         scheme = "https" if self.ssl_context is not None else "http"
-        log.info("telemetry endpoint on %s://%s:%s (/metrics, /healthz, /readyz)", scheme, host, self.port)
+        log.info("telemetry endpoint on %s://%s:%s (/metrics, /healthz, /readyz, /status)", scheme, host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

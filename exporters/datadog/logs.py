@@ -6,21 +6,21 @@ One record becomes one entry:
 - ``ddtags``: the configured tags, then ``kind``, ``tool``, ``decision``, ``model`` and ``organization`` when the
   record has them (values sanitised: Datadog tags cannot hold commas and are best kept to ``[A-Za-z0-9_.:/-]``);
 - ``status`` (the log level) from :func:`status_of`;
-- ``message``: the whole audit record as compact JSON, *after* the destination's field policy;
+- ``message``: one short human line (:func:`summary`), e.g. ``alice approved Bash: rm -rf build (manual)``, made from
+  the record *after* the destination's field policy (a hashed e-mail stays hashed);
 - ``timestamp`` (epoch milliseconds of the event, which Datadog's date remapper reads) and ``claude_code.time`` (the
   same instant as text; Datadog ingests entries older than 18 hours without their own time, the attribute keeps it);
 - facet-ready attributes: Datadog's standard ``usr.id`` / ``usr.email`` (after the policy: a hash by default) and
-  ``evt.name`` / ``evt.outcome``, and ``claude_code``: the policed record without ``attributes``, ``resource``,
-  ``body`` and ``schema_version`` (that raw wire data stays in ``message``), so ``@claude_code.tool.decision``,
-  ``@claude_code.session.id`` etc. can be facets.
+  ``evt.name`` / ``evt.outcome``, and ``claude_code``: the whole policed record, once (its raw ``attributes`` and
+  ``resource`` included), so ``@claude_code.tool.decision``, ``@claude_code.session.id`` etc. can be facets.
 
 Limits (spec: 5 MB per request, 1 MB per entry, 1000 entries per array): batches are split into consecutive groups
 of at most :data:`MAX_ENTRIES` entries and :data:`MAX_PAYLOAD_BYTES` bytes of JSON array. An entry above
-:data:`MAX_ENTRY_BYTES` is **truncated with a marker** rather than dead-lettered: tags, status and the small facet
-attributes stay (large values are removed from ``claude_code``, the whole object as a last resort), ``message`` is
-cut and ends with ``…[truncated by ccbridge]``, ``ccbridge.truncated`` is ``true`` and ``ccbridge.message_bytes``
-holds the original size. The full record stays in the bridge's own store (and any system-of-record destination);
-Datadog would silently truncate it anyway.
+:data:`MAX_ENTRY_BYTES` is **cut visibly** rather than dead-lettered: tags, status and the small facet
+attributes stay, values over 1 KiB are removed from ``claude_code`` (the whole object as a last resort),
+``ccbridge.truncated`` is ``true`` and ``ccbridge.record_bytes`` holds the size of the record as it was. The full
+record stays in the bridge's own store (and any system-of-record destination); Datadog would silently truncate it
+anyway.
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ DDSOURCE = "claude-code"
 MAX_ENTRIES = 1000
 MAX_PAYLOAD_BYTES = 5_000_000
 MAX_ENTRY_BYTES = 1_000_000 - 1024  # the spec's 1 MB per log, read as 10^6 bytes, less a margin
-TRUNCATION_MARKER = "…[truncated by ccbridge]"
 LARGE_ATTRIBUTE_BYTES = 1024
 _TAG_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.:/\-]+")
 _MAX_TAG_VALUE = 200
-_HIDDEN_FROM_FACETS = ("attributes", "resource", "schema_version", "body")
+MAX_MESSAGE_CHARS = 300
 _TAGS_CACHE_MAX = 4096
 
 
@@ -114,6 +113,74 @@ def _outcome(record: dict[str, Any]) -> str | None:
     return None
 
 
+def _who(rec: dict[str, Any]) -> str:
+    """The person: the e-mail's local part (``alice`` of alice@example.com), else the e-mail or id as policed."""
+    user = rec.get("user")
+    if isinstance(user, dict):
+        email = user.get("email")
+        if isinstance(email, str) and email:
+            local, at, _ = email.partition("@")
+            return local if at and local else email
+        uid = user.get("id")
+        if isinstance(uid, str) and uid:
+            return f"user {uid[:12]}"
+    return "someone"
+
+
+def _short(text: Any, limit: int = 120) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _target(rec: dict[str, Any]) -> str:
+    tool = rec.get("tool") or {}
+    name = tool.get("name") or "a tool"
+    what = tool.get("command") or (rec.get("file") or {}).get("path")
+    return f"{name}: {_short(what)}" if what else str(name)
+
+
+def summary(rec: dict[str, Any]) -> str:
+    """One human line for the log explorer, e.g. ``alice approved Bash: rm -rf build (manual)``."""
+    kind = rec.get("kind")
+    who = _who(rec)
+    tool = rec.get("tool") or {}
+    if kind == "tool_decision":
+        verb = {"accept": "approved", "reject": "rejected"}.get(str(tool.get("decision")), "decided on")
+        mode = tool.get("approval_mode") or tool.get("decision_source")
+        text = f"{who} {verb} {_target(rec)}" + (f" ({mode})" if mode else "")
+    elif kind == "tool_result":
+        ok = tool.get("success")
+        outcome = "succeeded" if ok is True else "failed" if ok is False else "finished"
+        text = f"{who} ran {_target(rec)}: {outcome}"
+        if ok is False and tool.get("error_type"):
+            text += f" ({tool['error_type']})"
+    elif kind == "file_change":
+        f = rec.get("file") or {}
+        text = f"{who} changed {_short(f.get('path') or '?')} ({f.get('operation') or tool.get('name') or 'edit'})"
+    elif kind == "api_request":
+        tokens = rec.get("tokens") or {}
+        cost = rec.get("cost_usd")
+        text = (
+            f"{who}: {rec.get('model') or 'model'} request, {tokens.get('input', 0)} in / {tokens.get('output', 0)} out"
+            " tokens" + (f", ${cost:.4f}" if isinstance(cost, int | float) else "")
+        )
+    elif kind == "api_error":
+        api = rec.get("api") or {}
+        detail = api.get("error")
+        status = api.get("status_code")
+        text = f"{who}: {rec.get('model') or 'model'} request failed" + (f" ({status})" if status else "")
+        text += f": {_short(detail)}" if detail else ""
+    elif kind == "user_prompt":
+        length = (rec.get("prompt") or {}).get("length")
+        text = f"{who} sent a prompt" + (f" ({length} characters)" if length is not None else "")
+    elif kind == "chain_head":
+        head = rec.get("chain_head") or {}
+        text = f"chain head of shard {head.get('shard')} at seq {head.get('seq')}"
+    else:
+        text = f"{who}: {rec.get('event') or kind or 'event'}"
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 class LogEncoder:
     """Turns delivery records into encoded log entries (compact JSON bytes, each within the per-entry limit)."""
 
@@ -134,7 +201,7 @@ class LogEncoder:
             "hostname": self.hostname,
             "ddtags": self._ddtags(rec),
             "status": status_of(raw),
-            "message": orjson.dumps(rec).decode(),
+            "message": summary(rec),
             "timestamp": dr.time_ms,
         }
         evt: dict[str, Any] = {"name": rec.get("event") or f"claude_code.{rec.get('kind', 'event')}"}
@@ -147,10 +214,7 @@ class LogEncoder:
             usr = {k: user[k] for k in ("id", "email") if k in user}
             if usr:
                 entry["usr"] = usr
-        facets = dict(rec)
-        for key in _HIDDEN_FROM_FACETS:
-            facets.pop(key, None)
-        entry["claude_code"] = facets
+        entry["claude_code"] = rec
         return entry
 
     def _ddtags(self, rec: dict[str, Any]) -> str:
@@ -187,19 +251,15 @@ class LogEncoder:
 
 
 def truncate_entry(entry: dict[str, Any]) -> bytes:
-    """``entry`` shrunk below :data:`MAX_ENTRY_BYTES`: large facet values removed, ``message`` cut with a marker
-    (and, should the facets alone still be too large, the ``claude_code`` facets left out)."""
-    message: str = entry["message"]
-    entry["ccbridge"] = {"truncated": True, "message_bytes": len(message.encode())}
+    """``entry`` shrunk below :data:`MAX_ENTRY_BYTES`: values over :data:`LARGE_ATTRIBUTE_BYTES` removed from the
+    ``claude_code`` record (and, should it still be too large, the record left out); the short ``message``, tags
+    and the small facets stay."""
     facets = entry.get("claude_code")
+    size = len(orjson.dumps(facets)) if facets is not None else 0
+    entry["ccbridge"] = {"truncated": True, "record_bytes": size}
     if isinstance(facets, dict):
         entry["claude_code"] = _without_large_values(facets)
     data = orjson.dumps(entry)
-    keep = len(message)
-    while len(data) > MAX_ENTRY_BYTES and keep > 0:
-        keep = max(0, keep - (len(data) - MAX_ENTRY_BYTES) - len(TRUNCATION_MARKER) * 4)
-        entry["message"] = message[:keep] + TRUNCATION_MARKER
-        data = orjson.dumps(entry)
     if len(data) > MAX_ENTRY_BYTES:
         entry.pop("claude_code", None)
         data = orjson.dumps(entry)

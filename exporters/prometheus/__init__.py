@@ -50,6 +50,7 @@ class PrometheusExporter(Exporter, MetricSink):
             series_expiration=float(config.series_expiration),
             users=UserLabeler(pu.mode, pu.allow, pu.salt.get()),
             mcp_servers=config.mcp_servers,
+            max_generic_families=config.max_generic_metrics,
         )
         self.tailer: StoreTailer | None = None
         self.collector: PrometheusCollector | None = None

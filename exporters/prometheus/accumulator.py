@@ -111,7 +111,12 @@ EVENT_METRICS: dict[str, EventSpec] = {
 }
 EVENT_KINDS = frozenset({"tool_decision", "tool_result", "api_request", "api_error", "file_change"})
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
-IGNORED_OUTCOMES = frozenset({"not_claude_code", "invalid", "unsupported", "name_conflict", "out_of_order"})
+IGNORED_OUTCOMES = frozenset(
+    {"not_claude_code", "invalid", "unsupported", "name_conflict", "out_of_order", "family_limit"}
+)
+DEFAULT_MAX_GENERIC_FAMILIES = 100
+"""Generic ``claude_code.*`` metric families (beyond the fixed ones) at most; points of further names are ignored
+and counted as ``family_limit`` (any client could otherwise create families without bound)."""
 
 
 @dataclass(eq=False)
@@ -209,12 +214,15 @@ class Accumulator:
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
         dedupe_ids: int = DEDUPE_IDS,
+        max_generic_families: int = DEFAULT_MAX_GENERIC_FAMILIES,
     ) -> None:
         if max_series_per_metric < 1:
             raise ValueError("max_series_per_metric must be >= 1")
         if series_expiration <= 0:
             raise ValueError("series_expiration must be > 0")
         self.max_series = max_series_per_metric
+        self.max_generic_families = max_generic_families
+        self._generic_count = 0
         self.expiration = float(series_expiration)
         self.users = users or UserLabeler()
         self.mcp_servers = frozenset(mcp_servers)
@@ -266,6 +274,8 @@ class Accumulator:
         name = p.get("name")
         if not isinstance(name, str) or not name.startswith("claude_code."):
             return "not_claude_code"
+        if len(name) > naming.MAX_METRIC_NAME_CHARS:
+            return "invalid"
         value = _number(p.get("value"))
         t = _uint(p.get("time_unix_nano"))
         if value is None or not t:
@@ -296,6 +306,8 @@ class Accumulator:
             found = self._generic_family(prom, kind, name, p.get("description"), unit)
             if found is None:
                 return "name_conflict"
+            if isinstance(found, str):
+                return found
             fam = found
 
         source = p.get("source")
@@ -361,15 +373,19 @@ class Accumulator:
             labels["tool_name"] = naming.tool_label(labels["tool_name"], self.mcp_servers)
         return labels
 
-    def _generic_family(self, prom: str, kind: str, otel_name: str, description: Any, unit: str) -> Family | None:
+    def _generic_family(self, prom: str, kind: str, otel_name: str, description: Any, unit: str) -> Family | str | None:
         base = _base(prom, kind)
         fam = self._by_base.get(base)
         if fam is None:
+            if self._generic_count >= self.max_generic_families:
+                return "family_limit"
+            self._generic_count += 1
             suffix = naming.unit_suffix(unit)
             help_text = description if isinstance(description, str) and description else f"Claude Code {otel_name}."
+            help_text = naming.clean_text(f"{help_text} ({otel_name})", naming.MAX_HELP_CHARS)
             extra = (USER_LABEL,) if self.users.enabled else ()
             unit_meta = suffix if suffix and base.endswith("_" + suffix) else ""
-            return self._declare(prom, kind, f"{help_text} ({otel_name})", unit_meta, extra, otel_name)
+            return self._declare(prom, kind, help_text, unit_meta, extra, otel_name)
         if fam.kind != kind or fam.source != otel_name:
             return None
         return fam

@@ -47,6 +47,7 @@ class PrometheusConfig:
 
     enabled: bool = True
     max_series_per_metric: int = 2000
+    max_generic_metrics: int = 100
     series_expiration: Duration = Duration(3600.0)
     poll_interval: Duration = Duration(1.0)
     poll_batch: int = 5000
@@ -56,6 +57,8 @@ class PrometheusConfig:
     def validate(self, path: str) -> None:
         if not 1 <= self.max_series_per_metric <= MAX_SERIES_LIMIT:
             raise ConfigError(f"{path}.max_series_per_metric: must be between 1 and {MAX_SERIES_LIMIT}")
+        if not 0 <= self.max_generic_metrics <= 10_000:
+            raise ConfigError(f"{path}.max_generic_metrics: must be between 0 and 10000")
         if self.series_expiration < 60.0:
             raise ConfigError(
                 f"{path}.series_expiration: must be at least 1m (Claude Code exports metrics every 60s by default)"

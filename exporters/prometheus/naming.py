@@ -130,12 +130,35 @@ def label_name(key: str) -> str:
     return out
 
 
+MAX_LABEL_VALUE_CHARS = 128
+"""Longest label value (and metric help text) served; longer text is cut and ends with ``...``."""
+MAX_HELP_CHARS = 256
+MAX_METRIC_NAME_CHARS = 200
+"""Longest OTLP metric name turned into a generic family; longer names are ignored as invalid."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+REPLACEMENT = "\ufffd"
+
+
+def clean_text(text: str, limit: int = MAX_LABEL_VALUE_CHARS) -> str:
+    """``text`` fit to serve on ``/metrics``: control characters (C0, DEL, C1, line/paragraph separators; ESC
+    sequences and bare CRs that a terminal or a log viewer would act on) replaced by U+FFFD and at most ``limit``
+    characters."""
+    if _CONTROL.search(text) is not None:
+        text = _CONTROL.sub(REPLACEMENT, text)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 def label_value(value: Any) -> str:
-    """An attribute value as label text: strings as-is, booleans ``true``/``false``, numbers, else JSON."""
+    """An attribute value as label text: strings as-is, booleans ``true``/``false``, numbers, else JSON; control
+    characters replaced and the length capped (:func:`clean_text`)."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        if len(value) <= MAX_LABEL_VALUE_CHARS and (value.isprintable() or _CONTROL.search(value) is None):
+            return value
+        return clean_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -144,7 +167,7 @@ def label_value(value: Any) -> str:
         if value.is_integer() and math.isfinite(value):
             return str(int(value))
         return repr(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return clean_text(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
 
 
 def normalize_model(model: Any) -> str:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from collector import cli
+from collector import config as config_mod
 from collector.config import (
     ByteSize,
     Config,
@@ -27,6 +28,7 @@ from collector.config import (
     parse_endpoint,
     parse_size,
 )
+from collector.runtime import available_cpus
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 ROW_RE = re.compile(r"^\|\s*`(?P<key>[a-z_.]+)`\s*\|\s*`(?P<default>[^`]*)`\s*\|")
@@ -54,7 +56,10 @@ def leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def documented_value(text: str, actual: Any) -> Any:
-    """Parse a documented default the way the loader parses that key's type."""
+    """Parse a documented default the way the loader parses that key's type (``auto`` for a number: the CPUs the
+    process may use)."""
+    if text == "auto" and isinstance(actual, int) and not isinstance(actual, bool):
+        return min(64, available_cpus())
     if text == '""':
         return Secret("") if isinstance(actual, Secret) else ""
     if isinstance(actual, list | tuple):
@@ -100,7 +105,30 @@ def test_embedded_defaults_are_the_documented_ones():
     assert cfg.receivers.otlp.http.enabled is True
     assert cfg.receivers.otlp.grpc.tls.enabled is False
     assert cfg.storage.synchronous == "full"
-    assert cfg.server.workers == 1
+    assert cfg.server.workers == min(64, available_cpus())
+
+
+def test_workers_default_to_the_cpus_the_process_may_use(tmp_path, monkeypatch):
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr("collector.runtime._cgroup_quota", lambda _root: None)
+    assert available_cpus() == 8
+    assert Config().server.workers == 8  # not 1
+    monkeypatch.setattr("collector.runtime._cgroup_quota", lambda _root: 2.5)  # cpu.max "250000 100000"
+    assert available_cpus() == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0})
+    assert available_cpus() == 1
+
+
+def test_cgroup_cpu_max_is_read(tmp_path, monkeypatch):
+    from collector.runtime import _cgroup_quota
+
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(str(tmp_path)) is None or _cgroup_quota(str(tmp_path)) > 0
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    quota = _cgroup_quota(str(tmp_path))
+    assert quota is not None and quota <= 1.5
 
 
 def test_every_documented_default_matches_the_code_and_every_key_is_documented():
@@ -130,7 +158,7 @@ def test_documented_complete_example_loads():
     assert example is not None
     cfg = load_yaml(example.group(1), ANTHROPIC_ADMIN_API_KEY="sk-ant-admin01-test")
     assert cfg.server.workers == 2
-    assert cfg.receivers.otlp.http.max_decompressed_size == 64 * 1024**2
+    assert cfg.receivers.otlp.http.max_decompressed_size == 32 * 1024**2
     assert cfg.storage.retention == 90 * 86400
 
 
@@ -463,7 +491,47 @@ def test_validate_config_invalid_file(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert "invalid configuration" in err
-    assert "receivers.otlp.htp: unknown key 'htp'" in err
+    assert "receivers.otlp.htp: unknown key 'htp'; did you mean 'http'?" in err
+
+
+def test_validate_config_reports_every_problem_at_once(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text(
+        "receivers:\n  otlp:\n    grpc:\n      endpoint: nonsense\n"
+        "    http:\n      tls:\n        cert_file: /nonexistent/cert.pem\n        key_file: /nonexistent/key.pem\n"
+        "storage:\n  max_commit_records: 0\n  synchronus: full\n"
+        "server:\n  workers: 0\n"
+    )
+    assert cli.main(["validate-config", str(p)]) == 1
+    _, err = capsys.readouterr()
+    assert "storage.synchronus: unknown key 'synchronus'; did you mean 'synchronous'?" in err
+    assert "storage.max_commit_records" in err
+    assert "server.workers" in err
+    assert "receivers.otlp.grpc.endpoint" in err
+    assert "Traceback" not in err
+
+
+def test_validate_config_checks_referenced_files(tmp_path, capsys):
+    p = tmp_path / "tls.yaml"
+    p.write_text(
+        "receivers:\n  otlp:\n    http:\n      tls:\n"
+        "        cert_file: /nonexistent/c.pem\n        key_file: /nonexistent/k.pem\n"
+    )
+    assert cli.main(["validate-config", str(p)]) == 1
+    _, err = capsys.readouterr()
+    assert "receivers.otlp.http.tls.cert_file: file /nonexistent/c.pem does not exist" in err
+    assert "receivers.otlp.http.tls.key_file: file /nonexistent/k.pem does not exist" in err
+    # a config checked away from where it runs (a rendered Helm chart): the files exist in the pod's mounts only
+    assert cli.main(["validate-config", "--no-file-checks", str(p)]) == 0
+
+
+def test_validate_config_names_the_yaml_line(tmp_path, capsys):
+    p = tmp_path / "syntax.yaml"
+    p.write_text("storage:\n  directory: /tmp/x\n  retention: [1, 2\nserver: {}\n")
+    assert cli.main(["validate-config", str(p)]) == 1
+    _, err = capsys.readouterr()
+    assert f"{p}: not valid YAML: line " in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
 
 
 def test_validate_config_missing_file(tmp_path, capsys):
@@ -518,3 +586,87 @@ def test_validate_config_requires_a_file_argument(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["validate-config"])
     assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# storage.backend and storage.postgresql
+
+PG_PASSWORD = "Xy9-not-for-logs"
+
+
+def test_storage_backend_defaults_to_sqlite():
+    cfg = config_mod.load_tree({})
+    assert cfg.storage.backend == "sqlite"
+    pg = cfg.storage.postgresql
+    assert (pg.schema, pg.pool_size, pg.connect_timeout, pg.statement_timeout, pg.wait_at_start) == (
+        "ccbridge", 10, 10.0, 30.0, 0.0,
+    )  # fmt: skip
+    assert not pg.dsn
+
+
+def test_postgresql_settings_load_with_the_dsn_from_the_environment():
+    tree = {
+        "storage": {
+            "backend": "postgresql",
+            "postgresql": {
+                "dsn": "${env:CCBRIDGE_POSTGRES_DSN}",
+                "schema": "audit_trail",
+                "pool_size": 4,
+                "connect_timeout": "5s",
+                "statement_timeout": "2m",
+                "wait_at_start": "1m",
+            },
+        }
+    }
+    dsn = f"postgresql://app:{PG_PASSWORD}@db:5432/audit?sslmode=verify-full"
+    cfg = config_mod.load_tree(tree, environ={"CCBRIDGE_POSTGRES_DSN": dsn})
+    pg = cfg.storage.postgresql
+    assert cfg.storage.backend == "postgresql" and pg.dsn.get() == dsn
+    assert (pg.schema, pg.pool_size, pg.connect_timeout, pg.statement_timeout, pg.wait_at_start) == (
+        "audit_trail", 4, 5.0, 120.0, 60.0,
+    )  # fmt: skip
+    assert PG_PASSWORD not in repr(cfg) and PG_PASSWORD not in str(pg)
+
+
+@pytest.mark.parametrize(
+    ("storage", "key", "problem"),
+    [
+        ({"backend": "postgres"}, "storage.backend", "must be one of sqlite, postgresql"),
+        ({"backend": "postgresql"}, "storage.postgresql.dsn", "required with storage.backend: postgresql"),
+        (
+            {"postgresql": {"dsn": f"host=db password={PG_PASSWORD}"}},
+            "storage.postgresql.dsn",
+            "expected a PostgreSQL URI",
+        ),
+        ({"postgresql": {"dsn": f"postgresql://a:{PG_PASSWORD}@db:0/x"}}, "storage.postgresql.dsn", "invalid port"),
+        ({"postgresql": {"schema": "Audit-Trail"}}, "storage.postgresql.schema", "not a usable schema name"),
+        ({"postgresql": {"schema": "pg_audit"}}, "storage.postgresql.schema", "not a usable schema name"),
+        ({"postgresql": {"pool_size": 0}}, "storage.postgresql.pool_size", "between 1 and 200"),
+        ({"postgresql": {"connect_timeout": 0}}, "storage.postgresql.connect_timeout", "more than 0s"),
+        ({"postgresql": {"statement_timeout": "0.5ms"}}, "storage.postgresql.statement_timeout", "at least 1ms"),
+        ({"postgresql": {"wait_at_start": "2d"}}, "storage.postgresql.wait_at_start", "at most 24h"),
+        ({"postgresql": {"host": "db"}}, "storage.postgresql.host", "unknown key"),
+    ],
+)
+def test_postgresql_settings_are_validated_naming_the_key(storage, key, problem):
+    with pytest.raises(config_mod.ConfigError) as exc:
+        config_mod.load_tree({"storage": storage})
+    msg = str(exc.value)
+    assert msg.startswith(key) and problem in msg, msg
+    assert PG_PASSWORD not in msg
+
+
+def test_validate_config_never_prints_the_dsn_password(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            {"storage": {"backend": "postgresql", "postgresql": {"dsn": f"postgresql://app:{PG_PASSWORD}@db/audit"}}}
+        )
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"storage": {"postgresql": {"dsn": f"postgresql://app:{PG_PASSWORD}@db:x/a"}}}))
+    assert cli.main(["validate-config", str(good)]) == 0
+    assert cli.main(["validate-config", str(bad)]) != 0
+    out = capsys.readouterr()
+    assert "configuration is valid" in out.out and "invalid port" in out.err
+    assert PG_PASSWORD not in out.out + out.err

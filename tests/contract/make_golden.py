@@ -2,7 +2,8 @@
 
 THE GOLDEN FILES ARE REVIEWED BY HAND. They are the contract: what the bridge must store for each real recording.
 Each one was generated once with this script and then checked, field by field, against the run's ``SUMMARY.txt``,
-``claude.stdout.json``, the fixture README and ``shared/specs/claude_code_otel.md`` (counts per kind, decisions and
+``claude.stdout.json``, the fixture README and the Claude Code "Monitoring usage" documentation
+(https://docs.claude.com/en/docs/claude-code/monitoring-usage) (counts per kind, decisions and
 their sources, approval modes, tool names, file paths, costs, tokens, identities, record ids). Where the bridge's
 output disagreed with the recording, the code was fixed, not the golden.
 

@@ -199,7 +199,8 @@ async def test_sdk_log_records_become_audit_records(
         {"model": "claude-opus-5-5", "status_code": 500, "attempt": 2, "error": "fake failure"},
         event_name="claude_code.api_error",
     )
-    emit(6, {"detail": "fake failure"}, {}, event_name="claude_code.api_error")  # exporter-level duplicate
+    # the same id (session, sequence, event) with different content: kept and flagged, not dropped
+    emit(6, {"detail": "fake failure"}, {}, event_name="claude_code.api_error")
     # neither a claude_code.* body nor event_name: only the short event.name attribute names the event;
     # an OAuth user's user.email wins over enduser.id
     emit(
@@ -214,9 +215,11 @@ async def test_sdk_log_records_become_audit_records(
     assert_http_exports(session, protocol)
 
     records = bridge.records()
-    by_seq = {r["sequence"]: r for r in records if r["kind"] != "file_change"}
+    by_seq = {r["sequence"]: r for r in records if r["kind"] != "file_change" and "id_collision" not in r}
     assert sorted(by_seq) == list(range(8))
-    assert len(records) == 9  # 8 events (the duplicate stored once) + 1 derived file_change
+    assert len(records) == 10  # 8 events + the flagged collision + 1 derived file_change
+    (collided,) = [r for r in records if "id_collision" in r]
+    assert collided["id_collision"] == {"id": by_seq[6]["id"]} and collided["id"] != by_seq[6]["id"]
     transport = "grpc" if protocol.startswith("grpc") else "http"
     for r in records:
         assert r["session"] == {"id": SESSION}

@@ -121,7 +121,7 @@ def test_dockerfile_entrypoint_and_cmd_must_run_the_copied_config(tmp_path: Path
 
 def test_build_context_follows_dockerignore() -> None:
     context = cd.build_context(ROOT)
-    for needed in ("pyproject.toml", "README.md", "collector/cli.py", "exporters/__init__.py"):
+    for needed in ("pyproject.toml", "README.md", "collector/cli/__init__.py", "exporters/__init__.py"):
         assert needed in context
     assert "deploy/ccbridge.container.yaml" in context
     assert not any(f.startswith(("tests/", "docs/", "helm/", ".venv/")) for f in context)

@@ -16,7 +16,7 @@ from exporters.datadog.intake import SITES
 
 KEY = "0123456789abcdef0123456789abcdef"
 
-# The spec's site table (/work/shared/specs/datadog.md §1), copied literally.
+# Datadog's site table ("Getting Started with Datadog Sites", https://docs.datadoghq.com/getting_started/site/).
 SPEC_SITES = {
     "datadoghq.com": (
         "https://http-intake.logs.datadoghq.com/api/v2/logs",

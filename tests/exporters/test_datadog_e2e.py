@@ -243,8 +243,10 @@ async def test_configured_fields_let_the_email_through(start, fake):
     await replay(bridge, DETAILS)
     logs = await fake.wait_for_logs(21, timeout=15)
     assert {e.attributes["usr"]["email"] for e in logs} == {EMAIL}
-    assert all(orjson.loads(e.message)["user"]["email"] == EMAIL for e in logs)
-    assert all("full_command" not in e.message for e in logs)  # commands are still dropped
+    assert all(e.attributes["claude_code"]["user"]["email"] == EMAIL for e in logs)
+    local_part = EMAIL.split("@", maxsplit=1)[0]
+    assert all(e.message.startswith(local_part) for e in logs if e.attributes["claude_code"].get("user"))
+    assert all("full_command" not in orjson.dumps(e.attributes).decode() for e in logs)  # commands still dropped
     assert not [r for r in fake.requests if r.path == "/api/v2/series"]
 
 

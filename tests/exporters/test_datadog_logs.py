@@ -21,7 +21,7 @@ from collector.telemetry.selfmetrics import SelfMetrics
 from exporters.base import DeliveryRecord, Payload
 from exporters.datadog import DatadogExporter
 from exporters.datadog.intake import server_delay
-from exporters.datadog.logs import MAX_ENTRY_BYTES, TRUNCATION_MARKER, status_of, tag_value
+from exporters.datadog.logs import MAX_ENTRY_BYTES, status_of, summary, tag_value
 from exporters.httpclient import HttpAnswer
 from tests.collector.delivery.delivery_support import send_through_engine
 from tests.fakes.datadog import DatadogFake
@@ -115,14 +115,40 @@ def test_entry_carries_source_service_host_tags_status_and_the_record():
         "organization:3f0c5b8e-9a43-4c55-9d0c-2a7f0e4c1b11",
     ]
     assert entry["timestamp"] == T0 + 1
-    message = orjson.loads(entry["message"])
-    assert message["id"] == DECISION["id"] and message["kind"] == "tool_decision"
+    assert entry["message"].endswith(" rejected Bash (automatic)")  # a human line, not the record as JSON
     assert entry["evt"] == {"name": "claude_code.tool_decision"}
     assert entry["usr"]["id"] == "5448c118" * 8
     facets = entry["claude_code"]
     assert facets["tool"]["decision"] == "reject" and facets["tool"]["approval_mode"] == "automatic"
     assert facets["session"]["id"] == DECISION["session"]["id"]
-    assert "attributes" not in facets and "resource" not in facets and "schema_version" not in facets
+    assert facets["id"] == DECISION["id"] and facets["kind"] == "tool_decision"
+    # the record once: its raw wire data among the attributes, no second copy in ``message``
+    assert facets["attributes"]["decision"] == "reject" and facets["resource"]["service.name"] == "claude-code"
+    assert DECISION["id"] not in entry["message"]
+    assert orjson.dumps(entry).count(b'"decision_source"') == 1
+
+
+def test_message_is_a_short_human_line():
+    exp = make_exporter(fields={"user.email": "keep", "tool.command": "keep"})
+    approved = record(
+        2,
+        kind="tool_decision",
+        user={"id": "u1", "email": "alice@example.com"},
+        tool={"name": "Bash", "decision": "accept", "approval_mode": "manual", "command": "rm -rf build"},
+    )
+    assert one_entry(exp, approved)["message"] == "alice approved Bash: rm -rf build (manual)"
+    failed = record(
+        3,
+        kind="tool_result",
+        user={"id": "u1", "email": "alice@example.com"},
+        tool={"name": "Edit", "success": False, "error_type": "ShellError"},
+        file={"path": "/repo/app.py"},
+    )
+    assert summary(failed) == "alice ran Edit: /repo/app.py: failed (ShellError)"
+    api = record(4, kind="api_request", user={"id": "u1"}, model="m1", tokens={"input": 10, "output": 2}, cost_usd=0.5)
+    assert summary(api) == "user u1: m1 request, 10 in / 2 out tokens, $0.5000"
+    long = record(5, kind="tool_decision", tool={"name": "Bash", "decision": "accept", "command": "x" * 5000})
+    assert len(summary(long)) <= 300
 
 
 def test_privacy_defaults_hash_emails_and_drop_command_lines():
@@ -131,7 +157,8 @@ def test_privacy_defaults_hash_emails_and_drop_command_lines():
     assert "jdoe@example.com" not in text
     assert "rm -f" not in text and "full_command" not in text
     assert entry["usr"]["email"].startswith("sha256:")
-    message = orjson.loads(entry["message"])
+    assert entry["message"].startswith("sha256:")  # the line names the person as the policy leaves them
+    message = entry["claude_code"]
     assert message["user"]["email"] == entry["usr"]["email"]
     assert message["attributes"]["enduser.id"].startswith("sha256:")
     assert message["resource"]["enduser.id"].startswith("sha256:")
@@ -150,7 +177,8 @@ def test_configured_fields_let_emails_and_commands_through():
     exp = make_exporter(fields={"user.email": "keep", "tool.command": "keep"})
     entry = one_entry(exp, DECISION)
     assert entry["usr"]["email"] == "jdoe@example.com"
-    message = orjson.loads(entry["message"])
+    assert entry["message"] == "jdoe rejected Bash: rm -f /home/dev/project/hello.txt (automatic)"
+    message = entry["claude_code"]
     assert message["user"]["email"] == "jdoe@example.com"
     assert message["tool"]["command"] == "rm -f /home/dev/project/hello.txt"
     assert "parameters" not in message["tool"]  # still dropped by the defaults
@@ -225,15 +253,15 @@ def test_batches_are_cut_at_5mb_of_json():
     assert [r.seq for p in payloads for r in p.records] == list(range(1, 41))
 
 
-def test_an_oversize_entry_is_truncated_with_a_marker():
+def test_an_oversize_entry_is_cut_visibly():
     huge = record(5, kind="tool_result", tool={"name": "Read", "success": True, "output": "y" * 3_000_000})
     exp = make_exporter(fields={"tool.output": "keep"})
     (payload,) = exp.encode([delivery(huge)])
     raw = gzip.decompress(payload.data)
     assert len(raw) <= MAX_ENTRY_BYTES + 2
     (entry,) = orjson.loads(raw)
-    assert entry["message"].endswith(TRUNCATION_MARKER)
-    assert entry["ccbridge"] == {"truncated": True, "message_bytes": len(orjson.dumps(exp.encoder.policy.apply(huge)))}
+    assert entry["message"] == summary(exp.encoder.policy.apply(huge))
+    assert entry["ccbridge"] == {"truncated": True, "record_bytes": len(orjson.dumps(exp.encoder.policy.apply(huge)))}
     assert "output" not in entry["claude_code"]["tool"]  # large facet values are removed ...
     assert entry["claude_code"]["tool"]["name"] == "Read"  # ... the small ones stay
     assert entry["status"] == "info" and "kind:tool_result" in entry["ddtags"]

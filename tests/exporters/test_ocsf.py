@@ -1,7 +1,7 @@
 """OCSF mapping: every record of the recorded Claude Code runs maps to a valid OCSF 1.8.0 event of its class.
 
 The class definitions below are a minimal transcription of OCSF 1.8.0 for the classes the mapper emits
-(``/work/shared/specs/ocsf.md``): required attributes of the base event and of each class, the activity, severity
+(OCSF schema, https://schema.ocsf.io/): required attributes of the base event and of each class, the activity, severity
 and status enums with their captions, the ``type_uid`` arithmetic, and the constraints of the objects used
 ("at least one of" for ``actor``, ``user``, ``process``, ``src_endpoint``; required ``file.name``/``type_id``,
 ``device.type_id``, ``api.operation``, ``ai_model.name``/``ai_provider``; the ``ai_operation`` profile only on the

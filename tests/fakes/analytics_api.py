@@ -1,4 +1,5 @@
-"""Strict local fake of the Claude Code Analytics API, written from shared/specs/analytics_api.md.
+"""Strict local fake of the Claude Code Analytics API, written from Anthropic's "Claude Code Analytics API"
+documentation (https://docs.claude.com/en/api/claude-code-analytics-api).
 
 ``async with AnalyticsApiFake(users=10, days=7) as fake:`` serves
 ``GET /v1/organizations/usage_report/claude_code`` on ``fake.url`` (127.0.0.1, ephemeral port).

@@ -1,6 +1,7 @@
 """Strict local fake of the Datadog intake APIs: Logs ``POST /api/v2/logs`` and Metrics ``POST /api/v2/series``.
 
-The fake follows ``/work/shared/specs/datadog.md``. Every request is recorded (headers included),
+The fake follows Datadog's "Logs API" (https://docs.datadoghq.com/api/latest/logs/) and "Metrics API"
+(https://docs.datadoghq.com/api/latest/metrics/) references. Every request is recorded (headers included),
 accepted log entries and metric points are stored parsed, and a test can inject failures while the
 server runs. Both routes are served from one base URL (the real service uses two hosts).
 

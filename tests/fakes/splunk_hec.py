@@ -1,6 +1,8 @@
 """Strict local fake of the Splunk HTTP Event Collector (HEC).
 
-The fake follows ``/work/shared/specs/splunk_hec.md`` and answers with the status codes and
+The fake follows Splunk's "HTTP Event Collector REST API endpoints" documentation
+(https://docs.splunk.com/Documentation/Splunk/latest/RESTREF/RESTinput#services.2Fcollector) and answers with the
+status codes and
 ``{"text": ..., "code": ...}`` bodies listed there. It is meant for exporter tests: every request
 is recorded (headers included), every accepted event is stored with its effective metadata, and a
 test can inject failures while the server runs.

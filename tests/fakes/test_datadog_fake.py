@@ -1,4 +1,5 @@
-"""Tests proving the Datadog intake fake enforces the wire spec (``/work/shared/specs/datadog.md``)."""
+"""Tests proving the Datadog intake fake enforces the wire spec (Datadog "Logs API" and "Metrics API" references,
+https://docs.datadoghq.com/api/latest/logs/ and https://docs.datadoghq.com/api/latest/metrics/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Tests proving the Splunk HEC fake enforces the wire spec (``/work/shared/specs/splunk_hec.md``)."""
+"""Tests proving the Splunk HEC fake enforces the wire spec (Splunk "Format events for HTTP Event Collector" and
+"HTTP Event Collector REST API endpoints",
+https://docs.splunk.com/Documentation/Splunk/latest/Data/FormateventsforHTTPEventCollector)."""
 
 from __future__ import annotations
 

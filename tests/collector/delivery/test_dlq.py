@@ -16,6 +16,7 @@ from collector.delivery.outcome import Outcome, Retry
 from collector.delivery.settings import DestinationSettings
 from collector.store import delivery_state as state_mod
 from collector.store.delivery_state import DeliveryState, state_path
+from collector.store.sqlite import AuditStore
 from exporters.base import DeliveryRecord, Exporter, Payload
 from tests.collector.delivery.delivery_support import run_cli
 
@@ -31,6 +32,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Shard 0: http/a has a batch of 3 refused 10 days ago and a batch of 2 refused now; http/b one entry now."""
     clock = {"now": 1_800_000_000.0 - 10 * DAY}
     monkeypatch.setattr(state_mod.time, "time", lambda: clock["now"])
+    AuditStore(tmp_path, shard=0).open().close()  # the store the dead letters belong to
     st = DeliveryState(state_path(tmp_path, 0))
     st.dead_letter("http/a", rows(1, 3), "HTTP 400: bad", 400, 1)
     clock["now"] = 1_800_000_000.0

@@ -62,6 +62,17 @@ def make_config(fake: AnalyticsApiFake, **overrides: object) -> AnalyticsApiConf
     return AnalyticsApiConfig(**values)  # type: ignore[arg-type]
 
 
+def make_config_for_url(url: str) -> AnalyticsApiConfig:
+    return AnalyticsApiConfig(  # type: ignore[call-arg]
+        enabled=True,
+        base_url=url,
+        admin_api_key=Secret(FAKE_ADMIN_KEY),
+        request_timeout=Duration(5.0),
+        max_retry_elapsed=Duration(30.0),
+        max_requests_per_second=0.0,
+    )
+
+
 def load_fixture(name: str) -> dict:
     return orjson.loads((FIXTURES / name).read_bytes())
 
@@ -537,3 +548,27 @@ def test_loopback_http_is_allowed_for_fakes():
     AnalyticsApiConfig(base_url="http://127.0.0.1:8080").validate("a")
     AnalyticsApiConfig(base_url="http://localhost:8080/").validate("a")
     AnalyticsApiConfig(base_url="http://[::1]:8080").validate("a")
+
+
+async def test_connection_refused_fails_at_once_without_retrying():
+    from collector.enrich.analytics_client import UnreachableError
+    from tests.conftest import free_port
+
+    cfg = make_config_for_url(f"http://127.0.0.1:{free_port()}")
+    events: list[RetryEvent] = []
+    started = time.monotonic()
+    async with AnalyticsClient(cfg, on_retry=events.append) as client:
+        with pytest.raises(UnreachableError, match="connection refused"):
+            await client.fetch_day(date(2026, 3, 1))
+    assert events == [] and time.monotonic() - started < 5
+
+
+async def test_an_unresolvable_host_fails_at_once():
+    from collector.enrich.analytics_client import UnreachableError
+
+    cfg = make_config_for_url("http://no-such-host.invalid:8443")
+    started = time.monotonic()
+    async with AnalyticsClient(cfg) as client:
+        with pytest.raises(UnreachableError, match="DNS"):
+            await client.fetch_day(date(2026, 3, 1))
+    assert time.monotonic() - started < 10

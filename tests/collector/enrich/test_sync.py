@@ -338,12 +338,12 @@ def test_cli_syncs_with_the_environment_fallback(tmp_path, capsys, cli_env):
         cli_env.setenv("CCBRIDGE_ANALYTICS_BASE_URL", fake.url)
         cli_env.setenv("ANTHROPIC_ADMIN_API_KEY", FAKE_ADMIN_KEY)
         today = fake.today
-        code = run_sync_cli(None, str(tmp_path), str(today - timedelta(days=3)), str(today - timedelta(days=2)))
+        code = run_sync_cli(None, str(tmp_path), str(today - timedelta(days=3)), str(today - timedelta(days=1)))
         out = capsys.readouterr().out
         assert code == 0, out
         assert "2 days fetched" in out and "10 rows" in out and "2 pages" in out
         assert (tmp_path / DB_FILENAME).exists()
-        code = run_sync_cli(None, str(tmp_path), str(today - timedelta(days=3)), str(today - timedelta(days=2)))
+        code = run_sync_cli(None, str(tmp_path), str(today - timedelta(days=3)), str(today - timedelta(days=1)))
         assert code == 0 and "0 days fetched, 2 skipped" in capsys.readouterr().out
         assert len(fake.requests) == 2
 
@@ -353,8 +353,8 @@ def test_cli_reports_auth_failure_without_the_key(tmp_path, capsys, cli_env):
     with running_in_thread(users=2, days=5) as fake:
         cli_env.setenv("CCBRIDGE_ANALYTICS_BASE_URL", fake.url)
         cli_env.setenv("ANTHROPIC_ADMIN_API_KEY", bad_key)
-        day = str(fake.today - timedelta(days=2))
-        code = run_sync_cli(None, str(tmp_path), day, day)
+        day = fake.today - timedelta(days=2)
+        code = run_sync_cli(None, str(tmp_path), str(day), str(day + timedelta(days=1)))  # --until is exclusive
     captured = capsys.readouterr()
     assert code == 1
     assert "invalid, revoked or expired" in captured.out
@@ -365,9 +365,9 @@ def test_cli_reports_auth_failure_without_the_key(tmp_path, capsys, cli_env):
     ("since", "until", "env_key", "message"),
     [
         ("2025-09-01", "2025-09-02", None, "ANTHROPIC_ADMIN_API_KEY is not set"),
-        ("yesterday", None, FAKE_ADMIN_KEY, "--since"),
+        ("tomorrow", None, FAKE_ADMIN_KEY, "--since"),
         ("2025-09-01", "2025-13-01", FAKE_ADMIN_KEY, "--until"),
-        ("2025-09-05", "2025-09-01", FAKE_ADMIN_KEY, "after"),
+        ("2025-09-05", "2025-09-01", FAKE_ADMIN_KEY, "--since 2025-09-05 is not before --until 2025-09-01"),
     ],
 )
 def test_cli_argument_and_config_errors_exit_2(tmp_path, capsys, cli_env, since, until, env_key, message):

@@ -1,7 +1,8 @@
 """The pure normalizer (``collector.processing.normalize``) on hand-built :class:`LogEvent` objects.
 
 Each test builds exactly the OTLP shape it is about (as ``decode`` would hand it over) and checks the audit record,
-so a failure points at one rule of ``shared/specs/claude_code_otel.md`` Part C.
+so a failure points at one rule of the event catalogue ("Monitoring usage",
+ https://docs.claude.com/en/docs/claude-code/monitoring-usage) as the recorded runs show it.
 """
 
 from __future__ import annotations

@@ -146,3 +146,81 @@ async def test_secrets_never_reach_the_store_or_any_destination(bridge_factory):
     negatives = {r["attributes"].get("x.negative") for r in stored if "x.negative" in r.get("attributes", {})}
     assert negatives == set(CORPUS["negatives"]), "a negative sample was changed"
     assert "ccbridge_redactions_total" in metrics_text
+
+
+GH = "ghp_FAKEexample0a493af2551398c22cc36c3bb"
+
+
+def _names_request() -> tuple[bytes, bytes, bytes]:
+    """Logs, traces and metrics requests with a GitHub token where redaction used to look away: an attribute key,
+    a log event name, a span name, a span status message, a span event name, a metric name and description."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    t = time.time_ns()
+    logs = ExportLogsServiceRequest()
+    sl = logs.resource_logs.add().scope_logs.add()
+    lr = sl.log_records.add()
+    lr.time_unix_nano = t
+    lr.body.string_value = "claude_code.tool_decision"
+    lr.event_name = f"claude_code.x {GH}"
+    lr.attributes.extend(_event("tool_decision", 0, {"tool_name": "Bash", "decision": "accept", f"x.{GH}": "v"}))
+    traces = ExportTraceServiceRequest()
+    span = traces.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id = bytes(range(16))
+    span.span_id = bytes(range(8))
+    span.name = f"git push https://{GH}@github.com/o/r"
+    span.start_time_unix_nano = t
+    span.end_time_unix_nano = t + 1000
+    span.status.code = 2
+    span.status.message = f"auth failed for token {GH}"
+    span.attributes.extend([_kv(f"k.{GH}", "v")])
+    ev = span.events.add()
+    ev.name = f"retry with {GH}"
+    ev.time_unix_nano = t
+    metrics = ExportMetricsServiceRequest()
+    m = metrics.resource_metrics.add().scope_metrics.add().metrics.add()
+    m.name = f"claude_code.{GH}"
+    m.description = f"counts {GH}"
+    dp = m.sum.data_points.add()
+    m.sum.is_monotonic = True
+    m.sum.aggregation_temporality = 1
+    dp.time_unix_nano = t
+    dp.as_int = 1
+    dp.attributes.extend([_kv(f"a.{GH}", "v")])
+    return logs.SerializeToString(), traces.SerializeToString(), metrics.SerializeToString()
+
+
+async def test_secrets_in_keys_and_names_never_reach_the_store_or_a_destination(bridge_factory):
+    from tests.conftest import stored_bodies
+    from tests.fakes.http_sink import HttpSink
+
+    logs, traces, metrics = _names_request()
+    async with HttpSink() as sink:
+        bridge = await bridge_factory(
+            overrides={"exporters": {"http/sink": {"url": sink.url, "batch": {"timeout": "100ms"}}}}
+        )
+        async with aiohttp.ClientSession() as http:
+            for path, body in (("/v1/logs", logs), ("/v1/traces", traces), ("/v1/metrics", metrics)):
+                async with http.post(
+                    bridge.http_url + path, data=body, headers={"Content-Type": "application/x-protobuf"}
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+        stored = [orjson.loads(b) for b in iter_records(bridge.data_dir, RecordQuery())]
+        ids = {r["id"] for r in stored if r["kind"] != "chain_head"}
+        await sink.wait_for_ids(ids, timeout=20)
+        everything = [*stored, *stored_bodies(bridge.data_dir, "spans")]
+        everything += stored_bodies(bridge.data_dir, "metric_points")
+        store_text = "\n".join(json.dumps(x) for x in everything)
+        sink_text = json.dumps(list(sink.records.values()))
+    assert GH not in store_text
+    assert GH not in sink_text
+    spans = stored_bodies(bridge.data_dir, "spans")
+    assert spans[0]["name"] == "git push https://[REDACTED:github_token]@github.com/o/r"
+    assert spans[0]["status"]["message"] == "auth failed for token [REDACTED:github_token]"
+    assert spans[0]["events"][0]["name"] == "retry with [REDACTED:github_token]"
+    assert "k.[REDACTED:github_token]" in spans[0]["attributes"]
+    point = stored_bodies(bridge.data_dir, "metric_points")[0]
+    assert point["name"] == "claude_code.[REDACTED:github_token]"
+    assert point["description"] == "counts [REDACTED:github_token]"
+    assert "x.[REDACTED:github_token]" in json.dumps(sink_text)

@@ -56,10 +56,12 @@ SMALL = {
 }
 LARGE = {
     "receivers": {
+        "max_attribute_value_size": "8MiB",  # a 5 MB value under every limit is stored whole
+        "max_record_size": "16MiB",
         "otlp": {
             "http": {"max_request_body_size": "8MiB", "max_decompressed_size": "16MiB"},
             "grpc": {"max_recv_msg_size": "8MiB"},
-        }
+        },
     }
 }
 CONFIGS = {"small": SMALL, "large": LARGE}

@@ -201,3 +201,92 @@ async def test_an_http_request_whose_client_left_while_waiting_is_dropped(bridge
     assert refused == 1
     assert budget.in_use == 0
     assert not payload.ids & {str(r["id"]) for r in bridge.records()}
+
+
+async def test_bytes_are_taken_as_they_arrive_and_an_owner_keeps_to_its_share() -> None:
+    budget = InflightBudget(100, share=0.25)
+    assert budget.share_limit == 25
+    release = asyncio.Event()
+    log: list[str] = []
+
+    async def request(owner: str, first: int, grow: int, name: str) -> None:
+        async with budget.hold(first, owner) as held:
+            log.append(f"{name} admitted")
+            if grow:
+                await held.take(grow)
+                log.append(f"{name} grew")
+            await release.wait()
+
+    # a slow sender of owner "a" holds what arrived (10), not what it declared
+    a1 = asyncio.create_task(request("a", 10, 20, "a1"))
+    await settle()
+    assert log == ["a1 admitted", "a1 grew"] and budget.in_use == 20 and budget.held_by("a") == 20
+    # a second request of "a" would take it past its share: it waits, while another owner is admitted at once
+    a2 = asyncio.create_task(request("a", 10, 0, "a2"))
+    b1 = asyncio.create_task(request("b", 10, 0, "b1"))
+    await settle()
+    assert "a2 admitted" not in log
+    assert "b1 admitted" in log and budget.held_by("b") == 10
+    release.set()
+    await asyncio.gather(a1, a2, b1)
+    assert budget.in_use == 0 and budget.held_by("a") == 0
+
+
+async def test_growth_past_the_share_gives_way_to_waiting_requests_and_never_deadlocks() -> None:
+    budget = InflightBudget(100, share=0.25)
+    release = asyncio.Event()
+    log: list[str] = []
+    held_a: list[Any] = []
+
+    async def big(owner: str) -> None:
+        async with budget.hold(10, owner) as held:
+            held_a.append(held)
+            await held.take(90)  # past its share, but nobody waits: it grows
+            log.append(f"{owner} at 90")
+            await held.take(100)
+            log.append(f"{owner} at 100")
+            await release.wait()
+
+    t = asyncio.create_task(big("a"))
+    await settle()
+    assert log == ["a at 90", "a at 100"]  # alone: even the whole budget
+    release.set()
+    await t
+    # two big requests holding everything and both waiting to grow: the oldest goes on
+    release.clear()
+    log.clear()
+    budget2 = InflightBudget(100, share=0.25)
+
+    async def grower(owner: str, first: int, to: int) -> None:
+        async with budget2.hold(first, owner) as held:
+            await asyncio.sleep(0)
+            await held.take(to)
+            log.append(f"{owner} grew")
+            await release.wait()
+
+    g1 = asyncio.create_task(grower("x", 50, 80))
+    g2 = asyncio.create_task(grower("y", 50, 80))
+    await settle()
+    assert log == ["x grew"]  # no deadlock: the oldest went on, over the budget
+    release.set()
+    await asyncio.gather(g1, g2)
+    assert log == ["x grew", "y grew"] and budget2.in_use == 0
+
+
+async def test_a_request_waiting_to_grow_that_times_out_gives_everything_back() -> None:
+    budget = InflightBudget(100, share=0.25)
+    release = asyncio.Event()
+
+    async def hog() -> None:
+        async with budget.hold(80, "hog"):
+            await release.wait()
+
+    h = asyncio.create_task(hog())
+    await settle()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1), budget.hold(10, "slow") as held:
+            await held.take(30)  # no room: waits until the deadline
+    assert budget.in_use == 80 and budget.held_by("slow") == 0
+    release.set()
+    await h
+    assert budget.in_use == 0

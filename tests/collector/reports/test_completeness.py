@@ -6,9 +6,9 @@ from datetime import date
 
 import pytest
 
-from collector.reports.cli import build_completeness
 from collector.reports.completeness import build_completeness_report, is_empty
 from collector.reports.compute import Period
+from collector.reports.run import build_completeness
 from collector.reports.sources import DayFigures
 from tests.collector.reports.report_support import SONNET, at, point, record, row, write_analytics, write_audit
 

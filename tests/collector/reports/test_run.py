@@ -12,7 +12,7 @@ from datetime import date
 import pytest
 
 from collector.configtypes import ConfigError
-from collector.reports.cli import resolve_period, run_report
+from collector.reports.run import resolve_period, run_report
 from tests.collector.reports.report_support import OPUS, SONNET, at, record, row, write_analytics, write_audit
 from tests.conftest import PROJECT_ROOT
 
@@ -78,7 +78,7 @@ def report(data_dir, *args: str, view: str | None = None, fmt: str = "json", tod
 
 
 def test_json_has_the_documented_keys_and_figures(data_dir):
-    code, out, err = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-08")
+    code, out, err = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-09")
     assert code == 0, err
     doc = json.loads(out)
     org = doc["org"]
@@ -96,7 +96,7 @@ def test_json_has_the_documented_keys_and_figures(data_dir):
 
 
 def test_markdown_is_a_weekly_wiki_page(data_dir):
-    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-08", fmt="markdown")
+    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-09", fmt="markdown")
     assert code == 0
     assert out.startswith("# Claude Code weekly report: 2026-03-02 to 2026-03-08\n")
     for heading in (
@@ -113,44 +113,45 @@ def test_markdown_is_a_weekly_wiki_page(data_dir):
 
 
 def test_table_and_csv(data_dir):
-    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-08", fmt="table")
+    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-09", fmt="table")
     assert code == 0 and "Organization" in out and "Cost per commit" in out and ALICE in out
-    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-08", fmt="csv")
+    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-09", fmt="csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["email"] for r in rows] == ["*", ALICE, BOB]
     assert rows[0]["cost_usd"] == "10.0" and rows[1]["tier"] == "autonomous" and rows[2]["acceptance_rate"] == "0.5"
 
 
 def test_completeness_view(data_dir):
-    code, out, err = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-03", view="completeness")
+    code, out, err = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-04", view="completeness")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["report"] == "completeness" and doc["compared_days"] == ["2026-03-02", "2026-03-03"]
     assert doc["gaps"][0]["gap_pct"] == 100.0  # no telemetry cost at all for these users
-    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-03", view="completeness", fmt="csv")
+    code, out, _ = report(data_dir, "--since", "2026-03-02", "--until", "2026-03-04", view="completeness", fmt="csv")
     assert out.splitlines()[0] == "email,date,metric,telemetry,analytics_api,gap,gap_pct,final"
 
 
 def test_empty_period_prints_a_message_and_succeeds(data_dir):
     for view in (None, "completeness"):
-        code, out, err = report(data_dir, "--since", "2025-01-01", "--until", "2025-01-07", view=view)
+        code, out, err = report(data_dir, "--since", "2025-01-01", "--until", "2025-01-08", view=view)
         assert code == 0 and out == ""
         assert "2025-01-01..2025-01-07" in err and "ccbridge analytics sync" in err
 
 
-def test_empty_data_dir(tmp_path):
+def test_a_missing_store_is_reported_like_everywhere_else(tmp_path):
     code, out, err = report(tmp_path / "nothing-here")
-    assert code == 0 and out == "" and "no Claude Code usage data" in err
+    assert code == 1 and out == "" and f"no store under {tmp_path / 'nothing-here'}" in err
+    assert "analytics sync" not in err
     assert not (tmp_path / "nothing-here").exists()  # a report creates nothing
 
 
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (("--since", "2026-13-01"), "--since: expected a date YYYY-MM-DD, got '2026-13-01'"),
-        (("--until", "yesterday"), "--until: expected a date YYYY-MM-DD, got 'yesterday'"),
+        (("--since", "2026-13-01"), "--since: invalid time '2026-13-01': use RFC 3339"),
+        (("--until", "tomorrow"), "--until: invalid time 'tomorrow'"),
         (("--since", "20260301"), "--since"),
-        (("--since", "2026-03-05", "--until", "2026-03-01"), "--since (2026-03-05) is after --until (2026-03-01)"),
+        (("--since", "2026-03-05", "--until", "2026-03-01"), "--since 2026-03-05 is not before --until 2026-03-01"),
         (("--since", "1990-01-01", "--until", "2026-01-01"), "at most 3660 days"),
     ],
 )
@@ -170,22 +171,39 @@ def test_bad_format_and_config(data_dir, tmp_path):
 
 def test_default_period():
     today = date(2026, 3, 10)
-    assert resolve_period(None, None, today=today, latest=None).since == date(2026, 3, 3)
-    assert resolve_period(None, None, today=today, latest=None).until == date(2026, 3, 9)
+    synced = date(2026, 3, 9)  # an Analytics API history up to yesterday
+    assert resolve_period(None, None, today=today, latest=synced).since == date(2026, 3, 3)
+    assert resolve_period(None, None, today=today, latest=synced).until == date(2026, 3, 9)
+    # telemetry only: the week up to and including today (what the bridge received so far)
+    assert resolve_period(None, None, today=today, latest=None).until == date(2026, 3, 10)
     stale = resolve_period(None, None, today=today, latest=date(2026, 2, 20))
     assert (stale.since, stale.until) == (date(2026, 2, 14), date(2026, 2, 20))
     assert resolve_period(None, None, today=today, latest=date(2026, 3, 10)).until == date(2026, 3, 9)
     recent = resolve_period("2026-03-10", None, today=today, latest=None)
     assert (recent.since, recent.until) == (date(2026, 3, 10), date(2026, 3, 10))
-    assert resolve_period(None, "2026-03-01", today=today, latest=None).since == date(2026, 2, 23)
+    assert resolve_period(None, "2026-03-01", today=today, latest=None).since == date(2026, 2, 22)
     with pytest.raises(ConfigError, match="--until"):
         resolve_period(None, "2026-02-30", today=today, latest=None)
+
+
+def test_period_takes_the_one_time_grammar_and_until_is_exclusive():
+    today = date(2026, 3, 10)
+    week = resolve_period("7d", None, today=today, latest=None)
+    assert week.since == date(2026, 3, 3)
+    assert resolve_period("2026-03-02", "2026-03-09", today=today, latest=None).until == date(2026, 3, 8)
+    assert resolve_period("2026-03-02", "today", today=today, latest=None).until == date(2026, 3, 9)
+    assert resolve_period("yesterday", "today", today=today, latest=None) == resolve_period(
+        "2026-03-09", "2026-03-10", today=today, latest=None
+    )
+    assert resolve_period("2026-03-02T00:00:00Z", "2026-03-03T12:00:00Z", today=today, latest=None).until == date(
+        2026, 3, 3
+    )
 
 
 def test_command_line_entry_point(data_dir):
     cmd = [sys.executable, "-m", "collector.cli", "report", "--data-dir", str(data_dir)]
     done = subprocess.run(
-        [*cmd, "--since", "2026-03-02", "--until", "2026-03-08", "--format", "json"],
+        [*cmd, "--since", "2026-03-02", "--until", "2026-03-09", "--format", "json"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

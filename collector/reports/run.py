@@ -1,10 +1,17 @@
-"""``ccbridge report [completeness] [--config F] [--data-dir D] [--since DAY] [--until DAY] [--format F]``.
+"""The usage and completeness reports of ``ccbridge report`` (options parsed in :mod:`collector.cli.report`).
 
-Period defaults: ``--until`` is the last complete UTC day (yesterday), or the latest day of the Analytics API
-history when that is older (a history that stopped syncing still yields its last week); ``--since`` is six days
-before ``--until`` (a week). When only ``--since`` is given and it is later than that default, ``--until`` is
-today. Exit codes: 0 (also when there is no data: a message says so), 1 when a store cannot be read, 2 for bad
-options or configuration.
+The period is whole UTC days: ``--since`` starts the first day, ``--until`` (exclusive, like every ``--until``)
+ends it, in the time grammar of :mod:`collector.timeparse` (dates, RFC 3339, ages such as ``7d``, today,
+yesterday). Period defaults: the last day is today without an Analytics API history (telemetry is live), else the
+last complete UTC day (yesterday), or the latest day of the Analytics API history when that is older (a history
+that stopped syncing still yields its last week); the first day is six days before the last (a week). When only
+``--since`` is given and it is later than that default, the last day is today.
+
+Figures come from the Analytics API on the days it covers and from telemetry (``api_request`` records, metric
+points, sessions) on the others; the report says which days came from which.
+
+Exit codes: 0 (also when the period has no data: a message says so), 1 when there is no store at all or a store
+cannot be read, 2 for bad options or configuration.
 """
 
 from __future__ import annotations
@@ -14,36 +21,39 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from collector import timeparse
 from collector.configtypes import ConfigError
+from collector.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from collector.reports import completeness, compute, render, sources
 from collector.reports.config import ReportsConfig
+from collector.store import has_store, has_usage_history
 from collector.store.api import StorageError
 from collector.store.usage import USAGE_ERRORS
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 PROG = "ccbridge report"
 MAX_DAYS = 3660
 
 
-def parse_day(value: str, option: str) -> date:
-    """A ``YYYY-MM-DD`` option value; :class:`ConfigError` naming ``option`` otherwise."""
-    text = value.strip()
+def _parse(value: str, option: str, today: date) -> datetime:
+    now = datetime.now(UTC)
     try:
-        if len(text) != 10:
-            raise ValueError
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{option}: expected a date YYYY-MM-DD, got {value!r}") from None
+        return timeparse.parse_time(value, now=datetime.combine(today, now.time(), UTC))
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 def resolve_period(since: str | None, until: str | None, *, today: date, latest: date | None) -> compute.Period:
-    """The report period from the options and the defaults in the module docstring."""
-    since_day = parse_day(since, "--since") if since is not None else None
-    until_day = parse_day(until, "--until") if until is not None else None
+    """The report period (inclusive first and last UTC day) from the options, in the one time grammar of
+    :mod:`collector.timeparse` (``--until`` exclusive), and the defaults in the module docstring."""
+    since_dt = _parse(since, "--since", today) if since is not None else None
+    until_dt = _parse(until, "--until", today) if until is not None else None
+    if since_dt is not None and until_dt is not None and until_dt <= since_dt:
+        raise ConfigError(f"--since {since} is not before --until {until} (--until is exclusive)")
+    since_day = timeparse.first_day(since_dt) if since_dt is not None else None
+    until_day = timeparse.last_day(until_dt) if until_dt is not None else None
     if until_day is None:
-        until_day = today - timedelta(days=1)
+        # without an Analytics API history the figures are telemetry's, which is live: include today
+        until_day = today - timedelta(days=1) if latest is not None else today
         if latest is not None and latest < until_day:
             until_day = latest
         if since_day is not None and since_day > until_day:
@@ -51,17 +61,24 @@ def resolve_period(since: str | None, until: str | None, *, today: date, latest:
     if since_day is None:
         since_day = until_day - timedelta(days=6)
     if since_day > until_day:
-        raise ConfigError(f"--since ({since_day}) is after --until ({until_day})")
+        raise ConfigError(f"--since {since_day} is after the last day of --until {until} ({until_day})")
     if (until_day - since_day).days + 1 > MAX_DAYS:
         raise ConfigError(f"--since/--until: at most {MAX_DAYS} days per report")
     return compute.Period(since_day, until_day)
+
+
+def has_data(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds an audit store or an Analytics API history."""
+    return has_store(data_dir) or has_usage_history(data_dir)
 
 
 def build_usage(data_dir: Path, period: compute.Period, cfg: ReportsConfig) -> dict[str, Any]:
     baseline_since = period.since - timedelta(days=cfg.anomaly.window_days)
     history = sources.read_analytics(data_dir, baseline_since, period.until)
     decisions = sources.load_tool_decisions(data_dir, period, history.identities)
-    return compute.build_usage_report(period, history.rows, decisions, cfg)
+    synced = set(history.days) | {r.day for r in history.rows}
+    telemetry = sources.telemetry_usage_rows(data_dir, period, history.identities, synced)
+    return compute.build_usage_report(period, [*history.rows, *telemetry], decisions, cfg)
 
 
 def build_completeness(data_dir: Path, period: compute.Period) -> dict[str, Any]:
@@ -113,8 +130,11 @@ def run_report(
     try:
         if fmt not in render.FORMATS:
             raise ConfigError(f"--format: must be one of {', '.join(render.FORMATS)}; got {fmt!r}")
-        cfg = config_module.load(config_path)
+        cfg = config_module.load(config_path, sections=config_module.READ_ONLY_SECTIONS)
         directory = Path(data_dir) if data_dir else cfg.data_dir
+        if not has_data(directory):
+            print(f"{name}: no store under {directory} (start the bridge with this data directory)", file=err)
+            return EXIT_FAILURE
         latest = sources.latest_analytics_day(directory)
         period = resolve_period(since, until, today=today or datetime.now(UTC).date(), latest=latest)
     except ConfigError as exc:
