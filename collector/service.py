@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from collector.config import Config
 from collector.console.server import ConsoleServer
+from collector.delivery.api import METRICS, RECORDS, Exporter, MetricSink, SinkContext, takes
 from collector.delivery.engine import DeliveryEngine, all_shards
 from collector.delivery.registry import create as create_exporter
 from collector.enrich.enricher import create_enricher
@@ -63,7 +65,7 @@ class Service:
         self.started = False
         self._analytics: list[object] = []
         self._chain_task: asyncio.Task[None] | None = None
-        self._pull: list[object] = []
+        self.sinks: list[Exporter] = []
 
     def _redactor(self) -> Redactor | None:
         """The secret redactor (``redaction``), counting matches per kind in ``ccbridge_redactions_total``."""
@@ -172,28 +174,33 @@ class Service:
         return shards
 
     async def _start_delivery(self) -> None:
+        """Every enabled destination by the signals it declares: record exporters to the delivery engine, metric
+        sinks started with this worker's store shards (and, in the worker serving the telemetry endpoint, its
+        registry, where pull destinations such as Prometheus are served)."""
         active = {k: v for k, v in self.cfg.exporters.items() if v.enabled}
         exps = [create_exporter(key, cfg) for key, cfg in active.items()]
-        await self._start_pull([e for e in exps if getattr(e, "pull", False)])
-        exps = [e for e in exps if not getattr(e, "pull", False)]
+        serving = self.serve_telemetry and self.worker_index == 0
+        ctx = SinkContext(
+            data_dir=Path(self.cfg.storage.directory),
+            shards=tuple(self.shards_to_deliver()),
+            worker_index=self.worker_index,
+            self_metrics=self.metrics,
+            registry=self.metrics.registry if serving else None,
+        )
         for exp in exps:
-            bind = getattr(exp, "bind_metrics", None)
-            if bind is not None:
-                bind(self.metrics)
-            bind_store = getattr(exp, "bind_store", None)
-            if bind_store is not None:
-                bind_store(self.cfg.storage.directory, self.shards_to_deliver(), self.worker_index)
+            exp.bind(ctx)
+        records = [e for e in exps if takes(e, RECORDS)]
         loop = asyncio.get_running_loop()
         engine = DeliveryEngine(
             self.cfg.storage.directory,
             self.shards_to_deliver(),
-            exps,
+            records,
             self.metrics,
             retention=float(self.cfg.storage.retention),
             run_retention=self._retention,
             lease_ttl=float(self.cfg.delivery.lease_ttl),
         )
-        if exps:
+        if records:
 
             def wake_delivery() -> None:
                 loop.call_soon_threadsafe(engine.notify)
@@ -201,22 +208,19 @@ class Service:
             self.store.on_commit = wake_delivery
         await engine.start()
         self.delivery = engine
+        for exp in exps:
+            if takes(exp, METRICS) and isinstance(exp, MetricSink) and await exp.start_metrics(ctx):
+                self.sinks.append(exp)
 
-    async def _start_pull(self, pulls: list[object]) -> None:
-        """Pull destinations (Prometheus) are not delivered to: the primary serves them on the telemetry endpoint."""
-        if not (self.serve_telemetry and self.worker_index == 0):
-            return
-        for exp in pulls:
-            await exp.serve(self.metrics.registry, self.cfg.storage.directory)  # type: ignore[attr-defined]
-            self._pull.append(exp)
-
-    async def _stop_pull(self) -> None:
-        for exp in self._pull:
+    async def _stop_sinks(self) -> None:
+        """Metric sinks stop before the engine, so a last submission still has its connections."""
+        for sink in self.sinks:
             try:
-                await exp.close()  # type: ignore[attr-defined]
+                if isinstance(sink, MetricSink):
+                    await sink.stop_metrics()
             except Exception as exc:
-                log.error("error while stopping %s: %s", getattr(exp, "name", exp), exc)
-        self._pull = []
+                log.error("error while stopping %s: %s", sink.name, exc)
+        self.sinks = []
 
     async def _retention(self, shard: int, cutoff_ms: int, max_seq: int | None) -> int:
         if shard != self.worker_index:
@@ -280,7 +284,7 @@ class Service:
         await self._stop_analytics()
         if self.enricher is not None:
             await self.enricher.stop()
-        await self._stop_pull()
+        await self._stop_sinks()
         pending: dict[str, int] = {}
         if self.delivery is not None:
             await self.delivery.stop(grace)

@@ -5,11 +5,26 @@ from __future__ import annotations
 
 from collector.delivery.api import (
     GZIP_LEVEL,
+    METRICS,
+    RECORDS,
     DeliveryRecord,
     Exporter,
     LogThrottle,
+    MetricSink,
     Payload,
+    SinkContext,
     gzip_compress,
 )
 
-__all__ = ["GZIP_LEVEL", "DeliveryRecord", "Exporter", "LogThrottle", "Payload", "gzip_compress"]
+__all__ = [
+    "GZIP_LEVEL",
+    "METRICS",
+    "RECORDS",
+    "DeliveryRecord",
+    "Exporter",
+    "LogThrottle",
+    "MetricSink",
+    "Payload",
+    "SinkContext",
+    "gzip_compress",
+]

@@ -1,8 +1,14 @@
-"""The exporter interface: validate config, encode (pure), push -> outcome. Nothing else.
+"""The destination interfaces: a record exporter validates config, encodes (pure) and pushes -> outcome; a metric
+sink is started with the store it reads. Nothing else.
 
 Queueing, batching, retry, dead letters and backpressure live in :mod:`collector.delivery.engine`; an exporter only
 turns a batch of stored records into request payloads and sends one payload, reporting a typed
 :mod:`~collector.delivery.outcome`.
+
+Each destination declares the signals it takes in ``signals``: :data:`RECORDS` (the engine delivers stored audit
+records to it: :meth:`Exporter.encode` + :meth:`Exporter.push`) and/or :data:`METRICS` (it is a :class:`MetricSink`:
+the service starts it with a :class:`SinkContext` naming the store, this worker's shards and, in the worker that
+serves the telemetry endpoint, the registry). The service wires destinations by these declarations only.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import abc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -84,11 +91,40 @@ class LogThrottle:
         return held
 
 
+RECORDS = "records"
+"""Signal: stored audit records, delivered by the engine through ``encode`` + ``push``."""
+METRICS = "metrics"
+"""Signal: Claude Code metric points and event counters, read from the store by a :class:`MetricSink`."""
+SIGNALS = frozenset({RECORDS, METRICS})
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What the service hands every destination before it starts (:meth:`Exporter.bind`).
+
+    ``data_dir``: the store's directory; ``shards``: the shards this worker delivers (its own, plus, in the primary,
+    shards of workers that no longer exist); ``self_metrics``: the process's
+    :class:`~collector.telemetry.selfmetrics.SelfMetrics`; ``registry``: the telemetry endpoint's registry when this
+    worker serves it (the primary), else None.
+    """
+
+    data_dir: Path
+    shards: tuple[int, ...]
+    worker_index: int
+    self_metrics: Any = None
+    registry: Any = None
+
+
 class Exporter(abc.ABC):
-    """A destination. Subclasses set ``type_name`` and ``config_class`` and implement ``encode`` and ``push``."""
+    """A destination. Subclasses set ``type_name`` and ``config_class`` and implement ``encode`` and ``push``.
+
+    ``signals`` says what the destination takes (:data:`RECORDS` by default); an instance may narrow it from its
+    config (e.g. Datadog without ``send_metrics``).
+    """
 
     type_name: ClassVar[str]
     config_class: ClassVar[type[DestinationSettings]]
+    signals: frozenset[str] = frozenset({RECORDS})
 
     def __init__(self, name: str, config: DestinationSettings) -> None:
         self.name = name
@@ -97,6 +133,9 @@ class Exporter(abc.ABC):
     @property
     def settings(self) -> DestinationSettings:
         return self.config
+
+    def bind(self, ctx: SinkContext) -> None:  # noqa: B027
+        """Take what the running service offers (self-metrics, store location) before :meth:`start`. Default: none."""
 
     async def start(self) -> None:  # noqa: B027
         """Open connections; called once before the first push. Default: nothing to open."""
@@ -115,3 +154,27 @@ class Exporter(abc.ABC):
     @abc.abstractmethod
     async def push(self, payload: Payload) -> Outcome:
         """Send one payload and say what happened. Must not raise for network or HTTP errors."""
+
+
+class MetricSink(abc.ABC):
+    """A destination that takes the :data:`METRICS` signal: started by the service after :meth:`Exporter.bind`,
+    stopped before the delivery engine (so a final submission still has its connections)."""
+
+    @abc.abstractmethod
+    async def start_metrics(self, ctx: SinkContext) -> bool:
+        """Start reading metrics for ``ctx``; False when there is nothing to do in this worker (e.g. a pull
+        destination in a worker that does not serve the telemetry endpoint)."""
+
+    @abc.abstractmethod
+    async def stop_metrics(self) -> None:
+        """Stop reading (a last bounded submission may run); idempotent."""
+
+
+def takes(exporter: Exporter, signal: str) -> bool:
+    """Whether ``exporter`` declared ``signal``. A destination declaring :data:`METRICS` must implement
+    :class:`MetricSink` (TypeError otherwise: a declaration the service could not honour is a bug, not a no-op)."""
+    if signal not in exporter.signals:
+        return False
+    if signal == METRICS and not isinstance(exporter, MetricSink):
+        raise TypeError(f"{type(exporter).__name__} declares the metrics signal but is not a MetricSink")
+    return True

@@ -14,11 +14,12 @@ and :meth:`DatadogExporter.push` sends one and maps the answer (:mod:`exporters.
   ``/readyz``) until a request succeeds again.
 - other 4xx (400 ...): ``Permanent`` with the API's error text.
 
-Metrics (``send_metrics``) do not go through the engine: a :class:`~exporters.datadog.tailer.SeriesTailer` per
-worker reads the store's records and Claude Code metric points, aggregates counts and submits them to
-``/api/v2/series`` every ``metrics_interval`` (see :mod:`exporters.datadog.series` for what is counted and why).
-The service hands it the store through :meth:`DatadogExporter.bind_store` and the self-metrics through
-:meth:`DatadogExporter.bind_metrics`; without a store (e.g. the exporter used on its own) only logs are sent.
+With ``send_metrics`` the destination also takes the metrics signal (``signals``): the service binds it to the
+store and self-metrics (:meth:`DatadogExporter.bind`) and starts it as a metric sink
+(:meth:`DatadogExporter.start_metrics`): a :class:`~exporters.datadog.tailer.SeriesTailer` per worker reads the
+store's records and Claude Code metric points, aggregates counts and submits them to ``/api/v2/series`` every
+``metrics_interval`` (see :mod:`exporters.datadog.series` for what is counted and why). Without ``send_metrics`` it
+takes records only.
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ import aiohttp
 from collector.configtypes import ConfigError, Duration, Secret
 from collector.delivery.outcome import Outcome, Permanent, Retry, Success
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload, gzip_compress
+from exporters.base import (
+    METRICS,
+    RECORDS,
+    DeliveryRecord,
+    Exporter,
+    LogThrottle,
+    MetricSink,
+    Payload,
+    SinkContext,
+    gzip_compress,
+)
 from exporters.datadog import intake
 from exporters.datadog.logs import LogEncoder, json_array, split_entries
 from exporters.datadog.series import FORBIDDEN_TAG_ATTRIBUTES, POINT_TAG_ATTRIBUTES, Aggregator, PointConverter
@@ -145,15 +156,18 @@ def _endpoint(url: str, api_path: str) -> str:
     return url
 
 
-class DatadogExporter(Exporter):
+class DatadogExporter(Exporter, MetricSink):
     """Logs to ``/api/v2/logs`` through the engine, counts to ``/api/v2/series`` through a store tailer."""
 
     type_name: ClassVar[str] = "datadog"
     config_class: ClassVar[type[DestinationSettings]] = DatadogExporterConfig
+    signals = frozenset({RECORDS, METRICS})
 
     def __init__(self, name: str, config: DatadogExporterConfig) -> None:
         super().__init__(name, config)
         self.cfg = config
+        if not config.send_metrics:
+            self.signals = frozenset({RECORDS})
         self.hostname = config.hostname or socket.gethostname()
         self.logs_url = config.logs_url
         self.series_url = config.series_url
@@ -174,6 +188,11 @@ class DatadogExporter(Exporter):
         return f"DatadogExporter({self.name!r}, site={self.cfg.site!r}, logs_url={self.logs_url!r})"
 
     # -- wiring ----------------------------------------------------------------------------------------------------
+
+    def bind(self, ctx: SinkContext) -> None:
+        """The running service's self-metrics (auth failures, skipped points) and this worker's store shards."""
+        self.bind_metrics(ctx.self_metrics)
+        self.bind_store(ctx.data_dir, ctx.shards, ctx.worker_index)
 
     def bind_metrics(self, metrics: Any) -> None:
         """Use the process's self-metrics: auth failures and skipped metric points."""
@@ -219,20 +238,31 @@ class DatadogExporter(Exporter):
 
     async def start(self) -> None:
         self._session()
+
+    async def start_metrics(self, ctx: SinkContext) -> bool:
+        """Start the series tailer on ``ctx``'s shards (binding them first); False without ``send_metrics``."""
+        self.bind(ctx)
+        self._session()
         if self._tailer_task is None:
             self.tailer = self._new_tailer()
-            if self.tailer is not None:
-                self._tailer_stop.clear()
-                self._tailer_task = asyncio.create_task(
-                    self.tailer.run(self._tailer_stop), name=f"datadog-series-{self.name}"
-                )
+            if self.tailer is None:
+                return False
+            self._tailer_stop.clear()
+            self._tailer_task = asyncio.create_task(
+                self.tailer.run(self._tailer_stop), name=f"datadog-series-{self.name}"
+            )
+        return True
 
-    async def close(self) -> None:
+    async def stop_metrics(self) -> None:
+        """Stop the series tailer after its last bounded submission."""
         if self._tailer_task is not None:
             self._tailer_stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._tailer_task
             self._tailer_task = None
+
+    async def close(self) -> None:
+        await self.stop_metrics()
         if self.session is not None:
             await self.session.close()
             self.session = None

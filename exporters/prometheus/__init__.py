@@ -1,7 +1,9 @@
 """The ``prometheus`` destination: Claude Code metrics and event counters on the telemetry endpoint's ``/metrics``.
 
-Prometheus pulls, so this is not a push destination: the delivery engine skips it (``pull = True``) and the service
-calls :meth:`PrometheusExporter.serve` in the primary worker instead. There a :class:`~.tailer.StoreTailer` reads
+Prometheus pulls, so this is not a push destination: it takes only the metrics signal (``signals = {"metrics"}``,
+``pull = True``), the delivery engine never hands it records, and the service starts it as a metric sink
+(:meth:`PrometheusExporter.start_metrics`), which serves only in the worker that serves the telemetry endpoint (the
+primary). There a :class:`~.tailer.StoreTailer` reads
 every store shard into an :class:`~.accumulator.Accumulator`, and a :class:`~.collector.PrometheusCollector` on the
 self-metrics registry yields the series at scrape time. See ``docs/destinations/prometheus.md``.
 """
@@ -17,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from collector.delivery.outcome import Outcome, Permanent
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, Payload
+from exporters.base import METRICS, DeliveryRecord, Exporter, MetricSink, Payload, SinkContext
 from exporters.prometheus.accumulator import Accumulator
 from exporters.prometheus.collector import PrometheusCollector, attach, detach
 from exporters.prometheus.config import PerUserSettings, PrometheusConfig
@@ -29,8 +31,10 @@ __all__ = ["PerUserSettings", "PrometheusConfig", "PrometheusExporter"]
 log = logging.getLogger(__name__)
 
 
-class PrometheusExporter(Exporter):
+class PrometheusExporter(Exporter, MetricSink):
     """Serves accumulated ``claude_code_*`` series for Prometheus to scrape (one per bridge)."""
+
+    signals = frozenset({METRICS})
 
     type_name: ClassVar[str] = "prometheus"
     config_class: ClassVar[type[DestinationSettings]] = PrometheusConfig  # type: ignore[assignment]
@@ -65,6 +69,16 @@ class PrometheusExporter(Exporter):
         attach(registry, self.collector)
         self._registry = registry
         log.info("prometheus exporter %s: serving claude_code_* metrics on the telemetry endpoint", self.name)
+
+    async def start_metrics(self, ctx: SinkContext) -> bool:
+        """Serve on ``ctx.registry`` (the telemetry endpoint's); nothing in a worker that does not serve it."""
+        if ctx.registry is None:
+            return False
+        await self.serve(ctx.registry, ctx.data_dir)
+        return True
+
+    async def stop_metrics(self) -> None:
+        await self.close()
 
     async def close(self) -> None:
         if self._registry is not None and self.collector is not None:

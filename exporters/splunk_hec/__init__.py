@@ -56,7 +56,7 @@ import orjson
 
 from collector.delivery.outcome import Outcome, Partial, Permanent, Refused, Retry, Success
 from collector.delivery.settings import DestinationSettings
-from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload, gzip_compress
+from exporters.base import DeliveryRecord, Exporter, LogThrottle, Payload, SinkContext, gzip_compress
 from exporters.fieldpolicy import Action, FieldPolicy
 from exporters.httpclient import HttpAnswer, new_session, post
 from exporters.splunk_hec.acks import AckPoller, AckQueryError, AckState
@@ -176,8 +176,11 @@ class SplunkHecExporter(Exporter):
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
-    def bind_metrics(self, metrics: Any) -> None:
+    def bind(self, ctx: SinkContext) -> None:
         """Count token refusals in the process's self-metrics (``ccbridge_exporter_auth_failures_total``)."""
+        self.bind_metrics(ctx.self_metrics)
+
+    def bind_metrics(self, metrics: Any) -> None:
         counter = getattr(metrics, "exporter_auth_failures", None)
         self._auth_metric = counter.labels(self.name) if counter is not None else None
 

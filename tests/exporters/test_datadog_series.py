@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import exporters
+from collector.delivery.api import METRICS, RECORDS, SinkContext
 from collector.pipeline import metric_point_key, record_row
 from collector.store.sqlite import AuditStore
 from collector.telemetry.selfmetrics import SelfMetrics
@@ -264,12 +265,14 @@ class Rig:
         exp = exporters.create("datadog/m", cfg)
         assert isinstance(exp, DatadogExporter)
         self.metrics = SelfMetrics(CollectorRegistry())
-        exp.bind_metrics(self.metrics)
-        exp.bind_store(self.data_dir, [0], worker_index=0)
+        exp.bind(self.context())
         tailer = exp._new_tailer()
         assert tailer is not None
         tailer.clock = self.clock
         return exp, tailer
+
+    def context(self) -> SinkContext:
+        return SinkContext(Path(self.data_dir), (0,), 0, self.metrics)
 
     def add_record(self, kind: str, t: float, **fields: Any) -> None:
         self.n += 1
@@ -469,6 +472,8 @@ async def test_the_run_loop_submits_and_stops(tmp_path, fake):
     try:
         decision(r, time.time())
         await r.exporter.start()
+        assert r.exporter._tailer_task is None  # records only until started as a metric sink
+        assert await r.exporter.start_metrics(r.context())
         assert r.exporter._tailer_task is not None
         await fake.wait_for_points(2, timeout=10)
     finally:
@@ -476,15 +481,20 @@ async def test_the_run_loop_submits_and_stops(tmp_path, fake):
     assert r.exporter._tailer_task is None
 
 
-def test_without_send_metrics_or_a_store_there_is_no_tailer(tmp_path):
+async def test_without_send_metrics_or_a_store_there_is_no_tailer(tmp_path):
     section = {"api_key": KEY, "send_metrics": False}
     exp = exporters.create("datadog", exporters.build_configs({"datadog": section})["datadog"])
     assert isinstance(exp, DatadogExporter)
-    exp.bind_store(tmp_path, [0])
+    assert exp.signals == {RECORDS}  # the service never starts it as a metric sink
+    ctx = SinkContext(tmp_path, (0,), 0)
+    exp.bind(ctx)
     assert exp._new_tailer() is None
+    assert not await exp.start_metrics(ctx)
+    await exp.close()
     exp = exporters.create("datadog", exporters.build_configs({"datadog": {"api_key": KEY}})["datadog"])
     assert isinstance(exp, DatadogExporter)
-    assert exp._new_tailer() is None
+    assert exp.signals == {RECORDS, METRICS}
+    assert exp._new_tailer() is None  # not bound to a store yet
 
 
 def test_the_age_limit_applies_to_the_bucket_start_not_the_event_time():

@@ -89,7 +89,7 @@ async def test_primary_serves_claude_code_metrics_next_to_self_metrics(tmp_path:
         svc = b.service
         assert svc.delivery is not None
         assert not any(isinstance(e, PrometheusExporter) for e in svc.delivery.exporters)  # not a push destination
-        assert len(svc._pull) == 1
+        assert [type(e) for e in svc.sinks] == [PrometheusExporter]
         await replay(b.http_url, b.grpc_target)
         got = await wait_for(b.telemetry_url, "claude_code_session_count_total[]", 1.0)
         assert got["claude_code_cost_usage_usd_total[('model', 'claude-opus-5-5'), ('query_source', 'main')]"] > 0
@@ -125,7 +125,7 @@ async def test_not_served_when_disabled_or_in_a_secondary_worker(
     tmp_path: Path, overrides: dict[str, Any], service_kw: dict[str, Any]
 ) -> None:
     async with running(tmp_path / "d", overrides, **service_kw) as b:
-        assert b.service._pull == []
+        assert b.service.sinks == []
         extra = getattr(b.service.metrics.registry, "_ccbridge_extra", [])
         assert not any(isinstance(c, PrometheusCollector) for c in extra)
         assert b.service.delivery is not None and b.service.delivery.exporters == []
