@@ -350,9 +350,10 @@ class PostgresShardView:
 
     def sessions_with(self, kind: str, since_ms: int, until_ms: int, user: str | None) -> Iterator[str | None]:
         rows = self.r.fetch(
-            f"SELECT DISTINCT session FROM {self.s}.records WHERE writer_id = $1 AND kind = $2 AND time_ms >= $3 "
+            f'SELECT DISTINCT session COLLATE "C" FROM {self.s}.records WHERE writer_id = $1 AND kind = $2 '
+            "AND time_ms >= $3 "
             'AND time_ms < $4 AND ($5::text IS NULL OR "user" = $5 OR user_id = $5) '
-            'ORDER BY session COLLATE "C" NULLS FIRST',
+            "ORDER BY 1 NULLS FIRST",
             self.writer,
             kind,
             since_ms,
