@@ -86,6 +86,13 @@ def classify_pg_error(exc: BaseException) -> StorageError:
     return StorageError("error", _detail(exc))
 
 
+def _client_state(exc: BaseException) -> bool:
+    """asyncpg's own protocol-state errors (e.g. an operation cut off by a lost connection)."""
+    import asyncpg
+
+    return isinstance(exc, asyncpg.InternalClientError)
+
+
 def _detail(exc: BaseException) -> str:
     return " ".join((str(exc) or type(exc).__name__).split())
 
@@ -290,6 +297,9 @@ class PostgresAuditLog:
         except BaseException as exc:
             self.chain_head, self.chain_seq, self._metric_seq, self._span_seq = state
             error = exc if isinstance(exc, StorageError) else classify_pg_error(exc)
+            if error.reason == "error" and (self._conn is None or self._conn.is_closed() or _client_state(exc)):
+                # the connection broke under the statement (the driver may report it as a protocol-state error)
+                error = StorageError("unavailable", error.detail)
             if error.reason in ("unavailable", "locked", "timeout") or not isinstance(exc, StorageError):
                 # the outcome of a COMMIT cut off is unknown: reconnect and reload the state from the database
                 self._drop_connection()
