@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collector.store.api import AppendResult, RecordQuery, StorageError
+from collector.store.api import AppendResult, AuditLog, RecordQuery, StorageError, StoreReader
 from collector.store.chain import ChainBreak, ChainReport
 from collector.store.reader import SqliteStoreReader, iter_records
 from collector.store.sqlite import AuditStore
@@ -35,14 +35,20 @@ __all__ = [
     "has_store",
     "has_usage_history",
     "iter_records",
+    "open_cluster_reader",
     "open_reader",
     "open_store",
     "open_usage_history",
 ]
 
 
-def open_store(cfg: StorageConfig, *, shard: int = 0) -> AuditStore:
-    """The (not yet opened) writer of ``shard`` under ``cfg.directory``; call ``open()`` before appending."""
+def open_store(cfg: StorageConfig, *, shard: int = 0) -> AuditLog:
+    """The (not yet opened) writer of ``shard`` (worker index) for ``cfg.backend``; call ``open()`` before
+    appending. SQLite: a shard file under ``cfg.directory``; PostgreSQL: the writer ``<host>/<shard>``."""
+    if cfg.backend == "postgresql":
+        from collector.store.postgres.writer import PostgresAuditLog
+
+        return PostgresAuditLog(cfg.postgresql, shard=shard, max_commit_records=cfg.max_commit_records)
     return AuditStore(
         cfg.directory,
         shard=shard,
@@ -56,6 +62,15 @@ def open_store(cfg: StorageConfig, *, shard: int = 0) -> AuditStore:
 def open_reader(directory: str | Path) -> SqliteStoreReader:
     """Reads of the data directory ``directory`` (never writes records; safe beside a running bridge)."""
     return SqliteStoreReader(directory)
+
+
+def open_cluster_reader(cfg: StorageConfig) -> StoreReader:
+    """Reads for ``cfg.backend``: the data directory (SQLite) or the whole cluster's database (PostgreSQL)."""
+    if cfg.backend == "postgresql":
+        from collector.store.postgres.reader import PostgresStoreReader
+
+        return PostgresStoreReader(cfg.postgresql)
+    return SqliteStoreReader(cfg.directory)
 
 
 def open_usage_history(directory: str | Path) -> UsageStore:
