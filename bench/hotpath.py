@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import fresh_body, make_templates
 
-from collector.pipeline import Pipeline, record_row
+from collector.pipeline import DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_VALUE_SIZE, Pipeline, record_row
 from collector.processing.decode import LogEvent, log_stream_from_protobuf, logs_from_protobuf
 from collector.processing.normalize import event_time_ns, normalize_log
 from collector.processing.redact import Redactor
@@ -116,6 +116,8 @@ class Bench:
         pipeline = Pipeline.__new__(Pipeline)
         pipeline.redactor = self.redactor
         pipeline.enricher = None
+        pipeline.max_value_size = DEFAULT_MAX_VALUE_SIZE
+        pipeline.max_record_size = DEFAULT_MAX_RECORD_SIZE
         for b in self.bodies:
             pipeline.build_log_rows(log_stream_from_protobuf(b), "http")
 
