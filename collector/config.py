@@ -27,6 +27,7 @@ from collector.configtypes import (
     Duration,
     FromEnv,
     Secret,
+    TLSServerConfig,
     check_pg_dsn,
     parse_duration,
     parse_endpoint,
@@ -74,23 +75,6 @@ MAX_ATTRIBUTE_DEPTH = 40
 
 # ---------------------------------------------------------------------------------------------------------------
 # The tree. Field docstrings live in docs/configuration.md, which documents every key.
-
-
-@dataclass(frozen=True)
-class TLSServerConfig:
-    cert_file: str = ""
-    key_file: str = ""
-    client_ca_file: str = ""
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cert_file)
-
-    def validate(self, path: str) -> None:
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ConfigError(f"{path}: cert_file and key_file must be set together")
-        if self.client_ca_file and not self.cert_file:
-            raise ConfigError(f"{path}.client_ca_file: mutual TLS needs cert_file and key_file too")
 
 
 @dataclass(frozen=True)

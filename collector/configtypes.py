@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from dataclasses import dataclass
 
 
 class ConfigError(ValueError):
@@ -208,3 +209,23 @@ def check_pg_dsn(dsn: str, path: str) -> None:
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in SSL_MODES:
         raise ConfigError(f"{path}: sslmode must be one of {', '.join(SSL_MODES)}; got {sslmode!r} in {shown}")
+
+
+@dataclass(frozen=True)
+class TLSServerConfig:
+    """A listener's ``tls`` section (receivers, telemetry endpoint, console): TLS when ``cert_file`` is set, mutual
+    TLS when ``client_ca_file`` is set too."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+    def validate(self, path: str) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError(f"{path}: cert_file and key_file must be set together")
+        if self.client_ca_file and not self.cert_file:
+            raise ConfigError(f"{path}.client_ca_file: mutual TLS needs cert_file and key_file too")

@@ -10,30 +10,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from collector.configtypes import ConfigError, Duration, Secret, parse_endpoint
+from collector.configtypes import ConfigError, Duration, Secret, TLSServerConfig, parse_endpoint
 from collector.receivers.auth import check_identity, digest_of_entry
 
 DEFAULT_CONSOLE_ENDPOINT = "127.0.0.1:8080"
 TRUSTED_HEADER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-
-
-@dataclass(frozen=True)
-class ConsoleTLSConfig:
-    """Same keys and meaning as the receivers' ``tls`` sections (``collector.config.TLSServerConfig``)."""
-
-    cert_file: str = ""
-    key_file: str = ""
-    client_ca_file: str = ""
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cert_file)
-
-    def validate(self, path: str) -> None:
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ConfigError(f"{path}: cert_file and key_file must be set together")
-        if self.client_ca_file and not self.cert_file:
-            raise ConfigError(f"{path}.client_ca_file: mutual TLS needs cert_file and key_file too")
 
 
 @dataclass(frozen=True)
@@ -88,7 +69,7 @@ class ConsoleAuthConfig:
 class ConsoleConfig:
     enabled: bool = True
     endpoint: str = DEFAULT_CONSOLE_ENDPOINT
-    tls: ConsoleTLSConfig = field(default_factory=ConsoleTLSConfig)
+    tls: TLSServerConfig = field(default_factory=TLSServerConfig)
     auth: ConsoleAuthConfig = field(default_factory=ConsoleAuthConfig)
     session_ttl: Duration = Duration(8 * 3600.0)
     default_period: Duration = Duration(7 * 86400.0)

@@ -332,7 +332,7 @@ def _token_lines(text: str) -> list[str]:
 
 
 class TLSSettings(Protocol):
-    """What :func:`server_ssl_context` needs (``collector.config.TLSServerConfig`` has it)."""
+    """What :func:`server_ssl_context` needs (``collector.configtypes.TLSServerConfig`` has it)."""
 
     @property
     def cert_file(self) -> str: ...
